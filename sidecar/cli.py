@@ -1,0 +1,94 @@
+"""`goose-sidecar`: one console script, one subcommand per role.
+
+Each subcommand lives in its own module exposing `HELP` (one line), `add_arguments(parser)` and
+`run(args, config) -> int`. Modules import their heavy dependencies inside `run`, so `--help` stays fast
+and one role's missing optional dependency never breaks another. Flags that override configuration use
+`dest="section.field"` with `default=argparse.SUPPRESS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sidecar import __version__
+from sidecar.config import Config, ConfigError, load_config
+
+# Registered explicitly, in the order `--help` lists them.
+COMMANDS: dict[str, str] = {
+    "up": "sidecar.coordinator.command",
+    "sim": "sidecar.sim.command",
+    "mcp": "sidecar.toolserver.command",
+    "goose-config": "sidecar.toolserver.goose_config_command",
+    "fleet": "sidecar.fleet.command_fleet",
+    "bench": "sidecar.fleet.command_bench",
+    "demo": "sidecar.fleet.command_demo",
+    "status": "sidecar.coordinator.status_command",
+    "deploy": "sidecar.deploy.command",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="goose-sidecar",
+        description="Coordinator, MCP sidecar and vLLM simulator for fleets of background coding agents.",
+        epilog="Configuration: goose-sidecar.toml (or --config), GOOSE_SIDECAR_<SECTION>_<FIELD> variables, "
+        "then flags. Run 'goose-sidecar COMMAND --help' for a command's flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"goose-sidecar {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("sidecar."):
+                continue  # a role not built yet in this checkout
+            raise
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        command.add_argument(
+            "--config", metavar="PATH", help="TOML configuration file (default ./goose-sidecar.toml)"
+        )
+        command.add_argument(
+            "--log-level",
+            dest="log.level",
+            default=argparse.SUPPRESS,
+            choices=["debug", "info", "warning", "error"],
+        )
+        command.add_argument(
+            "--log-format", dest="log.format", default=argparse.SUPPRESS, choices=["auto", "json", "console"]
+        )
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration keys the user set with flags (dotted dests only)."""
+    return {key: value for key, value in vars(args).items() if "." in key}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        config: Config = load_config(args.config, overrides=flag_overrides(args))
+    except ConfigError as exc:
+        print(f"goose-sidecar {args.command}: {exc}", file=sys.stderr)
+        return 2
+    from sidecar.obs import configure_logging
+
+    configure_logging(config.log.level, config.log.format)
+    try:
+        return int(args._module.run(args, config) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Deployment artifacts: the Modal app serving vLLM."""

@@ -1,0 +1,1 @@
+"""Goose-like agents driven through the real stack: the fleet runner, experiments and reports."""

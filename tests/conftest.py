@@ -1,0 +1,24 @@
+"""Shared test fixtures. Tools a test needs from the system: skipped locally when absent, required under CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NPM_TOOLS = ROOT / ".cache" / "npm-tools"
+
+
+def require_tool(name: str, path: str | Path | None = None) -> str:
+    """Return the executable for `name`; skip when missing, but fail under CI where .ci/run installs it."""
+    found = str(path) if path is not None and Path(path).exists() else shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed (.ci/run installs it; scripts/_npm_tools.sh for npm tools)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+    raise AssertionError("unreachable")
