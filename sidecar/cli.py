@@ -48,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a role not built yet in this checkout
             raise
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        command.add_argument(
-            "--config", metavar="PATH", help="TOML configuration file (default ./goose-sidecar.toml)"
-        )
+        command.add_argument("--config", metavar="PATH", help="TOML configuration file (default ./goose-sidecar.toml)")
         command.add_argument(
             "--log-level",
             dest="log.level",

@@ -151,8 +151,7 @@ def _env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, Any
         field_name = rest[len(section) + 1 :] if section else ""
         if section is None or field_name not in sections[section].model_fields:
             problems.append(
-                f"{name}: no such setting (expected {ENV_PREFIX}<SECTION>_<FIELD>, e.g. "
-                f"{ENV_PREFIX}COORDINATOR_PORT)"
+                f"{name}: no such setting (expected {ENV_PREFIX}<SECTION>_<FIELD>, e.g. {ENV_PREFIX}COORDINATOR_PORT)"
             )
             continue
         annotation = sections[section].model_fields[field_name].annotation

@@ -28,9 +28,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Any 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if console
-        else structlog.processors.JSONRenderer(sort_keys=False)
+        structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer(sort_keys=False)
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(

@@ -24,9 +24,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(
-    app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any
-) -> AsyncIterator[str]:
+async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> AsyncIterator[str]:
     """Serve `app` with uvicorn in this event loop; yields its base URL (`http://host:port`).
 
     Binds the socket first so port 0 works and the URL is known before any request. On exit the server

@@ -60,9 +60,7 @@ def test_upstream_shortcut_and_list_and_map_env_values(tmp_path: Path) -> None:
     )
     assert config.models["default"].replicas == ["http://gpu:8000"]
     config = load_config(
-        env={
-            "GOOSE_SIDECAR_MODELS": '{"large": {"replicas": ["http://a", "http://b"], "headers": {"K": "v"}}}'
-        }
+        env={"GOOSE_SIDECAR_MODELS": '{"large": {"replicas": ["http://a", "http://b"], "headers": {"K": "v"}}}'}
     )
     assert config.models["large"].replicas == ["http://a", "http://b"]
     assert config.models["large"].headers == {"K": "v"}
