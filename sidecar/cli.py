@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--log-format", dest="log.format", default=argparse.SUPPRESS, choices=["auto", "json", "console"]
         )
         module.add_arguments(command)
+        for action in command._actions:
+            if "." in action.dest and action.metavar is None and action.nargs != 0:
+                action.metavar = action.dest.rsplit(".", 1)[1].upper()
         command.set_defaults(_module=module)
     return parser
 

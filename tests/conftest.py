@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.obs import configure_logging
+
+configure_logging("info", "console")
+
 ROOT = Path(__file__).resolve().parent.parent
 NPM_TOOLS = ROOT / ".cache" / "npm-tools"
 

@@ -1,0 +1,87 @@
+"""`goose-sidecar up`: run the coordinator; with no upstream configured, embed the simulator (32B + 7B)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+from sidecar.config import Config
+
+HELP = "Start the coordinator (an OpenAI-compatible proxy); embeds the vLLM simulator when no upstream is given."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", dest="coordinator.host", default=argparse.SUPPRESS, help="bind address (127.0.0.1)")
+    parser.add_argument("--port", dest="coordinator.port", type=int, default=argparse.SUPPRESS, help="port (8080)")
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        metavar="URL",
+        help="an OpenAI-compatible upstream (vLLM) serving every model; repeat for replicas. "
+        "Several models: [models.<alias>] in goose-sidecar.toml. Default: the embedded simulator",
+    )
+    parser.add_argument(
+        "--keys-file", dest="coordinator.keys_file", default=argparse.SUPPRESS, help="API keys file (KEY AGENT_ID)"
+    )
+    parser.add_argument(
+        "--admin-token", dest="coordinator.admin_token", default=argparse.SUPPRESS, help="token for /status /metrics"
+    )
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    if args.upstream:
+        from sidecar.coordinator.settings import ModelUpstream
+
+        config = config.model_copy(update={"models": {"default": ModelUpstream(replicas=args.upstream)}})
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config))
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _upstreams(config: Config) -> AsyncIterator[Config]:
+    if config.models:
+        yield config
+        return
+    try:
+        from sidecar.sim.embedded import run_embedded
+    except ImportError:
+        print(
+            "goose-sidecar up: no upstream configured. Pass --upstream URL (a vLLM server) or configure "
+            "[models.<alias>] in goose-sidecar.toml.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    from sidecar.coordinator.settings import ModelUpstream
+
+    async with run_embedded(config.sim) as models:
+        upstreams = {m.alias: ModelUpstream(served_name=m.served_name, replicas=[m.url]) for m in models}
+        for m in models:
+            print(f"simulator: {m.alias} = {m.served_name} at {m.url}", file=sys.stderr)
+        yield config.model_copy(update={"models": upstreams})
+
+
+async def _serve(config: Config) -> None:
+    import uvicorn
+
+    from sidecar.coordinator.app import build_app
+
+    async with _upstreams(config) as resolved:
+        app = build_app(resolved)
+        c = resolved.coordinator
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=c.host,
+                port=c.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=30,
+            )
+        )
+        print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)
+        await server.serve()

@@ -1,0 +1,148 @@
+"""What the coordinator knows about its traffic: Prometheus metrics (per-app registry) and the /status view.
+
+No module-level state: every app gets its own `Telemetry`, so tests and several apps in one process never
+share counters. Agent records are bounded (least recently seen evicted) so a flood of ids cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidecar.coordinator.errors import ErrorKind
+
+MAX_AGENTS = 10_000
+MAX_SESSIONS_PER_AGENT = 8
+LATENCY_WINDOW = 4096
+_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
+
+@dataclass
+class AgentRecord:
+    agent_id: str
+    first_seen: float
+    last_seen: float
+    sessions: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    last_model: str | None = None
+
+    def add_session(self, session_id: str | None) -> None:
+        if session_id and session_id not in self.sessions:
+            self.sessions.append(session_id)
+            del self.sessions[:-MAX_SESSIONS_PER_AGENT]
+
+
+def percentiles(values: Sequence[float], points: Sequence[float] = (50, 95, 99)) -> dict[str, float | None]:
+    """Nearest-rank percentiles; None for an empty sample."""
+    ordered = sorted(values)
+    result: dict[str, float | None] = {}
+    for p in points:
+        if not ordered:
+            result[f"p{p:g}"] = None
+            continue
+        rank = max(1, -(-len(ordered) * p // 100))  # ceil without floats drifting
+        result[f"p{p:g}"] = ordered[int(rank) - 1]
+    return result
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "goose_sidecar_requests",
+            "Completed calls by endpoint, model and HTTP status",
+            ["endpoint", "model", "status"],
+            registry=r,
+        )
+        self.errors = Counter("goose_sidecar_errors", "Calls that failed, by kind", ["kind"], registry=r)
+        self.in_flight = Gauge("goose_sidecar_in_flight", "Calls being relayed now", ["model"], registry=r)
+        self.ttfb = Histogram(
+            "goose_sidecar_time_to_first_byte_seconds",
+            "From request received to first upstream byte relayed",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "goose_sidecar_request_duration_seconds",
+            "From request received to last byte relayed",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.relayed_bytes = Counter(
+            "goose_sidecar_relayed_bytes", "Bytes relayed, by direction", ["direction"], registry=r
+        )
+        self.agents: OrderedDict[str, AgentRecord] = OrderedDict()
+        self.recent_ttfb: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.recent_total: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.total_requests = 0
+        self.total_errors = 0
+        self.in_flight_total = 0
+
+    def agent(self, agent_id: str, now: float) -> AgentRecord:
+        record = self.agents.get(agent_id)
+        if record is None:
+            record = AgentRecord(agent_id, first_seen=now, last_seen=now)
+            self.agents[agent_id] = record
+            while len(self.agents) > MAX_AGENTS:
+                oldest_id, oldest = next(iter(self.agents.items()))
+                if oldest.in_flight:
+                    break  # never forget an agent with a call in flight
+                del self.agents[oldest_id]
+        else:
+            record.last_seen = now
+            self.agents.move_to_end(agent_id)
+        return record
+
+    def error(self, kind: ErrorKind, record: AgentRecord | None = None) -> None:
+        self.errors.labels(kind).inc()
+        self.total_errors += 1
+        if record is not None:
+            record.errors += 1
+
+    def status(self, now: float) -> dict[str, Any]:
+        agents = [
+            {
+                "agent_id": a.agent_id,
+                "sessions": list(a.sessions),
+                "last_seen_s_ago": round(now - a.last_seen, 3),
+                "in_flight": a.in_flight,
+                "requests": a.requests,
+                "errors": a.errors,
+                "prompt_tokens": a.prompt_tokens,
+                "completion_tokens": a.completion_tokens,
+                "model": a.last_model,
+            }
+            for a in reversed(self.agents.values())
+        ]
+        return {
+            "uptime_s": round(now - self.started, 3),
+            "totals": {
+                "requests": self.total_requests,
+                "errors": self.total_errors,
+                "in_flight": self.in_flight_total,
+                "agents": len(self.agents),
+            },
+            "latency_ms": {
+                "time_to_first_byte": _ms(percentiles(self.recent_ttfb)),
+                "total": _ms(percentiles(self.recent_total)),
+                "window": len(self.recent_total),
+            },
+            "agents": agents,
+        }
+
+
+def _ms(values: dict[str, float | None]) -> dict[str, float | None]:
+    return {k: None if v is None else round(v * 1000, 3) for k, v in values.items()}
