@@ -1,0 +1,100 @@
+"""Allowlist and argument checks for the sidecar's commands (sidecar/core/toolcommands.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.core.paths import Refused
+from sidecar.core.toolcommands import (
+    Allowed,
+    check_command,
+    match_allowlist,
+    path_like_arguments,
+    split_command,
+    split_test_target,
+)
+
+ALLOW = ["git log *", "git status", "ls *", "python -m pytest *", "make test-*"]
+
+
+@pytest.mark.parametrize(
+    ("command", "entry"),
+    [
+        ("git log --oneline -5", "git log *"),
+        ("git log", "git log *"),
+        ("git status", "git status"),
+        ("git status --short", None),  # exact entry: no extra arguments
+        ("git push", None),
+        ("ls -la src", "ls *"),
+        ("python -m pytest -x tests", "python -m pytest *"),
+        ("python -c 'import os'", None),
+        ("make test-unit", "make test-*"),
+        ("make install", None),
+        ("gitx log", None),
+        ("rm -rf /", None),
+        ("ls; rm -rf /", None),  # ';' glued to a word is not an operator, and 'ls;' is not 'ls'
+    ],
+)
+def test_match_allowlist(command: str, entry: str | None) -> None:
+    argv = split_command(command)
+    assert not isinstance(argv, Refused)
+    assert match_allowlist(argv, ALLOW) == entry
+
+
+def test_shell_operators_are_plain_words() -> None:
+    result = check_command("ls . && rm -rf /", ALLOW)
+    assert isinstance(result, Allowed)  # allowed by 'ls *', but '&&' reaches ls as an argument
+    assert result.argv == ("ls", ".", "&&", "rm", "-rf", "/")
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("", "empty"),
+        ("echo 'unterminated", "quoting"),
+        ("a\x00b", "NUL"),
+        ("curl http://x", "not an allowed command"),
+    ],
+)
+def test_check_command_refusals(command: str, says: str) -> None:
+    result = check_command(command, ALLOW)
+    assert isinstance(result, Refused) and says in result.reason
+
+
+def test_empty_allowlist_says_run_command_is_disabled() -> None:
+    result = check_command("ls", [])
+    assert isinstance(result, Refused) and "disabled" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("tests/test_a.py", ("tests/test_a.py", "")),
+        ("tests/test_a.py::test_x", ("tests/test_a.py", "::test_x")),
+        ("tests/test_a.py::C::test[1-2]", ("tests/test_a.py", "::C::test[1-2]")),
+        ("-k", None),
+        ("--collect-only", None),
+        ("::test_x", None),
+    ],
+)
+def test_split_test_target(target: str, expected: tuple[str, str] | None) -> None:
+    result = split_test_target(target)
+    if expected is None:
+        assert isinstance(result, Refused)
+    else:
+        assert result == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "paths"),
+    [
+        (("ls", "src", "-la"), []),
+        (("ls", "/etc"), ["/etc"]),
+        (("ls", "../.."), ["../.."]),
+        (("git", "log", "main..feature"), []),  # a revision range is not a path
+        (("cat", "~/.ssh/id_rsa"), ["~/.ssh/id_rsa"]),
+        (("tool", "--output=/tmp/x"), ["/tmp/x"]),
+    ],
+)
+def test_path_like_arguments(argv: tuple[str, ...], paths: list[str]) -> None:
+    assert path_like_arguments(argv) == paths
