@@ -208,12 +208,30 @@ _NEUTRAL_COMMANDS = frozenset({"cd", "pushd", "popd", "true", "set", "export", "
 _ENV_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=\S*")
 _GIT_READ = frozenset({"status", "log", "diff", "show", "blame", "grep", "ls-files", "branch", "rev-parse"})
 _SEGMENT_SPLIT = re.compile(r"&&|\|\||[;|\n]")
-# A failing run in a tool's output: pytest/unittest summaries, tracebacks, runner FAIL lines, exit codes.
-_FAILURE_OUTPUT = re.compile(
-    r"\b[1-9]\d*\s+(?:failed|errors?|failures?)\b|\bFAILED\b|\bFAIL\b|Traceback \(most recent call last\)"
-    r"|\bAssertionError\b|\bpanicked at\b|npm ERR!|\bexit(?:ed)?(?: with)?\s+(?:code|status)\W{0,3}[1-9]"
-    r"|\bexit_code\W{0,3}[1-9]|\bFAILURES\b|\bERRORS\b|\bcollected 0 items\b|\bno tests ran\b"
+# A failing run in a tool's output: pytest/unittest/jest/go/cargo verdicts, tracebacks, exit codes. Plain substrings
+# and literal-first patterns, searched only near the ends of the output (`_verdict_text`): a leading `\b` would make
+# Python's regex engine try every position, ~40 ms on a 240 KB test log.
+_FAILURE_MARKERS = (
+    "FAILED",
+    "FAILURES",
+    "ERRORS",
+    "FAIL:",
+    "FAIL ",
+    "FAIL\t",
+    "Traceback (most recent call last)",
+    "AssertionError",
+    "panicked at",
+    "npm ERR!",
+    "collected 0 items",
+    "no tests ran",
 )
+_FAILURE_PATTERNS = (
+    re.compile(r"[1-9]\d*\s+(?:failed|errors?|failures?)\b"),
+    re.compile(r"exit(?:ed)?(?: with)?\s+(?:code|status)\W{0,3}[1-9]"),
+    re.compile(r"exit_code\W{0,3}[1-9]"),
+)
+_VERDICT_HEAD = 8 * 1024
+_VERDICT_TAIL = 32 * 1024
 _DOCS_SUFFIXES = (".md", ".mdx", ".rst", ".adoc", ".asciidoc")
 _DOCS_DIRS = frozenset({"docs", "doc", "documentation"})
 
@@ -288,13 +306,24 @@ def _action_kind(action: ToolAction) -> tuple[_Kind, tuple[str, ...]]:
     return _Kind.UNKNOWN, ()
 
 
+def _shows_failure(output: str) -> bool:
+    """True if a run's output shows a failure; only its first 8 KB and last 32 KB are read, where runners print
+    their verdicts (pytest's summary line is last)."""
+    text = (
+        output
+        if len(output) <= _VERDICT_HEAD + _VERDICT_TAIL
+        else output[:_VERDICT_HEAD] + "\n" + output[-_VERDICT_TAIL:]
+    )
+    return any(marker in text for marker in _FAILURE_MARKERS) or any(p.search(text) for p in _FAILURE_PATTERNS)
+
+
 def _failed(action: ToolAction) -> bool | None:
     """True if the run failed, False if it passed, None if nothing says."""
     if action.exit_code is not None and action.exit_code != 0:
         return True
     if action.ok is False:
         return True
-    if action.output is not None and _FAILURE_OUTPUT.search(action.output):
+    if action.output is not None and _shows_failure(action.output):
         return True
     if action.exit_code == 0 or action.ok is True or action.output is not None:
         return False

@@ -269,6 +269,19 @@ def test_test_outcome_from_output(output: str, expected: Stage) -> None:
     assert found[0] is expected
 
 
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("PASSED\n" * 50_000 + "===== 1 failed, 9 passed =====", Stage.TEST_ANALYZE),  # the verdict is last
+        ("FAILED test_a\n" + "PASSED\n" * 50_000, Stage.TEST_ANALYZE),  # ... or first
+        ("PASSED\n" * 20_000 + "FAILED test_a\n" + "PASSED\n" * 20_000 + "=== 9 passed ===", Stage.CODE_EDIT),
+    ],
+)
+def test_long_outputs_are_read_at_their_ends(output: str, expected: Stage) -> None:
+    found = stage_of_action(ToolAction("run_tests", output=output))
+    assert found is not None and found[0] is expected
+
+
 def test_a_test_run_with_no_outcome_yet_is_analysis() -> None:
     assert stage_of_action(ToolAction("run_tests")) == (Stage.TEST_ANALYZE, "run_tests: tests ran")
 
