@@ -15,6 +15,7 @@ is what the agent just did (`classify_messages`) or what its sidecar reported (`
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -386,13 +387,14 @@ _TURN_PRECEDENCE: tuple[Stage, ...] = (
 )
 
 # The seed's keyword rules, in its order, matched at word starts (so "prefix" is not "fix", "latest" not "test").
-_KEYWORD_RULES: tuple[tuple[Stage, re.Pattern[str], re.Pattern[str] | None], ...] = (
-    (Stage.TEST_ANALYZE, re.compile(r"(?:\b|py|unit)tests?"), re.compile(r"\b(?:fail|error)")),
-    (Stage.CODE_EDIT, re.compile(r"\b(?:fix|bug|edit|debug)"), None),
-    (Stage.COMMIT_MSG, re.compile(r"\bcommit"), None),
-    (Stage.DOCS, re.compile(r"\b(?:doc|explain)"), None),
-    (Stage.PLAN, re.compile(r"\b(?:plan|approach)"), None),
+_KEYWORD_RULES: tuple[tuple[Stage, tuple[str, ...], tuple[str, ...]], ...] = (
+    (Stage.TEST_ANALYZE, ("test", "pytest", "unittest"), ("fail", "error")),
+    (Stage.CODE_EDIT, ("fix", "bug", "edit", "debug"), ()),
+    (Stage.COMMIT_MSG, ("commit",), ()),
+    (Stage.DOCS, ("doc", "explain"), ()),
+    (Stage.PLAN, ("plan", "approach"), ()),
 )
+_WORD = re.compile(r"[a-z]+")
 _SIMPLE_WORDS = re.compile(r"\b(?:summar|tl;?dr|changelog|release notes?\b|docstring|commit message)")
 _SIMPLE_STAGES = frozenset({Stage.COMMIT_MSG, Stage.DOCS})
 _COMPLEX_STAGES = frozenset({Stage.CODE_EDIT, Stage.TEST_ANALYZE})
@@ -428,17 +430,26 @@ def last_user_text(messages: Sequence[Mapping[str, object]]) -> str:
     return ""
 
 
+def _word_with_prefix(sorted_words: Sequence[str], prefixes: Iterable[str]) -> str | None:
+    """The first word (of the first prefix that has one) starting with one of `prefixes`; O(log n) per prefix."""
+    for prefix in prefixes:
+        index = bisect.bisect_left(sorted_words, prefix)
+        if index < len(sorted_words) and sorted_words[index].startswith(prefix):
+            return sorted_words[index]
+    return None
+
+
 def classify_keywords(text: str) -> Classification:
     """The seed's keyword rules on one user text, in the seed's order; explore when nothing matches.
 
     "test" with "fail"/"error" -> test_analyze; "fix"/"bug"/"edit"/"debug" -> code_edit; "commit" -> commit_msg;
     "doc"/"explain" -> docs; "plan"/"approach" -> plan. Case-insensitive, matched at word starts.
     """
-    lowered = text.lower()
-    for stage, pattern, also in _KEYWORD_RULES:
-        found = pattern.search(lowered)
-        if found and (also is None or also.search(lowered)):
-            return Classification(stage, Source.KEYWORDS, f"keyword {found.group(0).strip()!r} in the last user text")
+    words = sorted(set(_WORD.findall(text.lower())))
+    for stage, prefixes, also in _KEYWORD_RULES:
+        found = _word_with_prefix(words, prefixes)
+        if found and (not also or _word_with_prefix(words, also)):
+            return Classification(stage, Source.KEYWORDS, f"keyword {found!r} in the last user text")
     return Classification(Stage.EXPLORE, Source.KEYWORDS, "no keyword in the last user text")
 
 
