@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_IGNORE_DIRS = [".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"]
 
 
 class SidecarSettings(BaseModel):
@@ -14,6 +17,38 @@ class SidecarSettings(BaseModel):
     workspace: Path = Path(".")
     # Coordinator base URL for stage events; None disables reporting.
     coordinator: str | None = None
+    # Agent identity for events; else $AGENT_ID, else "anonymous" (as the coordinator names unknown agents).
     agent_id: str | None = None
     test_command: str = "python -m pytest -q"
     test_timeout_s: float = Field(600.0, gt=0)
+    # `--http HOST:PORT` serves streamable HTTP at /mcp; None serves stdio.
+    http: str | None = None
+    # Extra Host header values accepted over HTTP (containers: the service name); "*" turns the check off.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Command lines `run_command` may run (see sidecar/core/toolcommands.py); empty disables it.
+    allow_commands: list[str] = Field(default_factory=list)
+    command_timeout_s: float = Field(120.0, gt=0)
+    # Directories whose events never invalidate (build and tool caches); `.git` internals always.
+    ignore_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_DIRS))
+    cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # Files changed this recently are not cached (git's "racily clean" rule; reference/mcp.md).
+    racy_window_ms: float = Field(100.0, ge=0)
+    read_max_lines: int = Field(2000, ge=1)
+    read_max_chars: int = Field(100_000, ge=1000)
+    output_max_chars: int = Field(30_000, ge=1000)
+    list_max_entries: int = Field(1000, ge=1)
+    search_max_results: int = Field(200, ge=1)
+    search_backend: Literal["auto", "rg", "python"] = "auto"
+    # Stage events: queue bound (oldest dropped when full) and per-POST timeout.
+    event_queue_size: int = Field(256, ge=1)
+    event_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("http")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8765 (port 0 picks a free one)")
+        return value

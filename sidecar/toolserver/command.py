@@ -1,0 +1,90 @@
+"""`goose-sidecar mcp`: the per-agent MCP server, over stdio (default) or streamable HTTP (`--http HOST:PORT`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "Run the per-agent MCP sidecar (cached workspace tools, stage events) over stdio or streamable HTTP"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    s = argparse.SUPPRESS
+    parser.add_argument("--workspace", dest="sidecar.workspace", default=s, metavar="DIR", help="workspace root (.)")
+    parser.add_argument(
+        "--http",
+        dest="sidecar.http",
+        default=s,
+        metavar="HOST:PORT",
+        help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (Goose type: streamable_http)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        dest="sidecar.allowed_hosts",
+        default=s,
+        type=_csv,
+        metavar="H1,H2",
+        help="extra Host headers accepted over HTTP besides loopback (e.g. a container name); '*' accepts any",
+    )
+    parser.add_argument("--coordinator", dest="sidecar.coordinator", default=s, metavar="URL", help="events go here")
+    parser.add_argument("--agent-id", dest="sidecar.agent_id", default=s, metavar="ID", help="agent id for events")
+    parser.add_argument("--test-command", dest="sidecar.test_command", default=s, metavar="CMD", help="for run_tests")
+    parser.add_argument("--test-timeout", dest="sidecar.test_timeout_s", default=s, type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--allow-command",
+        dest="sidecar.allow_commands",
+        default=s,
+        action="append",
+        metavar="PATTERN",
+        help="allow run_command for this command line, e.g. 'git log *' (repeatable; none by default)",
+    )
+    parser.add_argument("--search-backend", dest="sidecar.search_backend", default=s, choices=["auto", "rg", "python"])
+    parser.add_argument("--cache-max-bytes", dest="sidecar.cache_max_bytes", default=s, type=int, metavar="BYTES")
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def run(args: argparse.Namespace, config: Any) -> int:
+    import asyncio
+
+    settings = config.sidecar
+    if settings.http:
+        return asyncio.run(_serve_http(settings))
+    return asyncio.run(_serve_stdio(settings))
+
+
+async def _serve_stdio(settings: Any) -> int:
+    from sidecar.toolserver.server import Sidecar
+
+    sidecar = Sidecar(settings)
+    async with sidecar:
+        await sidecar.mcp.run_stdio_async()
+    return 0
+
+
+async def _serve_http(settings: Any) -> int:
+    import socket
+
+    import uvicorn
+
+    from sidecar.obs import get_logger
+    from sidecar.toolserver.server import Sidecar, build_http_app
+
+    host, _, port = settings.http.rpartition(":")
+    host = host.strip("[]")
+    sidecar = Sidecar(settings)
+    app = build_http_app(sidecar)
+    # Bind first, so port 0 works and the URL logged is the real one.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{bound}/mcp")
+    with sock:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    return 0

@@ -1,0 +1,371 @@
+"""The sidecar: the MCP server (official SDK, `MCPServer`) over the workspace tools, for one agent.
+
+`Sidecar(settings)` owns the jail, the watcher, the cache, the tools and the event reporter; `async with
+sidecar:` starts the watcher (before anything is cached) and the reporter. `sidecar.mcp` is the MCP server
+(stdio: `await sidecar.mcp.run_stdio_async()` inside the `async with`); `build_http_app(sidecar, host)` is the
+streamable-HTTP app (`/mcp`, plus `/healthz` and `/stats`) whose lifespan does the same.
+
+Every tool call goes through `Sidecar.invoke`: it runs the body, turns `ToolFailure` into MCP's `ToolError`
+(the model reads the message), and reports the call (session id from the call's `_meta["agent-session-id"]`,
+as Goose sends it; else the `agent-session-id` header; else `$AGENT_SESSION_ID`, which Goose sets for stdio).
+This module is where MCP meets the tools; nothing else imports `mcp`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import ToolAnnotations
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from sidecar import __version__
+from sidecar.core.toolcache import Generations
+from sidecar.obs import get_logger
+from sidecar.toolserver.cache import ToolCache
+from sidecar.toolserver.events import EventReporter
+from sidecar.toolserver.jail import Jail
+from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.tools import ToolFailure, ToolOutput, Tools
+from sidecar.toolserver.watcher import Watcher
+
+log = get_logger(__name__)
+
+SESSION_META_KEY = "agent-session-id"
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+
+INSTRUCTIONS = """\
+Workspace tools for coding. Prefer them to shell commands: read_file instead of cat/sed, search instead of \
+rg/grep, list_dir instead of ls/find, run_tests instead of running the test suite in a shell. Their results are \
+cached and always match the files as they are now (a changed file is never served stale), so repeating a call \
+is cheap. Paths are relative to the workspace root (absolute paths inside it work too). edit_file replaces one \
+exact, unique snippet; read the file first."""
+
+
+class Sidecar:
+    """One agent's sidecar: tools, cache, watcher, reporter and the MCP server over them."""
+
+    def __init__(self, settings: SidecarSettings, *, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.settings = settings
+        self.jail = Jail(settings.workspace)
+        self.gens = Generations()
+        self.watcher = Watcher(self.jail.root, self.gens, ignore_dirs=settings.ignore_dirs, on_flush=self._flushed)
+        self.cache = ToolCache(
+            self.gens,
+            self.watcher,
+            max_bytes=settings.cache_max_bytes,
+            racy_window_ns=int(settings.racy_window_ms * 1_000_000),
+        )
+        self.tools = Tools(settings, jail=self.jail, cache=self.cache, gens=self.gens)
+        self.agent_id = settings.agent_id or env.get("AGENT_ID") or "anonymous"
+        self.reporter = EventReporter(
+            settings.coordinator,
+            self.agent_id,
+            queue_size=settings.event_queue_size,
+            timeout_s=settings.event_timeout_s,
+            default_session_id=env.get("AGENT_SESSION_ID") or None,
+        )
+        self.calls = 0
+        self._depth = 0
+        self.mcp = build_mcp(self)
+
+    @property
+    def generation(self) -> int:
+        """Monotonic workspace generation: unchanged between two readings means no file changed in between
+        (as far as the watcher and the sidecar's own writes can tell; a flush also moves it)."""
+        return self.gens.current
+
+    def changed_since(self, generation: int) -> bool:
+        return self.gens.current != generation
+
+    def _flushed(self, reason: str) -> None:
+        self.cache.flush(reason)
+
+    async def __aenter__(self) -> Sidecar:
+        self._depth += 1
+        if self._depth == 1:
+            await self.watcher.start()
+            await self.reporter.start()
+            log.info("sidecar started", workspace=self.jail.root, agent_id=self.agent_id)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            await self.reporter.stop()
+            await self.watcher.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "workspace": self.jail.root,
+            "agent_id": self.agent_id,
+            "generation": self.generation,
+            "calls": self.calls,
+            "cache": self.cache.stats,
+            "watcher": {
+                "healthy": self.watcher.healthy,
+                "events": self.watcher.events,
+                "flushes": self.watcher.flushes,
+                "paths_tracked": self.gens.paths_tracked(),
+            },
+            "events": {
+                "queued": self.reporter.stats.queued,
+                "sent": self.reporter.stats.sent,
+                "failed": self.reporter.stats.failed,
+                "dropped": self.reporter.stats.dropped,
+                "last_answer": self.reporter.stats.last_answer,
+            },
+        }
+
+    async def invoke(
+        self, tool: str, ctx: Context | None, body: Callable[[], ToolOutput | Awaitable[ToolOutput]]
+    ) -> str:
+        """Run one tool body: report it, and turn `ToolFailure` into the `ToolError` the model reads."""
+        self.calls += 1
+        session = session_id_of(ctx)
+        t0 = time.perf_counter()
+        try:
+            result = body()
+            if inspect.isawaitable(result):
+                result = await result
+        except ToolFailure as exc:
+            self._report(tool, session, t0, ok=False, paths=exc.paths)
+            raise ToolError(str(exc)) from exc
+        except BaseException:
+            self._report(tool, session, t0, ok=False, paths=[])
+            raise
+        assert isinstance(result, ToolOutput)
+        self._report(
+            tool,
+            session,
+            t0,
+            ok=True,
+            paths=result.paths,
+            exit_code=result.exit_code,
+            cached=result.cached,
+            command=result.command,
+        )
+        return result.text
+
+    def _report(self, tool: str, session: str | None, t0: float, **fields: Any) -> None:
+        try:
+            self.reporter.report(tool=tool, session_id=session, duration_ms=(time.perf_counter() - t0) * 1000, **fields)
+        except Exception as exc:  # reporting must never fail a tool call
+            log.warning("event not queued", error=str(exc))
+
+
+def session_id_of(ctx: Context | None) -> str | None:
+    """Goose's session id for this call: `_meta["agent-session-id"]`, else the HTTP header of that name."""
+    if ctx is None:
+        return None
+    try:
+        request = ctx.request_context
+    except ValueError:
+        return None
+    meta = request.meta
+    if meta:
+        value = meta.get(SESSION_META_KEY)
+        if isinstance(value, str) and value:
+            return value
+    headers = ctx.headers
+    if headers is not None:
+        value = headers.get(SESSION_META_KEY)
+        if value:
+            return str(value)
+    return None
+
+
+# -- the MCP surface ------------------------------------------------------------------------------------
+
+PathArg = Annotated[
+    str, Field(description="File path relative to the workspace root (an absolute path inside it also works)")
+]
+DirArg = Annotated[str, Field(description="Directory relative to the workspace root; '.' is the root")]
+StartLine = Annotated[int | None, Field(ge=1, description="First line to show, 1-based (default 1)")]
+EndLine = Annotated[int | None, Field(ge=1, description="Last line to show, inclusive (default: the end)")]
+Depth = Annotated[int, Field(ge=1, le=10, description="How many directory levels to list (1 = direct children)")]
+Pattern = Annotated[str, Field(description="Regular expression (ripgrep / Python syntax), matched per line")]
+SearchPath = Annotated[str, Field(description="Directory or file to search, relative to the workspace root")]
+Glob = Annotated[
+    str | None, Field(description="Only files matching this glob, gitignore syntax, e.g. '*.py'; '!' excludes")
+]
+MaxResults = Annotated[int | None, Field(ge=1, le=1000, description="At most this many matching lines")]
+Content = Annotated[str, Field(description="The complete new content of the file")]
+Before = Annotated[str, Field(description="Exact text to replace; must occur exactly once in the file")]
+After = Annotated[str, Field(description="Text to put in its place (may be empty to delete)")]
+TestTarget = Annotated[
+    str | None,
+    Field(description="Optional test file or node id, e.g. tests/test_api.py or tests/test_api.py::test_login"),
+]
+Command = Annotated[str, Field(description="Command line to run (no shell); must match the sidecar's allowlist")]
+OptPath = Annotated[str | None, Field(description="Limit the diff to this path, relative to the workspace root")]
+Staged = Annotated[bool, Field(description="Show staged changes (git diff --cached) instead of unstaged ones")]
+
+
+def _hints(*, read_only: bool, destructive: bool = False, idempotent: bool = True, title: str) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
+    )
+
+
+def build_mcp(sidecar: Sidecar) -> MCPServer:
+    """The MCP server with the sidecar's nine tools (text results, no structured duplicate)."""
+    mcp: MCPServer = MCPServer(name="sidecar", version=__version__, instructions=INSTRUCTIONS)
+    tools = sidecar.tools
+    invoke = sidecar.invoke
+
+    @mcp.tool(
+        name="read_file",
+        description="Read a text file with line numbers. The first line says which lines are shown "
+        "('path (lines a-b of N)'); each following line is the line number, a tab, and the text. Long files "
+        "are cut with a note saying how to continue (pass start_line/end_line to read a range).",
+        annotations=_hints(read_only=True, title="Read file"),
+        structured_output=False,
+    )
+    async def read_file(
+        path: PathArg, start_line: StartLine = None, end_line: EndLine = None, ctx: Context | None = None
+    ) -> str:
+        return await invoke("read_file", ctx, lambda: tools.read_file(path, start_line, end_line))
+
+    @mcp.tool(
+        name="list_dir",
+        description="List files and directories under a directory (gitignored entries and .git are left out), "
+        "one path per line relative to the workspace root; directories end in '/'.",
+        annotations=_hints(read_only=True, title="List directory"),
+        structured_output=False,
+    )
+    async def list_dir(path: DirArg = ".", depth: Depth = 2, ctx: Context | None = None) -> str:
+        return await invoke("list_dir", ctx, lambda: tools.list_dir(path, depth))
+
+    @mcp.tool(
+        name="search",
+        description="Search file contents with a regular expression (like ripgrep): one 'path:line:text' per "
+        "matching line, gitignored and binary files skipped. Narrow it with path and glob.",
+        annotations=_hints(read_only=True, title="Search files"),
+        structured_output=False,
+    )
+    async def search(
+        pattern: Pattern,
+        path: SearchPath = ".",
+        glob: Glob = None,
+        max_results: MaxResults = None,
+        ctx: Context | None = None,
+    ) -> str:
+        return await invoke("search", ctx, lambda: tools.search(pattern, path, glob, max_results))
+
+    @mcp.tool(
+        name="write_file",
+        description="Create a file or replace its whole content (parent directories are created). "
+        "For a small change to an existing file use edit_file.",
+        annotations=_hints(read_only=False, destructive=True, title="Write file"),
+        structured_output=False,
+    )
+    async def write_file(path: PathArg, content: Content, ctx: Context | None = None) -> str:
+        return await invoke("write_file", ctx, lambda: tools.write_file(path, content))
+
+    @mcp.tool(
+        name="edit_file",
+        description="Replace one exact snippet of a file: 'before' must occur exactly once (include enough "
+        "surrounding lines to make it unique); it is replaced by 'after'.",
+        annotations=_hints(read_only=False, destructive=True, idempotent=False, title="Edit file"),
+        structured_output=False,
+    )
+    async def edit_file(path: PathArg, before: Before, after: After, ctx: Context | None = None) -> str:
+        return await invoke("edit_file", ctx, lambda: tools.edit_file(path, before, after))
+
+    @mcp.tool(
+        name="run_tests",
+        description="Run the project's test suite (or one test file / node id) and return the exit code and "
+        "output (long output keeps its head and tail). If nothing in the workspace changed since the last "
+        "identical run, that run's result is returned at once, marked as cached.",
+        annotations=_hints(read_only=False, title="Run tests"),
+        structured_output=False,
+    )
+    async def run_tests(target: TestTarget = None, ctx: Context | None = None) -> str:
+        return await invoke("run_tests", ctx, lambda: tools.run_tests(target))
+
+    allowed = ", ".join(f"'{entry}'" for entry in sidecar.settings.allow_commands) or "none (disabled)"
+
+    @mcp.tool(
+        name="run_command",
+        description=f"Run one allowed command in the workspace root, without a shell (no pipes or "
+        f"redirections); returns its exit code and output. Allowed: {allowed}.",
+        annotations=ToolAnnotations(
+            title="Run command",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+        structured_output=False,
+    )
+    async def run_command(command: Command, ctx: Context | None = None) -> str:
+        return await invoke("run_command", ctx, lambda: tools.run_command(command))
+
+    @mcp.tool(
+        name="git_status",
+        description="Show the branch and changed, staged and untracked files (git status --short --branch).",
+        annotations=_hints(read_only=True, title="Git status"),
+        structured_output=False,
+    )
+    async def git_status(ctx: Context | None = None) -> str:
+        return await invoke("git_status", ctx, tools.git_status)
+
+    @mcp.tool(
+        name="git_diff",
+        description="Show uncommitted changes as a diff (a summary, then the patch), optionally for one path "
+        "or for the staged changes.",
+        annotations=_hints(read_only=True, title="Git diff"),
+        structured_output=False,
+    )
+    async def git_diff(path: OptPath = None, staged: Staged = False, ctx: Context | None = None) -> str:
+        return await invoke("git_diff", ctx, lambda: tools.git_diff(path, staged))
+
+    return mcp
+
+
+def transport_security(allowed_hosts: list[str]) -> TransportSecuritySettings:
+    """Host-header check for HTTP: loopback plus `allowed_hosts` (a bare host allows any port); '*' = off."""
+    if "*" in allowed_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = list(LOOPBACK_HOSTS)
+    for host in allowed_hosts:
+        hosts += [host] if ":" in host.lstrip("[").split("]")[-1] else [host, f"{host}:*"]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def build_http_app(sidecar: Sidecar) -> Starlette:
+    """Streamable HTTP at `/mcp`, plus `/healthz` and `/stats`; the lifespan starts the sidecar."""
+    inner = sidecar.mcp.streamable_http_app(transport_security=transport_security(sidecar.settings.allowed_hosts))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with sidecar, sidecar.mcp.session_manager.run():
+            yield
+
+    async def healthz(request: Request) -> JSONResponse:
+        healthy = sidecar.watcher.healthy
+        return JSONResponse({"ok": healthy, "generation": sidecar.generation}, status_code=200 if healthy else 503)
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(sidecar.stats())
+
+    routes = [*inner.routes, Route("/healthz", healthz), Route("/stats", stats)]
+    return Starlette(routes=routes, middleware=inner.user_middleware, lifespan=lifespan)

@@ -1,0 +1,428 @@
+"""The sidecar's tool bodies, independent of MCP: each returns a `ToolOutput` or raises `ToolFailure`.
+
+Read-only tools are cached (`read_file` as a file entry; `list_dir`, `search`, `run_tests` as tree entries,
+see `cache.py`); `write_file` and `edit_file` invalidate synchronously before they return. The server
+(`server.py`) turns `ToolFailure` into MCP's `ToolError` and reports every call to the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shlex
+from dataclasses import dataclass, field
+
+from sidecar.core.paths import Refused, check_argument
+from sidecar.core.toolcache import Generations, Inputs
+from sidecar.core.toolcommands import check_command, path_like_arguments, split_test_target
+from sidecar.core.toolformat import (
+    EditError,
+    RangeError,
+    apply_edit,
+    edit_message,
+    format_read,
+    write_message,
+)
+from sidecar.toolserver import runner
+from sidecar.toolserver.cache import ToolCache, stamp_of, stat_stamp
+from sidecar.toolserver.jail import Jail, JailError, Target, read_all
+from sidecar.toolserver.search import (
+    SearchError,
+    SearchResult,
+    compile_pattern,
+    python_search,
+    rg_search,
+    ripgrep,
+)
+from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.walk import walk
+
+MAX_READ_BYTES = 20 * 1024 * 1024
+BINARY_SNIFF_BYTES = 8192
+MAX_DEPTH = 10
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "PAGER": "cat", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+class ToolFailure(Exception):
+    """A failure the model should read and act on (bad path, no match, invalid pattern...)."""
+
+    def __init__(self, message: str, *, paths: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.paths = paths or []
+
+
+@dataclass
+class ToolOutput:
+    text: str
+    paths: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    cached: bool = False
+    command: str | None = None  # for run_command events: the first words of the command
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """A finished `run_tests`, as cached: what ran, when, for how long, and what it said."""
+
+    command: str
+    exit_code: int | None
+    output: str
+    duration_s: float
+    started_at: float
+    timed_out: bool
+
+    def render(self, cached: bool) -> str:
+        when = dt.datetime.fromtimestamp(self.started_at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        status = "timed out" if self.timed_out else f"exit code {self.exit_code}"
+        lines = [f"$ {self.command}", f"[{status} after {self.duration_s:.2f} s, ran at {when}]"]
+        if cached:
+            lines.insert(
+                0, f"[cached: the workspace is unchanged since this run at {when}; it took {self.duration_s:.2f} s]"
+            )
+        return "\n".join(lines) + "\n" + self.output
+
+
+class Tools:
+    """Tool bodies over one workspace; `generation` only grows and changes whenever the workspace does."""
+
+    def __init__(self, settings: SidecarSettings, *, jail: Jail, cache: ToolCache, gens: Generations) -> None:
+        self.settings = settings
+        self.jail = jail
+        self.cache = cache
+        self.gens = gens
+        self.test_argv = shlex.split(settings.test_command)
+        if not self.test_argv:
+            raise ValueError("sidecar.test_command is empty")
+
+    @property
+    def generation(self) -> int:
+        """The workspace generation: compare two readings to know whether anything changed in between."""
+        return self.gens.current
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _resolve(self, path: str) -> Target:
+        try:
+            return self.jail.resolve(path)
+        except JailError as exc:
+            raise ToolFailure(str(exc), paths=[path]) from exc
+
+    def _invalidate(self, target: Target) -> None:
+        """Our own write: bump its generations now, before the watcher's event arrives."""
+        self.gens.bump(target.real)
+        if target.lexical != target.real:
+            self.gens.bump(target.lexical)
+
+    def _open(self, target: Target) -> int:
+        try:
+            return self.jail.open_file(target)
+        except JailError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
+        except FileNotFoundError as exc:
+            raise ToolFailure(
+                f"'{target.shown}' does not exist; use list_dir or search to find the file", paths=[target.shown]
+            ) from exc
+        except OSError as exc:
+            raise ToolFailure(f"Failed to read {target.shown}: {exc.strerror}", paths=[target.shown]) from exc
+
+    def _read_text(self, target: Target, fd: int) -> tuple[str, int]:
+        size = os.fstat(fd).st_size
+        if size > MAX_READ_BYTES:
+            raise ToolFailure(
+                f"'{target.shown}' is {size} bytes, over the {MAX_READ_BYTES} byte limit; use search to find "
+                "the lines you need",
+                paths=[target.shown],
+            )
+        data = read_all(fd, MAX_READ_BYTES)
+        if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+            raise ToolFailure(
+                f"'{target.shown}' looks like a binary file ({len(data)} bytes); read_file shows text files only",
+                paths=[target.shown],
+            )
+        return data.decode("utf-8", errors="replace"), len(data)
+
+    def _dir_target(self, path: str, tool: str) -> Target:
+        target = self._resolve(path)
+        if not os.path.exists(target.real):
+            raise ToolFailure(f"'{target.shown}' does not exist; list_dir '.' shows the workspace", paths=[path])
+        if not os.path.isdir(target.real) and tool == "list_dir":
+            raise ToolFailure(f"'{target.shown}' is a file; use read_file to read it", paths=[target.shown])
+        return target
+
+    # -- read-only, cached -----------------------------------------------------------------------------
+
+    def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutput:
+        target = self._resolve(path)
+        key = f"read_file {target.lexical}\x00{start_line}\x00{end_line}"
+        hit = self.cache.lookup_files(key)
+        if hit is not None:
+            return ToolOutput(hit, [target.shown], cached=True)
+        watched = (target.real,) if target.lexical == target.real else (target.real, target.lexical)
+        before = self.cache.snapshot(Inputs(paths=watched))
+        stamp_before = stat_stamp(target.lexical)
+        fd = self._open(target)
+        try:
+            stamp_read = stamp_of(os.fstat(fd))
+            text, _ = self._read_text(target, fd)
+        finally:
+            os.close(fd)
+        try:
+            rendered = format_read(
+                target.shown,
+                text,
+                start_line,
+                end_line,
+                max_lines=self.settings.read_max_lines,
+                max_chars=self.settings.read_max_chars,
+            )
+        except RangeError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
+        inputs = Inputs(files=((target.lexical, stamp_read),), paths=watched)
+        stable = stamp_before if stamp_before == stamp_read else None
+        self.cache.store(key, rendered, len(rendered) + 256, inputs, before, (stable,))
+        return ToolOutput(rendered, [target.shown])
+
+    async def list_dir(self, path: str = ".", depth: int = 2) -> ToolOutput:
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ToolFailure(f"depth must be between 1 and {MAX_DEPTH} (got {depth})", paths=[path])
+        target = self._dir_target(path, "list_dir")
+        key = f"list_dir {target.lexical}\x00{target.real}\x00{depth}"
+
+        async def compute() -> tuple[str, int | None]:
+            text = self._list(target, depth)
+            return text, len(text) + 256
+
+        text, cached = await self.cache.tree(key, target.real, compute)
+        return ToolOutput(text, [target.shown], cached=cached)
+
+    def _list(self, target: Target, depth: int) -> str:
+        limit = self.settings.list_max_entries
+        lines: list[str] = []
+        more = False
+        prefix = "" if target.shown == "." else target.shown
+        with self.jail.open_dir(self.jail.parts(target)) as fd:
+            for node in walk(fd, max_depth=depth, prefix=prefix):
+                if len(lines) >= limit:
+                    more = True
+                    break
+                suffix = "/" if node.kind == "dir" else "@" if node.kind == "link" else ""
+                lines.append(node.rel + suffix)
+        shown = "./" if target.shown == "." else target.shown.rstrip("/") + "/"
+        header = f"{shown} ({len(lines)} entries, depth {depth}; directories end in '/', symlinks in '@')"
+        if more:
+            lines.append(f"[truncated: the first {limit} entries are shown; list a subdirectory or use less depth]")
+        if not lines:
+            lines.append("(empty)")
+        return "\n".join([header, *lines])
+
+    async def search(
+        self, pattern: str, path: str = ".", glob: str | None = None, max_results: int | None = None
+    ) -> ToolOutput:
+        limit = self.settings.search_max_results if max_results is None else max_results
+        if not 1 <= limit <= 1000:
+            raise ToolFailure(f"max_results must be between 1 and 1000 (got {limit})", paths=[path])
+        try:
+            compile_pattern(pattern)
+        except SearchError as exc:
+            raise ToolFailure(str(exc), paths=[path]) from exc
+        if glob is not None and ("\x00" in glob or not glob.strip("!")):
+            raise ToolFailure(f"invalid glob {glob!r}; pass e.g. '*.py' or '!tests/**'", paths=[path])
+        target = self._dir_target(path, "search")
+        backend = self._backend()
+        key = f"search {target.lexical}\x00{target.real}\x00{pattern}\x00{glob}\x00{limit}\x00{backend}"
+
+        async def compute() -> tuple[str, int | None]:
+            result = await self._search(target, pattern, glob, limit, backend)
+            text = self._render_search(result, pattern, target, limit)
+            return text, len(text) + 256
+
+        text, cached = await self.cache.tree(key, target.real, compute)
+        return ToolOutput(text, [target.shown], cached=cached)
+
+    def _backend(self) -> str:
+        if self.settings.search_backend == "python":
+            return "python"
+        rg = ripgrep()
+        if rg is None:
+            if self.settings.search_backend == "rg":
+                raise ToolFailure("ripgrep (rg) is not installed on the sidecar's machine")
+            return "python"
+        return rg
+
+    async def _search(self, target: Target, pattern: str, glob: str | None, limit: int, backend: str) -> SearchResult:
+        rel = target.rel if target.shown == target.rel else target.shown
+        if backend != "python":
+            found = await rg_search(backend, self.jail.root, "./" if rel == "." else rel, pattern, glob, limit)
+            if found is not None:
+                return found
+        return await asyncio.to_thread(self._python_search, target, rel, pattern, glob, limit)
+
+    def _python_search(self, target: Target, rel: str, pattern: str, glob: str | None, limit: int) -> SearchResult:
+        parts = self.jail.parts(target)
+        if os.path.isdir(target.real):
+            with self.jail.open_dir(parts) as fd:
+                return python_search(fd, "" if rel == "." else rel, pattern, glob, limit)
+        with self.jail.open_dir(parts[:-1]) as fd:
+            return python_search(fd, rel.rpartition("/")[0], pattern, glob, limit, only=parts[-1])
+
+    def _render_search(self, result: SearchResult, pattern: str, target: Target, limit: int) -> str:
+        if not result.lines:
+            return f"No matches for {pattern!r} in {target.shown}"
+        text = "\n".join(result.lines)
+        if result.truncated:
+            text += f"\n[truncated: the first {limit} matching lines are shown; narrow the pattern, path or glob]"
+        return text
+
+    # -- mutating ---------------------------------------------------------------------------------------
+
+    def write_file(self, path: str, content: str) -> ToolOutput:
+        target = self._resolve(path)
+        try:
+            created = self.jail.write_atomic(target, content.encode("utf-8", errors="surrogatepass"))
+        except JailError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
+        except OSError as exc:
+            raise ToolFailure(f"Failed to write {target.shown}: {exc.strerror}", paths=[target.shown]) from exc
+        finally:
+            self._invalidate(target)
+        return ToolOutput(write_message(target.shown, content, created), [target.shown])
+
+    def edit_file(self, path: str, before: str, after: str) -> ToolOutput:
+        target = self._resolve(path)
+        fd = self._open(target)
+        try:
+            stamp = stamp_of(os.fstat(fd))
+            data = read_all(fd, MAX_READ_BYTES)
+        finally:
+            os.close(fd)
+        try:
+            content = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ToolFailure(
+                f"Failed to read {target.shown}: it is not UTF-8 text; edit_file edits text files",
+                paths=[target.shown],
+            ) from exc
+        try:
+            updated = apply_edit(content, before, after)
+        except EditError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
+        if stat_stamp(target.lexical) != stamp:
+            raise ToolFailure(
+                f"'{target.shown}' changed while it was being edited; read it again and retry", paths=[target.shown]
+            )
+        try:
+            self.jail.write_atomic(target, updated.encode("utf-8"))
+        except JailError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
+        except OSError as exc:
+            raise ToolFailure(f"Failed to write {target.shown}: {exc.strerror}", paths=[target.shown]) from exc
+        finally:
+            self._invalidate(target)
+        return ToolOutput(edit_message(target.shown, before, after), [target.shown])
+
+    # -- commands ---------------------------------------------------------------------------------------
+
+    def _test_argv(self, target: str | None) -> tuple[list[str], list[str]]:
+        """The test command for `target` (checked through the jail) and the paths it names."""
+        argv = list(self.test_argv)
+        if target is None or not target.strip():
+            return argv, []
+        split = split_test_target(target.strip())
+        if isinstance(split, Refused):
+            raise ToolFailure(split.reason, paths=[target])
+        path, node = split
+        resolved = self._resolve(path)
+        if not os.path.exists(resolved.real):
+            raise ToolFailure(f"the test target '{resolved.shown}' does not exist", paths=[resolved.shown])
+        return [*argv, resolved.shown + node], [resolved.shown]
+
+    async def run_tests(self, target: str | None = None) -> ToolOutput:
+        argv, shown = self._test_argv(target)
+        command = shlex.join(argv)
+        key = f"run_tests {command}"
+
+        async def compute() -> tuple[TestRun, int | None]:
+            result = await runner.run(
+                argv,
+                cwd=self.jail.root,
+                timeout_s=self.settings.test_timeout_s,
+                max_chars=self.settings.output_max_chars,
+            )
+            run = TestRun(
+                command, result.exit_code, result.output, result.duration_s, result.started_at, result.timed_out
+            )
+            return run, None if result.timed_out else len(result.output) + 512
+
+        run, cached = await self.cache.tree(key, self.jail.root, compute)
+        return ToolOutput(run.render(cached), shown, exit_code=run.exit_code, cached=cached)
+
+    async def run_command(self, command: str) -> ToolOutput:
+        allowed = check_command(command, self.settings.allow_commands)
+        if isinstance(allowed, Refused):
+            raise ToolFailure(allowed.reason)
+        for value in path_like_arguments(allowed.argv):
+            self._resolve(value)
+        result = await runner.run(
+            allowed.argv,
+            cwd=self.jail.root,
+            timeout_s=self.settings.command_timeout_s,
+            max_chars=self.settings.output_max_chars,
+        )
+        status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+        text = f"$ {shlex.join(allowed.argv)}\n[{status} after {result.duration_s:.2f} s]\n{result.output}"
+        return ToolOutput(text, exit_code=result.exit_code, command=" ".join(allowed.argv[:2]))
+
+    def _git_argv(self, *args: str) -> list[str]:
+        return [
+            "git",
+            "--no-pager",
+            "--no-optional-locks",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.quotepath=off",
+            "-c",
+            "color.ui=never",
+            "-C",
+            self.jail.root,
+            *args,
+        ]
+
+    async def _git(self, *args: str) -> runner.RunResult:
+        result = await runner.run(
+            self._git_argv(*args),
+            cwd=self.jail.root,
+            timeout_s=self.settings.command_timeout_s,
+            max_chars=self.settings.output_max_chars,
+            env={**os.environ, **_GIT_ENV},
+        )
+        if result.exit_code == 127:
+            raise ToolFailure("git is not installed on the sidecar's machine")
+        if result.exit_code != 0 and "not a git repository" in result.output.lower():
+            raise ToolFailure("the workspace is not a git repository (run_command 'git init' if it should be)")
+        return result
+
+    async def git_status(self) -> ToolOutput:
+        result = await self._git("status", "--short", "--branch", "--untracked-files=all")
+        text = result.output if result.output.strip() else "(clean)"
+        return ToolOutput(text, exit_code=result.exit_code)
+
+    async def git_diff(self, path: str | None = None, staged: bool = False) -> ToolOutput:
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch"]
+        if staged:
+            args.append("--cached")
+        paths: list[str] = []
+        args.append("--")
+        if path is not None and path.strip():
+            refused = check_argument(path.strip(), "path")
+            if refused is not None:
+                raise ToolFailure(refused.reason, paths=[path])
+            target = self._resolve(path)
+            args.append(target.shown)
+            paths.append(target.shown)
+        result = await self._git(*args)
+        text = result.output if result.output.strip() else "(no changes)"
+        return ToolOutput(text, paths, exit_code=result.exit_code)

@@ -1,0 +1,249 @@
+"""The workspace watcher: watchdog (inotify) events become generation bumps on the event loop.
+
+Contract (the safe pattern of `reference/mcp.md`):
+- Started before anything is cached; `healthy` is False until then and whenever the observer has died.
+- Events are handed from watchdog's thread to the loop with `loop.call_soon_threadsafe`, in order, and bump
+  `Generations` there; `.git` internals and the configured ignored directories do not count. Directory
+  "modified" events are dropped: the event on the child itself carries the change.
+- Watchdog reports a kernel queue overflow (lost events) only in a log record; a logging handler on its
+  loggers turns that, and any error it logs, into `flush` (a new epoch: every cache entry is invalid).
+  A dead observer is flushed and restarted on the next check.
+- `barrier()` is a consistency barrier (watchman's "cookie"): it creates a sentinel file and waits for its
+  event; every event queued before it has then been applied. Tree-wide cache hits pass one first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from sidecar.core.paths import has_component, is_within, relative_to
+from sidecar.core.toolcache import Generations
+from sidecar.obs import get_logger
+
+log = get_logger(__name__)
+
+COOKIE_PREFIX = ".goose-sidecar-cookie-"
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileAttribEvent,
+    DirAttribEvent,
+]
+_WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify", "watchdog.observers.api")
+
+
+class Watcher:
+    """Feeds `gens` from filesystem events under `root`; `on_flush(reason)` runs on every flush."""
+
+    def __init__(
+        self,
+        root: str,
+        gens: Generations,
+        *,
+        ignore_dirs: list[str] | None = None,
+        on_flush: Callable[[str], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.gens = gens
+        self.ignore_dirs = frozenset(d for d in (ignore_dirs or []) if d)
+        self.on_flush = on_flush
+        self.events = 0
+        self.flushes = 0
+        self.last_event_ns = 0
+        self._observer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._alarm: _Alarm | None = None
+        self._cookies: dict[str, asyncio.Future[None]] = {}
+        self._serial = count()
+        self._listeners: list[Callable[[str], None]] = []
+
+    @property
+    def cookie_dir(self) -> str:
+        git = os.path.join(self.root, ".git")
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(os.lstat(git).st_mode):
+                return git  # invisible to list_dir, search and git status
+        return self.root
+
+    @property
+    def healthy(self) -> bool:
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in observer.emitters)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._alarm is None:
+            self._alarm = _Alarm(self)
+            for name in _WATCHDOG_LOGGERS:
+                logger = logging.getLogger(name)
+                logger.addHandler(self._alarm)
+                if logger.getEffectiveLevel() > logging.WARNING:
+                    logger.setLevel(logging.WARNING)
+        self._start_observer()
+
+    def _start_observer(self) -> None:
+        observer = Observer()
+        observer.schedule(_Handler(self), self.root, recursive=True, event_filter=_EVENTS)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    async def stop(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            await asyncio.to_thread(observer.join, 5.0)
+        if self._alarm is not None:
+            for name in _WATCHDOG_LOGGERS:
+                logging.getLogger(name).removeHandler(self._alarm)
+            self._alarm = None
+        for fut in self._cookies.values():
+            if not fut.done():
+                fut.cancel()
+
+    def ensure_running(self) -> bool:
+        """Restart a dead observer (flushing first, since its events were lost); True when healthy."""
+        if self.healthy:
+            return True
+        if self._loop is None:
+            return False
+        self.flush("watcher stopped")
+        try:
+            self._start_observer()
+        except OSError as exc:
+            log.warning("watcher restart failed", error=str(exc))
+            self._observer = None
+            return False
+        return self.healthy
+
+    def flush(self, reason: str) -> None:
+        """Invalidate everything (on the loop thread): a new epoch in `gens`, then `on_flush`."""
+        self.flushes += 1
+        self.gens.flush()
+        log.info("cache flushed", reason=reason)
+        if self.on_flush is not None:
+            self.on_flush(reason)
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(path)` on the loop for every counted event (benchmarks, speculation)."""
+        self._listeners.append(listener)
+
+    async def barrier(self, limit_s: float = 2.0) -> bool:
+        """Wait until every event queued before this call has been applied; False (after a flush) on timeout."""
+        if not self.healthy or self._loop is None:
+            return False
+        path = os.path.join(self.cookie_dir, f"{COOKIE_PREFIX}{os.getpid()}-{next(self._serial)}")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._cookies[path] = fut
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            try:
+                await asyncio.wait_for(fut, limit_s)
+            except TimeoutError:
+                self.flush("consistency barrier timed out")
+                return False
+            return True
+        except OSError as exc:
+            log.warning("consistency barrier failed", error=str(exc))
+            return False
+        finally:
+            self._cookies.pop(path, None)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _apply(self, event: FileSystemEvent) -> None:
+        """Runs on the loop thread, in event order."""
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if not raw:
+                continue
+            path = os.fsdecode(raw)
+            name = path.rpartition("/")[2]
+            if name.startswith(COOKIE_PREFIX):
+                fut = self._cookies.get(path)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+                continue
+            if not is_within(self.root, path):
+                continue
+            rel = relative_to(self.root, path)
+            if rel != "." and has_component(rel, self.ignore_dirs | {".git"}):
+                continue
+            self.gens.bump(path)
+            self.events += 1
+            self.last_event_ns = time.perf_counter_ns()
+            for listener in self._listeners:
+                listener(path)
+
+    def _post(self, event: FileSystemEvent) -> None:
+        """Runs on watchdog's thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(self._apply, event)
+
+    def _alarm_raised(self, message: str) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.flush, f"watchdog: {message}")
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type == "modified" and event.is_directory:
+            return  # the child's own event carries the change
+        self._watcher._post(event)
+
+
+class _Alarm(logging.Handler):
+    """Turns watchdog's overflow warnings and errors (its only signal of lost events) into flushes."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__(level=logging.WARNING)
+        self._watcher = watcher
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        if "overflow" in message.lower() or record.levelno >= logging.ERROR:
+            self._watcher._alarm_raised(message)
