@@ -181,6 +181,11 @@ def test_native_priority_round_trips(tier: Tier) -> None:
         ("run_command", True, 2, [], "ruff check .", Stage.TEST_ANALYZE),  # a failing command: analysis
         ("run_command", True, 1, [], "grep -rn needle src", Stage.EXPLORE),  # grep's 1 means "no match"
         ("run_command", True, 0, [], None, None),
+        # the sidecar's events carry a run_command's first two words only
+        ("run_command", True, 0, [], "git commit", Stage.COMMIT_MSG),
+        ("run_command", True, 0, [], "pytest -q", Stage.CODE_EDIT),
+        ("run_command", True, 1, [], "python -m", Stage.TEST_ANALYZE),
+        ("run_command", True, 0, [], "python -m", None),
         # extension prefixes, Goose's developer tools
         ("sidecar__read_file", True, None, ["a.py"], None, Stage.EXPLORE),
         ("ext__edit_file", True, None, ["a.py"], None, Stage.CODE_EDIT),
