@@ -1,0 +1,172 @@
+"""`goose-sidecar deploy`: vLLM on Modal, the coordinator's config for it, and the docker-compose file of a fleet.
+
+  deploy modal [--dry-run] [--env ENV]       run `modal deploy -m sidecar.deploy.modal_vllm` (settings:
+                                             SIDECAR_MODAL_* variables, see sidecar/deploy/vllm_spec.py)
+  deploy coordinator-config --workspace-name W [--environment-suffix S] [--auth | --no-auth] [--format toml|env]
+  deploy coordinator-config --simulator      the same, pointing at the compose file's simulator services
+  deploy compose --agents N [--simulator] [-o FILE]
+
+Exit codes: 0 done, 1 `modal deploy` failed, 2 bad usage or settings, or modal missing / not logged in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from sidecar.config import Config
+
+HELP = "Deploy: vLLM on Modal (32B + 7B), the coordinator config for it, docker-compose for a fleet."
+MODAL_MODULE = "sidecar.deploy.modal_vllm"
+TOKEN_ENV = ("SIDECAR_MODAL_PROXY_KEY", "SIDECAR_MODAL_PROXY_SECRET")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="deploy_command", metavar="TARGET", required=True)
+
+    modal = sub.add_parser("modal", help="deploy the vLLM endpoints to Modal (modal deploy)")
+    modal.add_argument("--env", metavar="ENV", help="Modal environment (default: the profile's)")
+    modal.add_argument("--dry-run", action="store_true", help="print the endpoints and the command, deploy nothing")
+
+    config = sub.add_parser("coordinator-config", help="print the coordinator's [models.*] for the deployed URLs")
+    target = config.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--workspace-name", metavar="W", help="your Modal workspace (URLs https://W--<label>.modal.run)"
+    )
+    target.add_argument("--simulator", action="store_true", help="point at the compose file's simulator services")
+    config.add_argument(
+        "--environment-suffix", metavar="S", help="web suffix of a non-default Modal environment (W-S--<label>)"
+    )
+    config.add_argument(
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send Modal-Key/Modal-Secret from $SIDECAR_MODAL_PROXY_KEY/$SIDECAR_MODAL_PROXY_SECRET "
+        "(default: on when the app requires proxy auth, as it does unless SIDECAR_MODAL_PROXY_AUTH=0)",
+    )
+    config.add_argument("--format", choices=["toml", "env"], default="toml", help="goose-sidecar.toml or a .env line")
+    config.add_argument("-o", "--output", metavar="FILE", help="write FILE (mode 600) instead of stdout")
+
+    compose = sub.add_parser("compose", help="write docker-compose.yml for N agents")
+    compose.add_argument("--agents", type=int, default=2, metavar="N", help="agents, each Goose + sidecar (2)")
+    compose.add_argument("--simulator", action="store_true", help="add the simulator services (profile 'sim')")
+    compose.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    del config  # deployment settings are SIDECAR_MODAL_* variables, shared with `modal deploy`
+    if args.deploy_command == "modal":
+        return deploy_modal(args.env, dry_run=args.dry_run, env=os.environ)
+    if args.deploy_command == "coordinator-config":
+        return coordinator_config(args, os.environ)
+    return write_compose(args.agents, simulator=args.simulator, output=args.output)
+
+
+def modal_deploy_argv(environment: str | None = None) -> list[str]:
+    """The command `deploy modal` runs: Modal's CLI from this interpreter, on the module (not a file path)."""
+    argv = [sys.executable, "-m", "modal", "deploy", "-m", MODAL_MODULE]
+    return argv + (["--env", environment] if environment else [])
+
+
+def deploy_modal(environment: str | None, *, dry_run: bool, env: Mapping[str, str]) -> int:
+    from sidecar.deploy.vllm_spec import SpecError, describe, spec_from_env
+
+    try:
+        spec = spec_from_env(env)
+    except SpecError as exc:
+        return _fail(str(exc))
+    print(f"app {spec.app_name}: vLLM {spec.vllm_version}, proxy auth {'on' if spec.proxy_auth else 'off'}")
+    for row in describe(spec):
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    argv = modal_deploy_argv(environment)
+    if dry_run:
+        print("would run:", shlex.join(argv))
+        return 0
+    if importlib.util.find_spec("modal") is None:
+        return _fail("the Modal client is not installed: pip install 'goose-sidecar[deploy]' (or pip install modal)")
+    if not _modal_logged_in():
+        return _fail("not logged in to Modal: run `modal setup` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
+    completed = subprocess.run(argv, env=dict(env), check=False)
+    if completed.returncode != 0:
+        print(f"goose-sidecar deploy modal: modal deploy exited {completed.returncode}", file=sys.stderr)
+        return 1
+    print(
+        "\nnext: goose-sidecar deploy coordinator-config --workspace-name <your workspace> > goose-sidecar.toml"
+        + ("\n      (export SIDECAR_MODAL_PROXY_KEY / SIDECAR_MODAL_PROXY_SECRET first)" if spec.proxy_auth else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _modal_logged_in() -> bool:
+    """Whether Modal's client has credentials (MODAL_TOKEN_ID/SECRET, or the active profile in ~/.modal.toml)."""
+    from modal.config import config
+
+    return bool(config.get("token_id") and config.get("token_secret"))
+
+
+def coordinator_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from sidecar.deploy.compose import simulator_models
+    from sidecar.deploy.coordinator_config import modal_models, render_env, render_toml
+    from sidecar.deploy.vllm_spec import SpecError, spec_from_env
+
+    if args.simulator:
+        models = simulator_models()
+        comments = ["The coordinator's upstreams: the simulator services of docker-compose.yml (profile 'sim')."]
+    else:
+        try:
+            spec = spec_from_env(env)
+        except SpecError as exc:
+            return _fail(str(exc))
+        auth = spec.proxy_auth if args.auth is None else args.auth
+        token = None
+        if auth:
+            key, secret = (env.get(name, "").strip() for name in TOKEN_ENV)
+            if not (key and secret):
+                return _fail(
+                    f"proxy auth is on: set {TOKEN_ENV[0]} and {TOKEN_ENV[1]} to a Modal proxy auth token "
+                    "(modal.com/settings/proxy-auth-tokens), or pass --no-auth if you deployed with "
+                    "SIDECAR_MODAL_PROXY_AUTH=0"
+                )
+            token = (key, secret)
+        try:
+            models = modal_models(spec, args.workspace_name, environment_suffix=args.environment_suffix, token=token)
+        except ValueError as exc:
+            return _fail(str(exc))
+        comments = [
+            f"The coordinator's upstreams: Modal app {spec.app_name} in workspace {args.workspace_name}.",
+            "Written by `goose-sidecar deploy coordinator-config`" + (" (holds a proxy auth secret)." if auth else "."),
+        ]
+    text = render_env(models) if args.format == "env" else render_toml(models, comments)
+    if args.output:
+        path = Path(args.output)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def write_compose(agents: int, *, simulator: bool, output: str | None) -> int:
+    from sidecar.deploy.compose import render_compose
+
+    if agents < 1:
+        return _fail("--agents must be at least 1")
+    text = render_compose(agents, simulator=simulator)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"goose-sidecar deploy: {message}", file=sys.stderr)
+    return 2
