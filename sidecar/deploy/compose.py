@@ -177,7 +177,7 @@ def compose_project(agents: int, *, simulator: bool = False) -> dict[str, Any]:
         services[f"sidecar-{n}"] = sidecar_service(n)
         services[f"goose-config-{n}"] = goose_config_service(n)
         services[f"goose-{n}"] = goose_service(n)
-    volumes = {f"agent-{n}-goose": {} for n in range(1, agents + 1)}
+    volumes: dict[str, Any] = {f"agent-{n}-goose": {} for n in range(1, agents + 1)}
     return {"services": services, "volumes": volumes}
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import PurePosixPath
 from typing import Any
 
 import modal
@@ -107,16 +108,16 @@ def web_server_options(spec: DeploySpec, endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
-def build_app(spec: DeploySpec) -> tuple[modal.App, dict[str, modal.Function]]:
+def build_app(spec: DeploySpec) -> tuple[modal.App, dict[str, modal.Function[..., Any, Any]]]:
     """The Modal app for `spec` and its functions by name; nothing is contacted until `modal deploy`."""
     app = modal.App(spec.app_name)
     image = build_image(spec)
-    volumes = {
+    volumes: dict[str | PurePosixPath, modal.Volume | modal.CloudBucketMount] = {
         HF_CACHE_PATH: modal.Volume.from_name(HF_CACHE_VOLUME, create_if_missing=True),
         VLLM_CACHE_PATH: modal.Volume.from_name(VLLM_CACHE_VOLUME, create_if_missing=True),
     }
     secrets = [modal.Secret.from_name(spec.hf_secret)] if spec.hf_secret else []
-    functions = {}
+    functions: dict[str, modal.Function[..., Any, Any]] = {}
     for endpoint in endpoints(spec):
         decorate = app.function(image=image, volumes=volumes, secrets=secrets, **function_options(spec, endpoint))
         concurrent = modal.concurrent(**concurrency_options(endpoint))
