@@ -1,0 +1,266 @@
+"""OpenAI requests in, vLLM-shaped answers out: validation, error bodies, response and chunk objects.
+
+Contract:
+- `parse_chat` / `parse_completion` turn a JSON body into a `Job` or raise `ApiError` with vLLM's status, type
+  and message: 400 `BadRequestError` for malformed fields, an over-long context, `n > 1` or a priority the
+  policy does not allow (`Got priority N but Priority scheduling is not enabled.`); 404 `NotFoundError`
+  "The model `X` does not exist." for an unknown model. Checks run in vLLM's order: body, model, then limits.
+- Errors are `{"error": {"message", "type", "param", "code"}}` (vLLM >= 0.10.1).
+- Chunks and responses have vLLM's fields; `usage.prompt_tokens_details.cached_tokens` is always present.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.sim.answer import Generation, chat_answer, completion_answer, generate, request_key
+from sidecar.sim.engine import PriorityNotEnabled
+from sidecar.sim.profiles import Profile
+from sidecar.sim.text import Dice
+from sidecar.sim.tokens import render_chat, render_completion
+
+_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, self.param)
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _TYPES.get(status, "Error"), "param": param, "code": status}}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A validated request: what to schedule and what it will generate."""
+
+    chat: bool
+    model: str
+    stream: bool
+    include_usage: bool
+    priority: int
+    prompt: tuple[int, ...]
+    generation: Generation
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """The server side of validation: names served, limits, policy, seed and the agent's step budget."""
+
+    names: tuple[str, ...]
+    profile: Profile
+    max_model_len: int
+    policy: str
+    seed: int
+    max_agent_steps: int = 40
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"Invalid JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body
+
+
+def parse_chat(body: dict[str, Any], served: ServedModel) -> Job:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ApiError(400, "Field required: messages must be a non-empty list of message objects.", "messages")
+    for message in messages:
+        if message.get("role") not in ("system", "developer", "user", "assistant", "tool"):
+            raise ApiError(400, f"Invalid message role: {message.get('role')!r}.", "messages")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise ApiError(400, "tools must be a list.", "tools")
+    model, stream, include_usage, priority, max_tokens, ignore_eos = _common(body, served)
+    prompt = render_chat(messages, tools)
+    max_tokens = _check_length(len(prompt), max_tokens, served)
+    key = request_key(served.seed, model, messages, tools, body.get("tool_choice"), max_tokens, ignore_eos)
+    dice = Dice(key)
+    answer = chat_answer(messages, tools, body.get("tool_choice"), served.profile, dice, served.max_agent_steps)
+    return Job(True, model, stream, include_usage, priority, prompt, generate(answer, max_tokens, ignore_eos, dice))
+
+
+def parse_completion(body: dict[str, Any], served: ServedModel) -> Job:
+    prompt_field = body.get("prompt")
+    if isinstance(prompt_field, list) and len(prompt_field) == 1 and isinstance(prompt_field[0], str):
+        prompt_field = prompt_field[0]
+    try:
+        prompt = render_completion(prompt_field)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), "prompt") from None
+    if not prompt:
+        raise ApiError(400, "The prompt cannot be empty.", "prompt")
+    if "max_tokens" not in body or body["max_tokens"] is None:
+        body = {**body, "max_tokens": 16}  # OpenAI's (and vLLM's) default for completions
+    model, stream, include_usage, priority, max_tokens, ignore_eos = _common(body, served)
+    max_tokens = _check_length(len(prompt), max_tokens, served)
+    key = request_key(served.seed, model, list(prompt), max_tokens, ignore_eos)
+    dice = Dice(key)
+    answer = completion_answer(served.profile, dice)
+    return Job(False, model, stream, include_usage, priority, prompt, generate(answer, max_tokens, ignore_eos, dice))
+
+
+def _common(body: dict[str, Any], served: ServedModel) -> tuple[str, bool, bool, int, int | None, bool]:
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise ApiError(400, "Field required: model must be a string.", "model")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream must be a boolean.", "stream")
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise ApiError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
+    include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+    priority = body.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ApiError(400, "priority must be an integer.", "priority")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
+        raise ApiError(400, "max_tokens must be an integer.", "max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise ApiError(400, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
+    n = body.get("n", 1)
+    if n != 1:
+        raise ApiError(400, "The simulator generates one choice per request (n must be 1).", "n")
+    ignore_eos = bool(body.get("ignore_eos", False))
+    if model not in served.names:
+        raise ApiError(404, f"The model `{model}` does not exist.", "model")
+    if priority != 0 and served.policy != "priority":
+        raise ApiError(400, str(PriorityNotEnabled(priority)), "priority")
+    return model, stream, include_usage, priority, max_tokens, ignore_eos
+
+
+def _check_length(prompt_len: int, max_tokens: int | None, served: ServedModel) -> int:
+    limit = served.max_model_len
+    if prompt_len >= limit:
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your request has {prompt_len} "
+            "input tokens. Please reduce the length of the input messages.",
+            "messages",
+        )
+    if max_tokens is None:
+        return limit - prompt_len
+    if prompt_len + max_tokens > limit:
+        raise ApiError(
+            400,
+            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
+            f"length is {limit} tokens and your request has {prompt_len} input tokens "
+            f"({max_tokens} > {limit} - {prompt_len}).",
+            "max_tokens",
+        )
+    return max_tokens
+
+
+# --- response objects -------------------------------------------------------------------------------------
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": max(0, cached_tokens)},
+    }
+
+
+def chat_response(
+    job: Job, response_id: str, created: int, completion_tokens: int, cached: int, finish: str
+) -> dict[str, Any]:
+    generation = job.generation
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in generation.tool_calls
+    ]
+    content = generation.content if generation.parsed else "".join(generation.pieces[:completion_tokens])
+    message = {
+        "role": "assistant",
+        "content": content or (None if calls else ""),
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+        "tool_calls": calls,
+        "reasoning_content": None,
+    }
+    return {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": job.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": usage(len(job.prompt), completion_tokens, cached),
+        "prompt_logprobs": None,
+        "kv_transfer_params": None,
+    }
+
+
+def completion_response(
+    job: Job, response_id: str, created: int, completion_tokens: int, cached: int, finish: str
+) -> dict[str, Any]:
+    text = "".join(job.generation.pieces[:completion_tokens])
+    choice = {
+        "index": 0,
+        "text": text,
+        "logprobs": None,
+        "finish_reason": finish,
+        "stop_reason": None,
+        "prompt_logprobs": None,
+    }
+    return {
+        "id": response_id,
+        "object": "text_completion",
+        "created": created,
+        "model": job.model,
+        "choices": [choice],
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": usage(len(job.prompt), completion_tokens, cached),
+        "kv_transfer_params": None,
+    }
+
+
+def chunk(job: Job, response_id: str, created: int, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    """One SSE frame `data: {...}\\n\\n` of a streaming response."""
+    obj = {
+        "id": response_id,
+        "object": "chat.completion.chunk" if job.chat else "text_completion",
+        "created": created,
+        "model": job.model,
+        "choices": choices,
+        **extra,
+    }
+    return sse(obj)
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def chat_choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    if finish is not None:
+        choice["stop_reason"] = None
+    return choice
+
+
+def completion_choice(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
