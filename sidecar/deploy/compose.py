@@ -64,13 +64,13 @@ def simulator_models() -> dict[str, dict[str, Any]]:
     return {alias: {"replicas": [f"http://{name}:{SIMULATOR_PORT}"]} for name, _, alias in SIMULATORS}
 
 
-def _healthcheck(url: str) -> dict[str, Any]:
+def _healthcheck(url: str, start_period: str = "10s") -> dict[str, Any]:
     return {
         "test": ["CMD", "python", "-m", "sidecar.deploy.healthcheck", url],
         "interval": "10s",
         "timeout": "6s",
         "retries": 5,
-        "start_period": "10s",
+        "start_period": start_period,
     }
 
 
@@ -82,7 +82,9 @@ def coordinator_service() -> dict[str, Any]:
         # Passed through from the shell or .env when set; unset, the coordinator embeds its simulator.
         "environment": ["GOOSE_SIDECAR_MODELS"],
         "ports": [f"127.0.0.1:{COORDINATOR_PORT}:{COORDINATOR_PORT}"],
-        "healthcheck": _healthcheck(f"http://127.0.0.1:{COORDINATOR_PORT}/healthz"),
+        # /healthz is 503 until an upstream answers; a cold Modal endpoint may take its whole start-up budget
+        # (SIDECAR_MODAL_STARTUP_TIMEOUT, 30 min), and agents wait for it rather than fail.
+        "healthcheck": _healthcheck(f"http://127.0.0.1:{COORDINATOR_PORT}/healthz", start_period="30m"),
         "restart": "unless-stopped",
     }
 
