@@ -59,8 +59,9 @@ from typing import Any
 # priority`, errors as {"error": {...}} (>= 0.10.1), `vllm:kv_cache_usage_perc`. Re-check the flags in
 # `vllm_serve_argv` against `vllm serve --help` when changing it.
 VLLM_VERSION = "0.11.2"
-# CUDA userspace for vLLM's wheels (Modal provides the driver); `add_python` puts CPython on it.
-CUDA_BASE_IMAGE = "nvidia/cuda:12.8.1-devel-ubuntu22.04"
+# CUDA userspace for vLLM's wheels (Modal provides the driver; devel, because vLLM's kernels JIT-compile); the
+# same base as Modal's vLLM example. `add_python` puts CPython on it.
+CUDA_BASE_IMAGE = "nvidia/cuda:12.8.0-devel-ubuntu22.04"
 IMAGE_PYTHON = "3.12"
 HF_HUB_VERSION = "0.36.0"
 VLLM_PORT = 8000
