@@ -7,6 +7,7 @@ Tools run for real on files in a temporary directory (pytest in a subprocess, gi
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -162,5 +163,6 @@ class Executor:
         return self._run(["git", "diff"])
 
     def _run(self, argv: list[str]) -> str:
-        done = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=60)
+        env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # a plain pytest starts faster
+        done = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=60, env=env)
         return f"$ {' '.join(argv)}\n[exit code {done.returncode} after 0.10 s]\n{done.stdout}{done.stderr}"
