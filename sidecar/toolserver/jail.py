@@ -75,34 +75,30 @@ class Jail:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for part in parts:
-                fd = self._step(fd, part, create)
+                child = self._step(fd, part, create)
+                os.close(fd)
+                fd = child
             yield fd
         finally:
             os.close(fd)
 
-    def _step(self, fd: int, part: str, create: bool) -> int:
+    @staticmethod
+    def _step(fd: int, part: str, create: bool) -> int:
+        """Open directory `part` below `fd` without following a symlink (creating it if asked)."""
         try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            return os.open(part, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
             if not create:
-                os.close(fd)
-                raise
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o777, dir_fd=fd)
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                os.close(fd)
                 raise
         except OSError as exc:
-            os.close(fd)
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise JailError(
                     f"'{part}' is not a directory inside the workspace (it changed during the call)"
                 ) from exc
             raise
-        os.close(fd)
-        return child
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, 0o777, dir_fd=fd)
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
 
     def open_file(self, target: Target) -> int:
         """A read-only descriptor of the regular file `target`, opened without following symlinks."""

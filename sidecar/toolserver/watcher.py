@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from itertools import count
@@ -100,6 +101,10 @@ class Watcher:
         observer = self._observer
         if observer is None or not observer.is_alive():
             return False
+        # The inotify reader thread (watchdog's InotifyFD) can die on its own; then no event ever arrives.
+        reader = getattr(observer, "_inotify_fd", None)
+        if reader is not None and not reader.is_alive():
+            return False
         return all(emitter.is_alive() for emitter in observer.emitters)
 
     async def start(self) -> None:
@@ -123,8 +128,7 @@ class Watcher:
     async def stop(self) -> None:
         observer, self._observer = self._observer, None
         if observer is not None:
-            observer.stop()
-            await asyncio.to_thread(observer.join, 5.0)
+            await asyncio.to_thread(_stop_and_join, observer)
         if self._alarm is not None:
             for name in _WATCHDOG_LOGGERS:
                 logging.getLogger(name).removeHandler(self._alarm)
@@ -139,14 +143,21 @@ class Watcher:
             return True
         if self._loop is None:
             return False
-        self.flush("watcher stopped")
+        self.restart("watcher stopped")
+        return self.healthy
+
+    def restart(self, reason: str) -> None:
+        """Flush, then replace the observer with a fresh one (its watches and queue rebuilt from scratch)."""
+        self.flush(reason)
+        old, self._observer = self._observer, None
+        if old is not None:
+            # Stopped on a thread of its own: stopping joins watchdog's reader, which may be the stuck part.
+            threading.Thread(target=old.stop, name="sidecar-watcher-stop", daemon=True).start()
         try:
             self._start_observer()
         except OSError as exc:
             log.warning("watcher restart failed", error=str(exc))
             self._observer = None
-            return False
-        return self.healthy
 
     def flush(self, reason: str) -> None:
         """Invalidate everything (on the loop thread): a new epoch in `gens`, then `on_flush`."""
@@ -173,7 +184,8 @@ class Watcher:
             try:
                 await asyncio.wait_for(fut, limit_s)
             except TimeoutError:
-                self.flush("consistency barrier timed out")
+                # The cookie's event never came: events are lost or stuck. Start over with a fresh observer.
+                self.restart("consistency barrier timed out")
                 return False
             return True
         except OSError as exc:
@@ -221,6 +233,11 @@ class Watcher:
             return
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self.flush, f"watchdog: {message}")
+
+
+def _stop_and_join(observer: Any) -> None:
+    observer.stop()
+    observer.join(5.0)
 
 
 class _Handler(FileSystemEventHandler):
