@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -89,7 +90,7 @@ class SimServer:
     async def models(self, http: HttpRequest) -> Response:
         if not self._authorized(http):
             return _unauthorized()
-        data = [
+        data: list[dict[str, Any]] = [
             {
                 "id": name,
                 "object": "model",
@@ -316,6 +317,12 @@ async def _send_json(send: Send, status: int, obj: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _http_error(request: HttpRequest, exc: Exception) -> Response:
+    """Unknown routes and methods answer as FastAPI (vLLM's server) does: `{"detail": "Not Found"}`."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+
 def _unauthorized() -> Response:
     return JSONResponse({"error": "Unauthorized"}, 401)
 
@@ -349,6 +356,6 @@ def build_sim_app(settings: SimSettings, profile: str | None = None) -> Starlett
         Route("/version", server.version, methods=["GET"]),
         Route("/metrics", server.metrics_text, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.sim = server
     return app

@@ -1,8 +1,9 @@
 """The real-time shell around one engine: one asyncio task steps it and hands tokens to waiting requests.
 
-Clock: simulated time runs `time_scale` times faster than the event loop's clock while the engine is idle.
-A step of `d` simulated seconds is slept as `d / time_scale` real seconds; if the loop wakes late, simulated
-time waits for it (the lag is not counted as GPU time), so results at a high time scale stay faithful.
+Clock: simulated time runs `time_scale` times faster than the event loop's clock. Each step ends at its
+simulated end time mapped to real time; a late wake-up is made up by sleeping less on the next steps, so
+throughput seen by clients stays right at high time scales. If the loop falls more than `MAX_LAG_S` behind
+(a busy CPU), simulated time waits for it instead: the lag is never counted as GPU time.
 A request is stamped on arrival and enters the scheduler `frontend_s` simulated seconds later.
 
 Each submitted request gets a `Ticket`: an asyncio queue of events `("token", n)` (n tokens generated so far),
@@ -22,6 +23,10 @@ from sidecar.obs import get_logger
 from sidecar.sim.engine import Engine, Request, StepResult
 
 log = get_logger(__name__)
+
+# Late wake-ups are caught up on later steps (sleeping less) while the loop is at most this far behind the
+# simulated clock, in real seconds; beyond it, simulated time waits for the loop instead.
+MAX_LAG_S = 0.05
 
 Event = tuple[str, Any]
 
@@ -119,10 +124,12 @@ class Driver:
         if result is None:
             await self._idle()
             return
-        delay = (result.end - self.now()) / self.time_scale
+        deadline = self._anchor_real + (result.end - self._anchor_sim) / self.time_scale
+        delay = deadline - self._real()
         if delay > 0:
             await asyncio.sleep(delay)
-        self._anchor_real, self._anchor_sim = self._real(), result.end
+        if self._real() - deadline > MAX_LAG_S:
+            self._anchor_real, self._anchor_sim = self._real(), result.end  # too far behind: time waits for us
         self._deliver(result)
 
     async def _idle(self) -> None:

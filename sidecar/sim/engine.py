@@ -246,9 +246,10 @@ class Engine:
 
         if not preempted:
             while budget > 0 and len(self.running) < self.profile.max_num_seqs:
-                request = self._peek_waiting()
-                if request is None:
+                head = self._peek_waiting()
+                if head is None:
                     break
+                request = head
                 self._extend_hashes(request)
                 cached = self.kv.cached_prefix(request.hashes, request.num_tokens)
                 num_cached = len(cached) * self.profile.block_size

@@ -46,7 +46,7 @@ def piece_id(piece: str) -> int:
     return 1000 + zlib.crc32(piece.encode("utf-8")) % (2**31 - 1000)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def _encode_cached(text: str) -> tuple[int, ...]:
     return tuple(piece_id(p) for p in pieces(text))
 

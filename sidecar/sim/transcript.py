@@ -151,11 +151,11 @@ def parse_transcript(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any]
                 steps.append(step)
                 by_call_id[str(call.get("id", ""))] = step
         elif role == "tool":
-            step = by_call_id.get(str(message.get("tool_call_id", "")))
-            if step is None and steps and steps[-1].result is None:
-                step = steps[-1]
-            if step is not None:
-                step.result = content_text(message.get("content"))
+            answered = by_call_id.get(str(message.get("tool_call_id", "")))
+            if answered is None and steps and steps[-1].result is None:
+                answered = steps[-1]
+            if answered is not None:
+                answered.result = content_text(message.get("content"))
     transcript = Transcript(offered, steps, task)
     for step in steps:
         _learn(transcript, step)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -298,4 +298,9 @@ async def test_two_sims_in_one_process_keep_their_own_state() -> None:
     assert 'vllm:generation_tokens_total{engine="0",model_name="' + MODEL + '"} 0.0' in text_b
 
 
-Check = Callable[[], Awaitable[None]]
+async def test_unknown_routes_answer_like_fastapi() -> None:
+    async with running() as (client, _):
+        missing = await client.get("/v1/nope")
+        wrong_method = await client.get("/v1/chat/completions")
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": "Method Not Allowed"})
