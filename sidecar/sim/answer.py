@@ -96,11 +96,16 @@ def chat_answer(
     dice: Dice,
     max_steps: int = 40,
 ) -> Answer:
-    """What the synthetic model answers to this conversation."""
+    """What the synthetic model answers to this conversation.
+
+    `tool_choice` as OpenAI defines it: "none" answers in text, "required" always calls a tool, a named
+    function is always the one called (with the arguments the agent would use, else none).
+    """
     if tools and tool_choice != "none":
         transcript = parse_transcript(messages, tools)
-        if transcript.tools:
-            action = decide(transcript, dice, max_steps)
+        action = decide(transcript, dice, max_steps) if transcript.tools else None
+        action = _obey(action, tool_choice, tools)
+        if action is not None:
             return _render(action, profile, dice)
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     stage = text_stage(content_text(last_user.get("content")) if last_user else "")
@@ -119,6 +124,22 @@ _TEXT_INTRO = {
     "docs": "## Overview\n\n",
     "commit_msg": "Fix the failing case\n\n",
 }
+
+
+def _obey(action: Action | None, tool_choice: Any, tools: Sequence[Any]) -> Action | None:
+    named = None
+    if isinstance(tool_choice, Mapping) and isinstance(tool_choice.get("function"), Mapping):
+        named = tool_choice["function"].get("name")
+    if isinstance(named, str) and (action is None or action.tool != named):
+        return Action(action.stage if action else "explore", f"Calling {named}.", named, {})
+    if tool_choice == "required" and (action is None or action.tool is None):
+        names = [
+            t["function"]["name"] for t in tools if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
+        ]
+        preferred = [n for n in names if n.rsplit("__", 1)[-1] == "run_tests"] or names[:1]
+        if preferred:
+            return Action("test_analyze", "Let me check the current state.", preferred[0], {})
+    return action
 
 
 def _render(action: Action, profile: Profile, dice: Dice) -> Answer:

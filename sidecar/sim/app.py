@@ -1,7 +1,8 @@
 """The simulator's HTTP server: vLLM's OpenAI-compatible surface over one engine driven in real time.
 
 Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models` (bearer-protected when
-`api_key` is set, like vLLM's `--api-key`), and open `GET /health`, `GET /version`, `GET /metrics`.
+`api_key` is set, like vLLM's `--api-key`), and open `GET /health`, `GET /version`, `GET /metrics`, and
+vLLM's dev-mode `POST /reset_prefix_cache`.
 One engine, one driver task (started in the lifespan) and one metrics registry per app: no module state, so
 several sims run in one process. A client that disconnects aborts its request, which frees its KV at once.
 """
@@ -110,6 +111,11 @@ class SimServer:
 
     async def version(self, http: HttpRequest) -> Response:
         return JSONResponse({"version": VLLM_VERSION})
+
+    async def reset_prefix_cache(self, http: HttpRequest) -> Response:
+        """vLLM's dev-mode `POST /reset_prefix_cache`: forget cached free blocks (between benchmark runs)."""
+        self.engine.kv.reset_prefix_cache()
+        return Response(status_code=200)
 
     async def metrics_text(self, http: HttpRequest) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
@@ -355,6 +361,7 @@ def build_sim_app(settings: SimSettings, profile: str | None = None) -> Starlett
         Route("/health", server.health, methods=["GET"]),
         Route("/version", server.version, methods=["GET"]),
         Route("/metrics", server.metrics_text, methods=["GET"]),
+        Route("/reset_prefix_cache", server.reset_prefix_cache, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.sim = server

@@ -232,3 +232,19 @@ def test_an_episode_fixes_the_planted_bugs_and_ends(tmp_path: Path, tools: list[
     assert rerun.returncode == 0
     errors = [m["content"] for m in messages if m["role"] == "tool" and m["content"].startswith("Error")]
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "tools", "expected"),
+    [
+        ("none", SIDECAR, None),
+        ("required", SIDECAR, "sidecar__run_tests"),  # the agent would stop; required forces a call
+        ({"type": "function", "function": {"name": "sidecar__git_status"}}, SIDECAR, "sidecar__git_status"),
+        ("required", tool_schemas({"custom_tool": []}, ""), "custom_tool"),
+        ("auto", tool_schemas({"custom_tool": []}, ""), None),  # no tool it knows how to use: text
+    ],
+)
+def test_tool_choice_is_obeyed(tool_choice: Any, tools: list[dict[str, Any]], expected: str | None) -> None:
+    messages = conversation(("sidecar__run_tests", {}, PYTEST_PASS))  # tests pass, nothing edited: done
+    answer = chat_answer(messages, tools, tool_choice, QWEN_32B_A100, Dice(b"k"))
+    assert (answer.tool_calls[0].name if answer.tool_calls else None) == expected

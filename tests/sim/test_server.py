@@ -304,3 +304,26 @@ async def test_unknown_routes_answer_like_fastapi() -> None:
         wrong_method = await client.get("/v1/chat/completions")
     assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": "Method Not Allowed"})
+
+
+async def test_an_engine_crash_fails_requests_instead_of_hanging() -> None:
+    async with running() as (client, server):
+
+        def crash() -> None:
+            raise RuntimeError("simulated bug")
+
+        server.engine.step = crash  # type: ignore[method-assign,assignment]
+        async with client.stream("POST", "/v1/chat/completions", json=chat(True)) as response:
+            frames = await sse_frames(response)
+        assert frames[-1] == "[DONE]" and "simulated bug" in json.loads(frames[-2])["error"]["message"]
+        assert (await client.get("/health")).status_code == 503
+        later = await client.post("/v1/chat/completions", json=chat())
+        assert later.status_code == 500 and later.json()["error"]["type"] == "InternalServerError"
+
+
+async def test_reset_prefix_cache_forgets_cached_blocks() -> None:
+    async with running() as (client, _):
+        await client.post("/v1/chat/completions", json=chat())
+        assert (await client.post("/reset_prefix_cache")).status_code == 200
+        again = (await client.post("/v1/chat/completions", json=chat())).json()
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
