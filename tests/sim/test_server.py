@@ -327,3 +327,15 @@ async def test_reset_prefix_cache_forgets_cached_blocks() -> None:
         assert (await client.post("/reset_prefix_cache")).status_code == 200
         again = (await client.post("/v1/chat/completions", json=chat())).json()
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+@pytest.mark.parametrize(("fault", "outcome"), [("error_frame", 500), ("stall", 200), ("drop", "dropped")])
+async def test_faults_without_streaming(fault: str, outcome: int | str) -> None:
+    async with running(fault_stall_s=0.05) as (client, server):
+        try:
+            response = await client.post("/v1/chat/completions", json=chat(), headers={"X-Sim-Fault": fault})
+            got: int | str = response.status_code
+        except httpx.RemoteProtocolError:
+            got = "dropped"
+        assert got == outcome
+        await wait_until(lambda: not server.engine.has_work() and server.engine.kv.usage == 0.0, "idle")
