@@ -31,10 +31,10 @@ LABEL org.opencontainers.image.title="goose-sidecar" \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-# /workspace and /goose-config are mount points owned by uid 1000, so fresh named volumes there start writable.
+# /workspace and /goose (a GOOSE_PATH_ROOT) are mount points owned by uid 1000: fresh named volumes start writable.
 RUN useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin sidecar \
-    && mkdir -p /workspace /goose-config \
-    && chown sidecar:sidecar /workspace /goose-config
+    && mkdir -p /workspace /goose \
+    && chown sidecar:sidecar /workspace /goose
 COPY --from=build /opt/venv /opt/venv
 USER 1000:1000
 WORKDIR /home/sidecar

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sidecar.deploy.compose import compose_project, render_compose
+from sidecar.cli import build_parser
+from sidecar.deploy.compose import GOOSE_ROOT, compose_project, render_compose, sidecar_url
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +48,8 @@ def test_n_agents_give_n_goose_and_n_sidecar_services(agents: int) -> None:
         assert workspace in services[f"goose-{n}"]["volumes"]
         assert workspace.endswith(":" + flags["--workspace"]) and services[f"goose-{n}"]["working_dir"] == "/workspace"
         assert services[f"goose-{n}"]["command"][:2] == ["run", "--recipe"]
+        assert f"agent-{n}-goose:{GOOSE_ROOT}" in services[f"goose-{n}"]["volumes"]
+        assert services[f"goose-config-{n}"]["volumes"] == [f"agent-{n}-goose:{GOOSE_ROOT}"]
         assert services[f"goose-{n}"]["depends_on"][f"sidecar-{n}"] == {"condition": "service_healthy"}
 
 
@@ -54,6 +59,47 @@ def test_simulators_are_an_optional_profile() -> None:
     assert set(simulators) == {"simulator-32b", "simulator-7b"}
     assert all(s["profiles"] == ["sim"] for s in simulators.values())
     assert not any("depends_on" in s and set(s["depends_on"]) & set(simulators) for s in services.values())
+
+
+def test_every_command_is_a_goose_sidecar_subcommand_and_parses() -> None:
+    parser = build_parser()
+    for name, service in compose_project(2, simulator=True)["services"].items():
+        if service["image"] != "goose-sidecar:local":
+            continue
+        args = parser.parse_args(service["command"])
+        assert args.command == service["command"][0], name
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_goose_config_writes_what_goose_reads(tmp_path: Path, n: int) -> None:
+    """Run goose-config-N's command (its GOOSE_PATH_ROOT volume as a directory): the recipe lands where goose-N's
+    command looks, registers sidecar-N's URL, and the provider environment equals goose-N's environment."""
+    services = compose_project(2)["services"]
+    command = list(services[f"goose-config-{n}"]["command"])
+    command[command.index("--goose-root") + 1] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", *command],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    goose = services[f"goose-{n}"]
+    recipe_in_container = goose["command"][goose["command"].index("--recipe") + 1]
+    recipe = tmp_path / Path(recipe_in_container).relative_to(GOOSE_ROOT)
+    text = recipe.read_text(encoding="utf-8")
+    assert "type: streamable_http" in text and f'uri: "{sidecar_url(n)}"' in text
+    assert "{{ task }}" in text and goose["command"][goose["command"].index("--params") + 1].startswith("task=")
+    written = dict(
+        line.split("=", 1) for line in shlex.split((recipe.parent / "goose-sidecar.env").read_text(), comments=True)
+    )
+    assert written.pop("GOOSE_PATH_ROOT") == str(tmp_path)
+    expected = dict(goose["environment"])
+    assert expected.pop("GOOSE_PATH_ROOT") == GOOSE_ROOT
+    assert expected == written
 
 
 def compose_config(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
