@@ -51,14 +51,14 @@ class Config(BaseModel):
     """The whole configuration. Sections are optional in the file; every field has a default."""
 
     model_config = ConfigDict(extra="forbid")
-    log: LogSettings = Field(default_factory=LogSettings)
-    coordinator: CoordinatorSettings = Field(default_factory=CoordinatorSettings)
+    log: LogSettings = Field(default_factory=lambda: LogSettings())
+    coordinator: CoordinatorSettings = Field(default_factory=lambda: CoordinatorSettings())
     # Model alias -> upstream. Empty means "embed the simulator" for `up`.
     models: dict[str, ModelUpstream] = Field(default_factory=dict)
-    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
-    routing: RoutingSettings = Field(default_factory=RoutingSettings)
-    sim: SimSettings = Field(default_factory=SimSettings)
-    sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
+    scheduling: SchedulingSettings = Field(default_factory=lambda: SchedulingSettings())
+    routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings())
+    sim: SimSettings = Field(default_factory=lambda: SimSettings())
+    sidecar: SidecarSettings = Field(default_factory=lambda: SidecarSettings())
 
 
 class ConfigError(Exception):

@@ -52,7 +52,8 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Any 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # Drops calls below the level before any processor runs (the request path logs on every call).
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         cache_logger_on_first_use=False,
     )
 

@@ -39,7 +39,7 @@ async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_
     options.update(uvicorn_options)
     config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # host owns signals
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

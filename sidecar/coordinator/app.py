@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,12 +26,37 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
+from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token, load_keys
+from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.telemetry import Telemetry
-from sidecar.coordinator.upstream import UpstreamPool
+from sidecar.coordinator.upstream import Upstream, UpstreamPool
+from sidecar.core.admission import AdmissionLimits
+from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
+from sidecar.core.ordering import make_policy
+from sidecar.core.stages import DEFAULT_TIER, stage_from_tool_event
+from sidecar.obs import get_logger
+
+log = get_logger("sidecar.coordinator.app")
+
+
+class ToolEvent(BaseModel):
+    """`POST /v1/agents/{id}/events`: one tool call as the sidecar reports it (no file contents)."""
+
+    model_config = ConfigDict(extra="ignore")
+    session_id: str | None = Field(None, max_length=256)
+    seq: int = Field(ge=0)
+    tool: str = Field(min_length=1, max_length=128)
+    ok: bool
+    exit_code: int | None = None
+    paths: list[str] = Field(default_factory=list, max_length=256)
+    command: str | None = Field(None, max_length=4096)
+    duration_ms: float = Field(0.0, ge=0)
+    ts: float | None = None
+
 
 HEALTH_INTERVAL_S = 5.0
 
@@ -40,21 +67,24 @@ class CoordinatorState:
     client: httpx.AsyncClient
     pool: UpstreamPool
     telemetry: Telemetry
+    dispatchers: dict[str, Dispatcher]
+    planner: Planner
     keys: dict[str, str] = field(default_factory=dict)
 
 
 def make_client(config: Config) -> httpx.AsyncClient:
     """The one shared upstream client: explicit timeouts, bounded pool, keep-alive."""
     c = config.coordinator
+    limits = httpx.Limits(
+        max_connections=c.max_connections,
+        max_keepalive_connections=c.max_keepalive_connections,
+        keepalive_expiry=c.keepalive_expiry_s,
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=c.connect_timeout_s, read=c.read_timeout_s, write=c.write_timeout_s, pool=c.pool_timeout_s
         ),
-        limits=httpx.Limits(
-            max_connections=c.max_connections,
-            max_keepalive_connections=c.max_keepalive_connections,
-            keepalive_expiry=c.keepalive_expiry_s,
-        ),
+        limits=limits,
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
     )
@@ -67,24 +97,113 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     owns_client = client is None
     http = client or make_client(config)
     keys = load_keys(config.coordinator.keys_file) if config.coordinator.keys_file else {}
-    state = CoordinatorState(config, http, UpstreamPool(config.models, http), Telemetry(), keys)
+    pool = UpstreamPool(config.models, http)
+    dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
+    telemetry = Telemetry()
+    telemetry.registry.register(DispatcherCollector(dispatchers))
+    state = CoordinatorState(config, http, pool, telemetry, dispatchers, Planner(config, pool, dispatchers), keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.pool.check()
-        watcher = asyncio.create_task(state.pool.watch(HEALTH_INTERVAL_S))
+        tasks = [asyncio.create_task(state.pool.watch(HEALTH_INTERVAL_S))]
+        if config.scheduling.window == "adaptive" and config.scheduling.policy == "priority":
+            tasks += [asyncio.create_task(_follow_metrics(state, u)) for u in state.pool.upstreams]
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owns_client:
                 await http.aclose()
 
     app = Starlette(routes=_routes(state), lifespan=lifespan)
     app.state.coordinator = state
     return app
+
+
+def make_dispatcher(alias: str, config: Config) -> Dispatcher:
+    s = config.scheduling
+    policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
+    limits = AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window))
+    return Dispatcher(
+        alias,
+        policy,
+        max_queue=s.max_queue,
+        static_window=None if s.window == "adaptive" else int(s.window),
+        limits=limits,
+        half_life_s=s.service_half_life_s,
+        clock=time.monotonic,
+    )
+
+
+async def _follow_metrics(state: CoordinatorState, upstream: Upstream) -> None:
+    """Scrape the upstream's /metrics on an interval and let its dispatcher adapt the window. An upstream
+    without vLLM metrics gets a fixed window instead (stale metrics would otherwise close it)."""
+    dispatcher = state.dispatchers[upstream.alias]
+    interval = state.config.scheduling.metrics_interval_s
+    misses = 0
+    while True:
+        snapshot = await state.pool.scrape(upstream)
+        if snapshot is None:
+            misses += 1
+            if upstream.has_vllm_metrics is None and misses >= 3:
+                upstream.has_vllm_metrics = False
+                dispatcher.static_window = dispatcher.window = state.config.scheduling.max_window
+                dispatcher.window_reason = "static: upstream has no vLLM /metrics"
+                log.warning("no_vllm_metrics", alias=upstream.alias, window=dispatcher.window)
+                return
+        else:
+            misses = 0
+            upstream.has_vllm_metrics = True
+        dispatcher.observe_metrics(snapshot)
+        await asyncio.sleep(interval)
+
+
+class DispatcherCollector:
+    """Queue state per model and tier as Prometheus metrics, read at scrape time (no double bookkeeping)."""
+
+    def __init__(self, dispatchers: dict[str, Dispatcher]) -> None:
+        self.dispatchers = dispatchers
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        queued = GaugeMetricFamily("goose_sidecar_queued", "Calls waiting for a slot", labels=["model", "tier"])
+        running = GaugeMetricFamily(
+            "goose_sidecar_dispatched_in_flight", "Calls holding a slot", labels=["model", "tier"]
+        )
+        window = GaugeMetricFamily("goose_sidecar_window", "In-flight window per upstream", labels=["model"])
+        counters = {
+            name: CounterMetricFamily(f"goose_sidecar_{name}", help_text, labels=["model", "tier"])
+            for name, help_text in (
+                ("admitted", "Calls given a slot"),
+                ("rejected", "Calls refused with 429 (queue full)"),
+                ("promoted_by_aging", "Calls started ahead of a better tier because they waited long"),
+                ("cancelled_while_queued", "Calls whose client left while they waited"),
+            )
+        }
+        wait_p = GaugeMetricFamily(
+            "goose_sidecar_queue_wait_p95_seconds", "p95 wait for a slot (recent calls)", labels=["model", "tier"]
+        )
+        for alias, d in self.dispatchers.items():
+            window.add_metric([alias], d.window)
+            by_tier = d.queue.count_by_tier()
+            for tier, c in d.tiers.items():
+                labels = [alias, str(tier)]
+                queued.add_metric(labels, by_tier.get(tier, 0))
+                running.add_metric(labels, d.in_flight_by_tier[tier])
+                counters["admitted"].add_metric(labels, c.admitted)
+                counters["rejected"].add_metric(labels, c.rejected)
+                counters["promoted_by_aging"].add_metric(labels, c.promoted)
+                counters["cancelled_while_queued"].add_metric(labels, c.cancelled_waiting)
+                summary = c.waits.summary()
+                wait_p.add_metric(labels, summary.p95 if summary.count and summary.p95 is not None else 0.0)
+        yield from (queued, running, window, wait_p, *counters.values())
 
 
 def _routes(state: CoordinatorState) -> list[BaseRoute]:
@@ -103,6 +222,9 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
             return denied
         return JSONResponse(_status(state))
 
+    async def events(request: Request) -> Response:
+        return await _events(state, request)
+
     async def metrics(request: Request) -> Response:
         if denied := _admin_denied(state, request):
             return denied
@@ -116,6 +238,7 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
             routes.append(Route(f"{base}/completions", completions, methods=["POST"]))
             routes.append(Route(f"{base}/models", models, methods=["GET"]))
     routes += [
+        Route("/v1/agents/{agent_id}/events", events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -136,7 +259,7 @@ async def _models(state: CoordinatorState, request: Request) -> Response:
     data: list[dict[str, Any]] = []
     seen: set[str] = set()
     for upstream in state.pool.upstreams:
-        replica = state.pool.pick_replica(upstream)
+        replica = state.pool.pick_replica(upstream, "models")
         try:
             response = await state.client.get(f"{replica.url}/v1/models", headers=upstream.headers)
         except httpx.HTTPError as exc:
@@ -162,10 +285,54 @@ async def _models(state: CoordinatorState, request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+async def _events(state: CoordinatorState, request: Request) -> Response:
+    """A sidecar's report of one tool call -> the agent's stage and tier. Schema in DESIGN.md."""
+    agent_id = request.path_params["agent_id"]
+    if state.keys:
+        key_agent = state.keys.get(bearer_token(request.headers.get("authorization")) or "")
+        if key_agent is None:
+            return _error(401, "a valid API key is required (Authorization: Bearer KEY)")
+        if key_agent != agent_id:
+            return _error(403, f"this API key belongs to agent {key_agent!r}; it cannot report for {agent_id!r}")
+    if not valid_agent_id(agent_id):
+        return _error(400, "agent id in the path is not valid")
+    raw = await request.body()
+    if len(raw) > 64 * 1024:
+        return _error(413, "an event is at most 64 KiB")
+    try:
+        event = ToolEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        return _error(400, f"invalid event: {problems}")
+    stage = stage_from_tool_event(event.tool, event.ok, event.exit_code, tuple(event.paths), event.command)
+    now = time.monotonic()
+    keys = [agent_id] + ([f"session:{event.session_id}"] if event.session_id else [])
+    planner = state.planner
+    if stage is not None:
+        planner.stages.report(keys, stage, now)
+    current = planner.stages.latest(Identity(agent_id, IdentitySource.PATH, event.session_id))
+    record = state.telemetry.agent(agent_id, now)
+    record.add_session(event.session_id)
+    record.events += 1
+    if current is not None:
+        record.stage = str(current.stage)
+        record.tier = str(planner.stage_tiers.get(current.stage, DEFAULT_TIER))
+    return JSONResponse({"stage": record.stage, "tier": record.tier})
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(error_body(status, message), status_code=status, media_type="application/json")
+
+
 def _status(state: CoordinatorState) -> dict[str, Any]:
     now = time.monotonic()
     status = state.telemetry.status(now)
     status["version"] = __version__
+    status["scheduling"] = {alias: d.status() for alias, d in state.dispatchers.items()}
+    for agent in status["agents"]:
+        agent["attained_service_tokens"] = round(
+            sum(d.service.get(agent["agent_id"], now) for d in state.dispatchers.values()), 1
+        )
     status["upstreams"] = [
         {
             "alias": u.alias,

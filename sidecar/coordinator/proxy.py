@@ -12,9 +12,10 @@ after the response started, an SSE stream gets vLLM's in-band error frame and `[
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,11 +24,14 @@ import httpx
 from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
+from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, sse_error_frame, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token
-from sidecar.coordinator.upstream import Upstream
+from sidecar.coordinator.planner import CallPlan
+from sidecar.coordinator.upstream import Replica
 from sidecar.core.identity import Identity, IdentityConflict, resolve_identity
 from sidecar.core.openai_request import Endpoint, ParsedRequest, RequestError, encode_body, parse_request
+from sidecar.core.stages import native_priority
 from sidecar.obs import bind_request, clear_request, get_logger
 
 if TYPE_CHECKING:
@@ -44,6 +48,8 @@ _DROP_HEADERS = frozenset(
         "x-agent-id", "x-priority", "x-request-id",
     }
 )  # fmt: skip
+PRIORITY_DISABLED = "Priority scheduling is not enabled"
+USAGE_TAIL_BYTES = 4096
 _RELAY_HEADERS = (b"content-type", b"content-length", b"content-encoding", b"retry-after")
 
 
@@ -125,24 +131,17 @@ class CompletionsEndpoint:
             parsed = _parse(raw, self.endpoint)
             identity = self._identify(scope, headers, parsed)
             bind_request(agent_id=identity.agent_id, session_id=identity.session_id)
-            resolved = state.pool.resolve(parsed.model)
-            if resolved is None:
-                known = ", ".join(state.pool.known_models())
-                raise ProxyError(
-                    404, ErrorKind.UNKNOWN_MODEL, f"The model `{parsed.model}` does not exist. Served: {known}", "model"
-                )
+            plan = state.planner.plan(parsed, identity, headers.get("x-priority"), time.monotonic())
         except ProxyError as error:
             state.telemetry.error(error.kind)
             log.info("request_refused", status=error.status, kind=error.kind, reason=error.message)
             await send_error(send, error, request_id)
             return
-        except anyio.get_cancelled_exc_class():
-            raise
-        upstream, served_name = resolved
-        if served_name != parsed.model:
-            body = dict(parsed.body, model=served_name)
-            parsed = replace(parsed, body=body, forward_body=encode_body(body), model=served_name)
-        exchange = Exchange(state, parsed, identity, upstream, request_id, headers, started)
+        bind_request(tier=str(plan.tier))
+        if plan.route.served_name != parsed.model:
+            body = dict(parsed.body, model=plan.route.served_name)
+            parsed = replace(parsed, body=body, forward_body=encode_body(body), model=plan.route.served_name)
+        exchange = Exchange(state, parsed, identity, plan, request_id, headers, started)
         disconnected = await run_until_disconnect(receive, send, exchange.run)
         if disconnected:
             exchange.client_left()
@@ -175,7 +174,7 @@ class Exchange:
         state: CoordinatorState,
         parsed: ParsedRequest,
         identity: Identity,
-        upstream: Upstream,
+        plan: CallPlan,
         request_id: str,
         headers: Headers,
         started: float,
@@ -183,16 +182,22 @@ class Exchange:
         self.state = state
         self.parsed = parsed
         self.identity = identity
-        self.upstream = upstream
+        self.plan = plan
+        self.upstream = plan.upstream
+        self.slot: Slot | None = None
+        self.tail = b""  # the last bytes relayed, where the usage chunk is
         self.request_id = request_id
         self.client_headers = headers
         self.started = started
         self.status: int | None = None
+        self.error: ProxyError | None = None
         self.bytes_out = 0
         self.first_byte: float | None = None
         self.agent = state.telemetry.agent(identity.agent_id, time.monotonic())
         self.agent.add_session(identity.session_id)
-        self.agent.last_model = parsed.model
+        self.agent.last_model = plan.upstream.alias
+        self.agent.stage = None if plan.priority.stage is None else str(plan.priority.stage)
+        self.agent.tier = str(plan.tier)
         self.relayed_all = False  # the upstream's whole body reached the client
 
     def client_left(self) -> None:
@@ -203,7 +208,19 @@ class Exchange:
         self.state.telemetry.error(ErrorKind.CLIENT_DISCONNECT, self.agent)
         log.info("client_disconnected", model=self.parsed.model, bytes=self.bytes_out)
 
-    def upstream_headers(self) -> dict[str, str]:
+    def _plan_headers(self) -> list[tuple[bytes, bytes]]:
+        """What the coordinator decided, for clients that want it (bodies stay untouched)."""
+        plan = self.plan
+        waited = 0.0 if self.slot is None else self.slot.waited_s
+        return [
+            (b"x-request-id", self.request_id.encode()),
+            (b"x-goose-sidecar-tier", str(plan.tier).encode()),
+            (b"x-goose-sidecar-stage", str(plan.priority.stage or "").encode()),
+            (b"x-goose-sidecar-model", (plan.route.alias or "").encode()),
+            (b"x-goose-sidecar-queue-ms", f"{waited * 1000:.1f}".encode()),
+        ]
+
+    def upstream_headers(self, replica: Replica) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept-encoding": "identity", "x-request-id": self.request_id}
         for name, value in self.client_headers.items():
             if name not in _DROP_HEADERS:
@@ -213,57 +230,123 @@ class Exchange:
         if authorization and not self.state.keys:
             headers["authorization"] = authorization
         headers.update(self.upstream.headers)
+        # Modal routes a session to one replica (best effort), keeping the agent's prefix cache warm there.
+        headers["Modal-Session-ID"] = self.identity.agent_id
         return headers
 
     async def run(self, send: Send) -> None:
         state, telemetry = self.state, self.state.telemetry
-        replica = state.pool.pick_replica(self.upstream)
-        url = f"{replica.url}/v1/{self.parsed.endpoint}"
         model = self.parsed.model
-        replica.in_flight += 1
-        replica.served += 1
         self.agent.in_flight += 1
         telemetry.in_flight_total += 1
         telemetry.in_flight.labels(model).inc()
         try:
-            request = state.client.build_request(
-                "POST", url, content=self.parsed.forward_body, headers=self.upstream_headers()
-            )
             try:
-                response = await state.client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                error = translate_upstream_exception(exc, replica.url)
+                await self._wait_for_slot()
+            except ProxyError as error:
                 telemetry.error(error.kind, self.agent)
-                log.warning("upstream_failed", url=replica.url, kind=error.kind, reason=error.message)
                 self.status = error.status
                 await send_error(send, error, self.request_id)
                 return
+            replica = state.pool.pick_replica(self.upstream, self.identity.agent_id)
+            replica.in_flight += 1
+            replica.served += 1
             try:
-                await self._relay(response, send)
+                response = await self._send_upstream(replica)
+                if response is None:
+                    return await self._fail(send, replica)
+                try:
+                    await self._relay(response, send)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
             finally:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                replica.in_flight -= 1
         finally:
-            replica.in_flight -= 1
+            if self.slot is not None:
+                self.slot.release(usage_tokens(self.tail, self.parsed.stream))
             self.agent.in_flight -= 1
+            self.agent.queued_since = None
             telemetry.in_flight_total -= 1
             telemetry.in_flight.labels(model).dec()
             self._account()
+
+    async def _wait_for_slot(self) -> None:
+        scheduling = self.state.config.scheduling
+        if scheduling.batch_window_ms > 0:  # the seed's batching experiment: release at window boundaries
+            window = scheduling.batch_window_ms / 1000
+            await anyio.sleep(window - (time.monotonic() % window))
+        self.agent.queued_since = time.monotonic()
+        self.slot = await self.plan.dispatcher.acquire(self.identity.agent_id, self.plan.tier)
+        self.agent.queued_since = None
+        self.agent.last_wait_s = self.slot.waited_s
+
+    async def _send_upstream(self, replica: Replica) -> httpx.Response | None:
+        """Send the call; None (with `self.error` set) when the upstream could not be reached. Retries once
+        without vLLM's native priority if the upstream says priority scheduling is not enabled."""
+        client = self.state.client
+        with_priority = self._native_priority()
+        body = self.parsed.forward_body
+        if with_priority is not None:
+            body = encode_body(dict(self.parsed.body, priority=with_priority))
+        url = f"{replica.url}/v1/{self.parsed.endpoint}"
+        headers = self.upstream_headers(replica)
+        try:
+            response = await client.send(client.build_request("POST", url, content=body, headers=headers), stream=True)
+            if with_priority is not None and response.status_code == 400:
+                text = (await response.aread()).decode(errors="replace")
+                if PRIORITY_DISABLED in text:
+                    await response.aclose()
+                    self.upstream.native_priority = False
+                    log.info("native_priority_disabled", alias=self.upstream.alias, url=replica.url)
+                    request = client.build_request("POST", url, content=self.parsed.forward_body, headers=headers)
+                    return await client.send(request, stream=True)
+                self.upstream.native_priority = True
+            elif with_priority is not None and response.status_code == 200:
+                self.upstream.native_priority = True
+            return response
+        except httpx.HTTPError as exc:
+            self.error = translate_upstream_exception(exc, replica.url)
+            return None
+
+    def _native_priority(self) -> int | None:
+        """vLLM's integer priority to add, or None: only for ordering policies, never over the client's own."""
+        setting = self.state.config.scheduling.native_priority
+        if (
+            setting == "off"
+            or self.state.config.scheduling.policy == "fcfs"
+            or "priority" in self.parsed.body
+            or self.upstream.native_priority is False
+        ):
+            return None
+        value = native_priority(self.plan.tier)
+        return None if value == 0 else value  # 0 is vLLM's default: leave the body untouched
+
+    async def _fail(self, send: Send, replica: Replica) -> None:
+        error = self.error
+        assert error is not None
+        self.state.telemetry.error(error.kind, self.agent)
+        log.warning("upstream_failed", url=replica.url, kind=error.kind, reason=error.message)
+        self.status = error.status
+        await send_error(send, error, self.request_id)
 
     async def _relay(self, response: httpx.Response, send: Send) -> None:
         telemetry = self.state.telemetry
         self.status = response.status_code
         headers = [(k, v) for k, v in response.headers.raw if k.lower() in _RELAY_HEADERS]
-        headers.append((b"x-request-id", self.request_id.encode()))
+        headers += self._plan_headers()
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         if response.status_code >= 400:
             telemetry.error(ErrorKind.UPSTREAM_STATUS, self.agent)
         is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
         try:
-            async for chunk in response.aiter_raw():
+            # A body read already (the native-priority check reads small 400 bodies) is relayed as it was read.
+            chunks = _single(response.content) if response.is_stream_consumed else response.aiter_raw()
+            async for chunk in chunks:
                 if self.first_byte is None:
                     self.first_byte = time.perf_counter()
                 self.bytes_out += len(chunk)
+                self.tail = (self.tail + chunk)[-USAGE_TAIL_BYTES:]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if chunk.endswith(b"data: [DONE]\n\n"):
                     self.relayed_all = True  # the client may close now, before the upstream's end of stream
@@ -313,6 +396,26 @@ def _parse(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
         return parse_request(raw, endpoint)
     except RequestError as exc:
         raise ProxyError(400, ErrorKind.BAD_REQUEST, exc.message, exc.param) from None
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def usage_tokens(tail: bytes, stream: bool) -> float:
+    """GPU work of a finished call for least-attained-service ordering: uncached prompt tokens plus completion
+    tokens, from the last usage object in the answer's final bytes; the number of SSE frames when there is none."""
+    text = tail.decode(errors="ignore")
+    key = text.rfind('"usage"')
+    if key >= 0:
+        brace = text.find("{", key)
+        try:
+            usage, _ = json.JSONDecoder().raw_decode(text, brace)
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+            return float(usage.get("prompt_tokens", 0) - cached + usage.get("completion_tokens", 0))
+        except (ValueError, AttributeError, TypeError):
+            pass
+    return float(tail.count(b"data: ")) if stream else 0.0
 
 
 def _request_id(headers: Headers) -> str:

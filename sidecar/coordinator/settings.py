@@ -59,11 +59,41 @@ class SchedulingSettings(BaseModel):
     """`[scheduling]`: how queued calls are ordered and admitted upstream."""
 
     model_config = ConfigDict(extra="forbid")
+    # fcfs = pure passthrough (vLLM orders); pools = the seed's semaphores (hot 4, cold 2, warm either);
+    # priority = strict tiers with aging, least attained service within a tier, in-flight window per upstream.
     policy: Literal["fcfs", "pools", "priority"] = "priority"
+    # A waiting call rises one tier per `aging_s` waited, so cold waits at most ~3 x aging_s before it is next.
+    aging_s: float = Field(15.0, gt=0)
+    hot_pool: int = Field(4, ge=1)  # the seed's pool sizes, for the `pools` policy
+    cold_pool: int = Field(2, ge=1)
+    # "adaptive": sized from the upstream's /metrics (vLLM names); an integer: a fixed in-flight window.
+    window: Literal["adaptive"] | int = "adaptive"
+    max_window: int = Field(64, ge=1)
+    metrics_interval_s: float = Field(1.0, gt=0)
+    # Calls waiting per upstream before 429 + Retry-After.
+    max_queue: int = Field(1024, ge=1)
+    # Attained service (GPU tokens) decays with this half-life when ordering agents within a tier.
+    service_half_life_s: float = Field(60.0, gt=0)
+    # A stage reported by an agent's sidecar counts for this long.
+    stage_ttl_s: float = Field(120.0, gt=0)
+    # Stage -> tier overrides, e.g. {docs = "warm"}. Unnamed stages keep the seed's mapping.
+    stage_tiers: dict[str, str] = Field(default_factory=dict)
+    # Send vLLM's native integer `priority` too: "auto" sends it and stops (retrying once) if the upstream
+    # answers that priority scheduling is not enabled.
+    native_priority: Literal["auto", "on", "off"] = "auto"
+    # The seed's request-batching experiment: hold calls until the next window boundary. 0 = off (recommended).
+    batch_window_ms: float = Field(0.0, ge=0)
 
 
 class RoutingSettings(BaseModel):
-    """`[routing]`: which model serves which kind of work."""
+    """`[routing]`: which model serves which kind of work (`model: "auto"` or an alias is routed)."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
+    # Task kind or stage -> model alias. Defaults: simple -> small, complex -> large.
+    routes: dict[str, str] = Field(default_factory=dict)
+    default_alias: str = "large"
+    # Agents that always get `default_alias` for "auto" (no routing, no spill-over).
+    opt_out_agents: list[str] = Field(default_factory=list)
+    # Send routed work to the other model when its own is saturated and the other idle.
+    spill_over: bool = True

@@ -34,6 +34,11 @@ class AgentRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     last_model: str | None = None
+    stage: str | None = None
+    tier: str | None = None
+    queued_since: float | None = None  # monotonic time it started waiting for a slot; None when not waiting
+    last_wait_s: float = 0.0
+    events: int = 0
 
     def add_session(self, session_id: str | None) -> None:
         if session_id and session_id not in self.sessions:
@@ -124,6 +129,12 @@ class Telemetry:
                 "prompt_tokens": a.prompt_tokens,
                 "completion_tokens": a.completion_tokens,
                 "model": a.last_model,
+                "stage": a.stage,
+                "tier": a.tier,
+                "state": "queued" if a.queued_since is not None else "running" if a.in_flight else "idle",
+                "waiting_s": None if a.queued_since is None else round(now - a.queued_since, 3),
+                "last_wait_ms": round(a.last_wait_s * 1000, 1),
+                "events": a.events,
             }
             for a in reversed(self.agents.values())
         ]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from sidecar.coordinator.settings import ModelUpstream
+from sidecar.core.admission import UpstreamMetrics
+from sidecar.core.routing import ReplicaState, pick_replica
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.upstream")
@@ -38,6 +40,9 @@ class Upstream:
     headers: dict[str, str]
     served_names: list[str] = field(default_factory=list)
     configured_name: str | None = None
+    # vLLM's native `priority` field: None = not decided yet, False = the upstream refused it.
+    native_priority: bool | None = None
+    has_vllm_metrics: bool | None = None
 
     @property
     def served_name(self) -> str:
@@ -67,29 +72,17 @@ class UpstreamPool:
                 )
             )
 
-    def resolve(self, model: str) -> tuple[Upstream, str] | None:
-        """The upstream for a requested model name and the name to send: alias -> its served name; a served
-        name -> itself. A name nobody serves goes to the only upstream when there is just one (it answers
-        with its own 404, byte for byte); with several, None."""
-        for upstream in self.upstreams:
-            if model == upstream.alias and model not in upstream.served_names:
-                return upstream, upstream.served_name
-            if model in upstream.served_names:
-                return upstream, model
-        if len(self.upstreams) == 1:
-            return self.upstreams[0], model
-        return None
-
-    def pick_replica(self, upstream: Upstream) -> Replica:
-        """Least in-flight among healthy replicas (all replicas when none is healthy: let the call say why)."""
-        candidates = [r for r in upstream.replicas if r.healthy] or upstream.replicas
-        return min(candidates, key=lambda r: (r.in_flight, r.served))
-
-    def known_models(self) -> list[str]:
-        names: list[str] = []
-        for upstream in self.upstreams:
-            names.extend(upstream.served_names or [upstream.alias])
-        return names
+    def pick_replica(self, upstream: Upstream, agent_key: str) -> Replica:
+        """The agent's own replica (rendezvous affinity keeps its prefix cache warm) unless it is much more loaded
+        than the least loaded; unhealthy replicas skipped; all of them when none is healthy (the call says why)."""
+        if len(upstream.replicas) == 1:
+            return upstream.replicas[0]
+        states = [ReplicaState(r.url, r.healthy, r.in_flight) for r in upstream.replicas]
+        choice = pick_replica(states, agent_key) or pick_replica(
+            [ReplicaState(r.url, True, r.in_flight) for r in upstream.replicas], agent_key
+        )
+        assert choice is not None
+        return upstream.replicas[choice.index]
 
     async def check(self, check_timeout: float = 5.0) -> None:
         """Check every replica once (concurrently): health, and served names where not yet known."""
@@ -114,9 +107,62 @@ class UpstreamPool:
             log.info("upstream_health", alias=upstream.alias, url=replica.url, healthy=healthy, error=error)
         replica.healthy, replica.last_error, replica.last_check = healthy, error, time.monotonic()
 
+    async def scrape(self, upstream: Upstream, scrape_timeout: float = 2.0) -> UpstreamMetrics | None:
+        """One /metrics scrape of every healthy replica of `upstream`, merged (sums; KV usage the max).
+        None when no replica answered with vLLM metrics."""
+        snapshots = []
+        for replica in upstream.replicas:
+            try:
+                response = await self.client.get(
+                    f"{replica.url}/metrics", headers=upstream.headers, timeout=scrape_timeout
+                )
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                parsed = parse_vllm_metrics(response.text, time.monotonic())
+                if parsed is not None:
+                    snapshots.append(parsed)
+        if not snapshots:
+            return None
+        return UpstreamMetrics(
+            waiting=sum(s.waiting for s in snapshots),
+            running=sum(s.running for s in snapshots),
+            kv_usage=max(s.kv_usage for s in snapshots),
+            preemptions_total=sum(s.preemptions_total for s in snapshots),
+            scraped_at=min(s.scraped_at for s in snapshots),
+        )
+
     async def watch(self, interval: float) -> None:
         """Re-check health forever (run as a task; cancel to stop)."""
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
                 await self.check()
+
+
+def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
+    """vLLM's Prometheus text -> the admission snapshot, summed over engines. None when it has no vLLM metrics
+    (then the upstream is not vLLM and the window stays static)."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
+            values["kv"] = max(values.get("kv", 0.0), number)
+        else:
+            values[name] = values.get(name, 0.0) + number
+    if "vllm:num_requests_waiting" not in values:
+        return None
+    return UpstreamMetrics(
+        waiting=int(values["vllm:num_requests_waiting"]),
+        running=int(values.get("vllm:num_requests_running", 0)),
+        kv_usage=values.get("kv", 0.0),
+        preemptions_total=values.get("vllm:num_preemptions_total", values.get("vllm:num_preemptions", 0.0)),
+        scraped_at=scraped_at,
+    )

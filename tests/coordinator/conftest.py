@@ -23,21 +23,19 @@ class Stack:
     client: httpx.AsyncClient
 
 
-def make_config(upstream_url: str, **coordinator: Any) -> Config:
-    return load_config(
-        env={},
-        overrides={
-            "models": {"default": {"replicas": [upstream_url]}},
-            **{f"coordinator.{k}": v for k, v in coordinator.items()},
-        },
-    )
+def make_config(upstream_url: str, scheduling: dict[str, Any] | None = None, **coordinator: Any) -> Config:
+    """One upstream; the proxy-fidelity tests send bodies unchanged (no native priority added)."""
+    overrides: dict[str, Any] = {"models": {"default": {"replicas": [upstream_url]}}}
+    overrides.update({f"coordinator.{k}": v for k, v in coordinator.items()})
+    overrides.update({f"scheduling.{k}": v for k, v in {"native_priority": "off", **(scheduling or {})}.items()})
+    return load_config(env={}, overrides=overrides)
 
 
 @asynccontextmanager
-async def stack(**coordinator: Any) -> AsyncIterator[Stack]:
+async def stack(scheduling: dict[str, Any] | None = None, **coordinator: Any) -> AsyncIterator[Stack]:
     upstream = Upstream()
     async with serve_app(upstream.app()) as upstream_url:
-        app = build_app(make_config(upstream_url, **coordinator))
+        app = build_app(make_config(upstream_url, scheduling, **coordinator))
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
             yield Stack(upstream, upstream_url, url, app.state.coordinator, client)
 

@@ -257,7 +257,9 @@ async def test_metrics_and_status_count_traffic(s: Stack) -> None:
     assert status["upstreams"][0]["served_names"] == [MODEL]
 
 
-async def test_unknown_model_with_several_upstreams_is_404() -> None:
+async def test_model_names_with_several_upstreams() -> None:
+    """An alias resolves to its served name; a served name is honoured; an unknown name goes unchanged to the
+    default model's upstream, which answers for itself (vLLM: 404 "The model `X` does not exist.")."""
     from sidecar.config import load_config
     from sidecar.coordinator.app import build_app
     from tests.coordinator.scripted_upstream import Upstream
@@ -270,15 +272,16 @@ async def test_unknown_model_with_several_upstreams_is_404() -> None:
                 "models": {
                     "large": {"replicas": [ua], "served_name": "big"},
                     "small": {"replicas": [ub], "served_name": "little"},
-                }
+                },
+                "scheduling.native_priority": "off",
             },
         )
         async with serve_app(build_app(config)) as url, httpx.AsyncClient(base_url=url) as client:
-            response = await client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
-            assert response.status_code == 404
-            assert response.json()["error"]["message"].startswith("The model `nope` does not exist.")
-            # an alias is resolved to its served name
             await client.post("/v1/chat/completions", json={**CHAT, "model": "small"})
             assert b.received[-1]["model"] == "little" and a.received == []
             await client.post("/v1/chat/completions", json={**CHAT, "model": "big"})
             assert a.received[-1]["model"] == "big"
+            await client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
+            assert a.received[-1]["model"] == "nope" and len(b.received) == 1
+            models = (await client.get("/v1/models")).json()
+            assert [m["id"] for m in models["data"]] == [MODEL]  # both scripted upstreams serve the same id

@@ -1,0 +1,254 @@
+"""The dispatcher: the one place the ordering and admission policies meet `await`. One per upstream model.
+
+A call asks for a slot with `acquire(agent, tier)`; it starts at once when the policy's gate allows and nothing
+better is waiting, else it waits in the `WaitQueue` until `_pump` picks it. Every slot is released exactly once
+(`Slot.release`, idempotent) whatever happens to the call, and a call cancelled while waiting (its client left)
+leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `pools` (the seed's semaphores),
+`window` (an in-flight window per upstream, static or adapted from the upstream's /metrics).
+
+Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.coordinator.errors import ErrorKind, ProxyError
+from sidecar.core.admission import (
+    DEFAULT_LIMITS,
+    AdmissionLimits,
+    UpstreamMetrics,
+    next_window,
+    retry_after_s,
+    saturation,
+)
+from sidecar.core.ordering import AttainedService, Gate, OrderingPolicy, Pick, Pool, PoolUsage, Waiting, WaitQueue
+from sidecar.core.stages import TIERS, Tier
+from sidecar.core.stats import SampleWindow, rate
+
+DRAIN_WINDOW_S = 30.0
+
+
+@dataclass
+class TierCounters:
+    waits: SampleWindow = field(default_factory=lambda: SampleWindow(2048))
+    latencies: SampleWindow = field(default_factory=lambda: SampleWindow(2048))
+    admitted: int = 0
+    rejected: int = 0
+    promoted: int = 0
+    cancelled_waiting: int = 0
+    max_wait: float = 0.0
+
+
+@dataclass
+class Slot:
+    """A granted place upstream. `release(tokens)` exactly once (later calls do nothing)."""
+
+    dispatcher: Dispatcher
+    agent: str
+    tier: Tier
+    pool: Pool | None
+    waited_s: float
+    started_at: float
+    released: bool = False
+
+    def release(self, tokens: float = 0.0) -> None:
+        if not self.released:
+            self.released = True
+            self.dispatcher._release(self, tokens)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        name: str,
+        policy: OrderingPolicy,
+        *,
+        max_queue: int = 1024,
+        static_window: int | None = None,
+        limits: AdmissionLimits = DEFAULT_LIMITS,
+        half_life_s: float = 60.0,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.max_queue = max_queue
+        self.static_window = static_window
+        self.limits = limits
+        self.clock = clock
+        self.window = static_window if static_window is not None else limits.initial_window
+        self.window_reason = "static" if static_window is not None else "initial"
+        self.queue = WaitQueue()
+        self._waiters: dict[int, asyncio.Future[Slot]] = {}
+        self._seq = itertools.count(1)
+        self.in_flight = 0
+        self.in_flight_by_tier: dict[Tier, int] = dict.fromkeys(TIERS, 0)
+        self.pools = PoolUsage()
+        self.service = AttainedService(half_life_s=half_life_s)
+        self.tiers: dict[Tier, TierCounters] = {t: TierCounters() for t in TIERS}
+        self._completions: deque[float] = deque(maxlen=4096)
+        self.metrics: UpstreamMetrics | None = None
+        self._prev_metrics: UpstreamMetrics | None = None
+
+    # --- the public surface -----------------------------------------------------------------------------
+
+    async def acquire(self, agent: str, tier: Tier) -> Slot:
+        """Wait for a slot (FIFO-fair per the policy). Raises ProxyError 429 when the queue is full."""
+        now = self.clock()
+        counters = self.tiers[tier]
+        if len(self.queue) >= self.max_queue:
+            counters.rejected += 1
+            wait = retry_after_s(len(self.queue), self.drain_rate(now))
+            raise ProxyError(
+                429,
+                ErrorKind.QUEUE_FULL,
+                f"the coordinator's queue for {self.name} is full ({len(self.queue)} calls waiting); retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        item = Waiting(next(self._seq), agent, tier, now)
+        future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        self.queue.push(item)
+        self._waiters[item.seq] = future
+        self._pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self.queue.remove(item.seq) is not None:
+                self._waiters.pop(item.seq, None)
+                counters.cancelled_waiting += 1
+            elif future.done() and not future.cancelled():
+                future.result().release()  # granted in the same instant the caller left: give it back
+            raise
+
+    def drain_rate(self, now: float) -> float:
+        return rate(self._completions, now, DRAIN_WINDOW_S)
+
+    def saturation(self) -> float:
+        """For routing spill-over: the upstream's own saturation, or 1+ while calls queue here."""
+        now = self.clock()
+        queued = len(self.queue) / self.limits.queue_saturated
+        if self.metrics is None:
+            return queued
+        return max(queued, saturation(self.metrics, now, self._prev_metrics, self.limits))
+
+    def observe_metrics(self, snapshot: UpstreamMetrics | None) -> None:
+        """A fresh scrape (or None when it failed): adapt the window (adaptive mode) and pump."""
+        now = self.clock()
+        prev = self.metrics
+        if snapshot is not None:
+            self._prev_metrics, self.metrics = self.metrics, snapshot
+        if self.static_window is None:
+            full = self.in_flight >= self.window or len(self.queue) > 0
+            update = next_window(self.window, self.metrics, prev, now, self.limits, window_full=full)
+            self.window, self.window_reason = update.window, str(update.reason)
+        self._pump()
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        by_tier = self.queue.count_by_tier()
+        tiers = {}
+        for tier, c in self.tiers.items():
+            waits, lat = c.waits.summary(), c.latencies.summary()
+            tiers[str(tier)] = {
+                "queued": by_tier.get(tier, 0),
+                "in_flight": self.in_flight_by_tier[tier],
+                "admitted": c.admitted,
+                "rejected": c.rejected,
+                "promoted_by_aging": c.promoted,
+                "cancelled_while_queued": c.cancelled_waiting,
+                "wait_ms": _summary_ms(waits),
+                "max_wait_ms": round(c.max_wait * 1000, 1),
+                "latency_ms": _summary_ms(lat),
+            }
+        bounds = getattr(self.policy, "wait_bounds", None)
+        return {
+            "policy": str(self.policy.name),
+            "gate": str(self.policy.gate),
+            "queued": len(self.queue),
+            "in_flight": self.in_flight,
+            "window": None if self.policy.gate is not Gate.WINDOW else self.window,
+            "window_reason": self.window_reason if self.policy.gate is Gate.WINDOW else None,
+            "pools_in_use": {"hot": self.pools.hot, "cold": self.pools.cold}
+            if self.policy.gate is Gate.POOLS
+            else None,
+            "aging_wait_bound_s": {str(t): b for t, b in bounds().items()} if bounds else None,
+            "drain_per_s": round(self.drain_rate(now), 3),
+            "upstream_metrics": None
+            if self.metrics is None
+            else {
+                "waiting": self.metrics.waiting,
+                "running": self.metrics.running,
+                "kv_usage": self.metrics.kv_usage,
+                "preemptions_total": self.metrics.preemptions_total,
+                "age_s": round(now - self.metrics.scraped_at, 3),
+            },
+            "tiers": tiers,
+        }
+
+    def positions(self) -> dict[int, int]:
+        """Queue position (0 = next) of each waiting call, by seq."""
+        from sidecar.core.ordering import ordered
+
+        now = self.clock()
+        return {item.seq: i for i, item in enumerate(ordered(self.policy, self.queue, now, self.service.snapshot(now)))}
+
+    # --- internals ----------------------------------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        gate = self.policy.gate
+        if gate is Gate.NONE or gate is Gate.POOLS:
+            return True  # pools: the policy's pick decides
+        return self.in_flight < self.window
+
+    def _pump(self) -> None:
+        while self.queue and self._has_room():
+            now = self.clock()
+            pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
+            if pick is None:
+                return
+            self._start(pick, now)
+
+    def _start(self, pick: Pick, now: float) -> None:
+        item = pick.item
+        self.queue.remove(item.seq)
+        future = self._waiters.pop(item.seq)
+        waited = now - item.arrived_at
+        counters = self.tiers[item.tier]
+        counters.admitted += 1
+        counters.waits.add(waited)
+        counters.max_wait = max(counters.max_wait, waited)
+        if pick.promoted:
+            counters.promoted += 1
+        self.in_flight += 1
+        self.in_flight_by_tier[item.tier] += 1
+        if pick.pool is Pool.HOT:
+            self.pools = PoolUsage(self.pools.hot + 1, self.pools.cold)
+        elif pick.pool is Pool.COLD:
+            self.pools = PoolUsage(self.pools.hot, self.pools.cold + 1)
+        future.set_result(Slot(self, item.agent, item.tier, pick.pool, waited, now))
+
+    def _release(self, slot: Slot, tokens: float) -> None:
+        now = self.clock()
+        self.in_flight -= 1
+        self.in_flight_by_tier[slot.tier] -= 1
+        if slot.pool is Pool.HOT:
+            self.pools = PoolUsage(self.pools.hot - 1, self.pools.cold)
+        elif slot.pool is Pool.COLD:
+            self.pools = PoolUsage(self.pools.hot, self.pools.cold - 1)
+        if tokens > 0 and math.isfinite(tokens):
+            self.service = self.service.add(slot.agent, tokens, now)
+        self._completions.append(now)
+        self.tiers[slot.tier].latencies.add(now - slot.started_at + slot.waited_s)
+        self._pump()
+
+
+def _summary_ms(summary: Any) -> dict[str, float | None]:
+    if summary.count == 0:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    return {k: round(getattr(summary, k) * 1000, 1) for k in ("p50", "p95", "p99", "max")}

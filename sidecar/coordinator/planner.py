@@ -1,0 +1,106 @@
+"""Planning a call: classify (stage, tier) and route (model alias) from what the request and the agent's
+sidecar said. A thin shell over `sidecar.core.stages` and `sidecar.core.routing`: it gathers the snapshot
+(reported stages, upstream saturation), the core decides."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sidecar.config import Config
+from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.upstream import Upstream, UpstreamPool
+from sidecar.core.identity import Identity
+from sidecar.core.openai_request import ParsedRequest
+from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, resolve_model, route_table_from
+from sidecar.core.stages import (
+    DEFAULT_STAGE_TIERS,
+    Priority,
+    ReportedStage,
+    Stage,
+    Tier,
+    classify_task,
+    resolve_priority,
+    stage_tiers_from,
+)
+
+MAX_REPORTS = 20_000
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    priority: Priority
+    route: RouteDecision
+    upstream: Upstream
+    dispatcher: Dispatcher
+
+    @property
+    def tier(self) -> Tier:
+        return self.priority.tier
+
+
+class StageBook:
+    """The stage each agent's (and session's) sidecar reported last, bounded (oldest forgotten)."""
+
+    def __init__(self) -> None:
+        self._by_key: OrderedDict[str, ReportedStage] = OrderedDict()
+
+    def report(self, keys: list[str], stage: Stage, at: float) -> None:
+        for key in keys:
+            self._by_key[key] = ReportedStage(stage, at)
+            self._by_key.move_to_end(key)
+        while len(self._by_key) > MAX_REPORTS:
+            self._by_key.popitem(last=False)
+
+    def latest(self, identity: Identity) -> ReportedStage | None:
+        found = [self._by_key.get(k) for k in (identity.agent_id, f"session:{identity.session_id}")]
+        present = [r for r in found if r is not None]
+        return max(present, key=lambda r: r.at) if present else None
+
+
+class Planner:
+    def __init__(self, config: Config, pool: UpstreamPool, dispatchers: Mapping[str, Dispatcher]) -> None:
+        self.config = config
+        self.pool = pool
+        self.dispatchers = dispatchers
+        self.stages = StageBook()
+        self.stage_tiers = (
+            stage_tiers_from(config.scheduling.stage_tiers) if config.scheduling.stage_tiers else (DEFAULT_STAGE_TIERS)
+        )
+        aliases = [u.alias for u in pool.upstreams]
+        self.routes: RouteTable = (
+            route_table_from(config.routing.routes, aliases) if config.routing.routes else (RouteTable())
+        )
+        self.spill = SpillPolicy(enabled=config.routing.spill_over)
+        self.opted_out = frozenset(config.routing.opt_out_agents)
+
+    def plan(self, parsed: ParsedRequest, identity: Identity, header_priority: str | None, now: float) -> CallPlan:
+        messages = parsed.body.get("messages")
+        messages = messages if isinstance(messages, list) else []
+        explicit: object = parsed.tier_word if parsed.tier_word is not None else parsed.native_priority
+        priority = resolve_priority(
+            explicit,
+            header_priority,
+            self.stages.latest(identity),
+            now,
+            self.config.scheduling.stage_ttl_s,
+            messages,
+            self.stage_tiers,
+        )
+        aliases = {u.alias: u.served_name for u in self.pool.upstreams}
+        routing = self.config.routing
+        route_alias = self.routes.alias_for(priority.stage, classify_task(priority.stage, messages).kind)
+        load = {alias: d.saturation() for alias, d in self.dispatchers.items()} if routing.spill_over else None
+        decision = resolve_model(
+            parsed.model if routing.enabled or parsed.model.lower() != "auto" else routing.default_alias,
+            aliases,
+            route_alias if routing.enabled else routing.default_alias,
+            identity.agent_id in self.opted_out,
+            default_alias=routing.default_alias,
+            load=load,
+            spill=self.spill,
+        )
+        alias = decision.alias if decision.alias is not None else self.pool.upstreams[0].alias
+        upstream = next(u for u in self.pool.upstreams if u.alias == alias)
+        return CallPlan(priority, decision, upstream, self.dispatchers[alias])
