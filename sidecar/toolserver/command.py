@@ -48,7 +48,10 @@ def _csv(value: str) -> list[str]:
 
 def run(args: argparse.Namespace, config: Any) -> int:
     import asyncio
+    import warnings
 
+    # Watchdog warns when it re-adds a watch while directories move under it; harmless, and noisy on stderr.
+    warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
     settings = config.sidecar
     if settings.http:
         return asyncio.run(_serve_http(settings))
@@ -65,26 +68,19 @@ async def _serve_stdio(settings: Any) -> int:
 
 
 async def _serve_http(settings: Any) -> int:
-    import socket
-
     import uvicorn
 
     from sidecar.obs import get_logger
-    from sidecar.toolserver.server import Sidecar, build_http_app
+    from sidecar.toolserver.server import Sidecar, build_http_app, listen_socket
 
     host, _, port = settings.http.rpartition(":")
     host = host.strip("[]")
     sidecar = Sidecar(settings)
     app = build_http_app(sidecar)
-    # Bind first, so port 0 works and the URL logged is the real one.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    sock = listen_socket(host, int(port))  # bound first, so port 0 works and the URL logged is the real one
+    shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{bound}/mcp")
+    get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{sock.getsockname()[1]}/mcp")
     with sock:
         await uvicorn.Server(config).serve(sockets=[sock])
     return 0

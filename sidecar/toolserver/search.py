@@ -141,6 +141,7 @@ async def rg_search(
     assert proc.stdout is not None and proc.stderr is not None
     lines: list[str] = []
     truncated = False
+    finished = False
     try:
         async for raw in proc.stdout:
             name, _, rest = raw.rstrip(b"\n").partition(b"\x00")
@@ -152,8 +153,11 @@ async def rg_search(
                 truncated = True
                 break
             lines.append(format_search_line(shown, int(lineno), text.decode("utf-8", errors="replace")))
+        finished = True
     finally:
-        if proc.returncode is None:
+        if truncated or not finished:
+            # Stopped reading early: rg may block on a full pipe. (Not after EOF: killing then would make
+            # subprocess reap the child behind asyncio's child watcher.)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         stderr = await proc.stderr.read()

@@ -13,9 +13,11 @@ This module is where MCP meets the tools; nothing else imports `mcp`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
@@ -349,6 +351,48 @@ def transport_security(allowed_hosts: list[str]) -> TransportSecuritySettings:
         hosts += [host] if ":" in host.lstrip("[").split("]")[-1] else [host, f"{host}:*"]
     origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound listening socket for uvicorn (`serve(sockets=[...])`), so port 0 works and is known at once.
+
+    Created with `IPPROTO_TCP` explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose `proto` is
+    IPPROTO_TCP, and a socket made with proto 0 passes its 0 on. Without NODELAY every HTTP response waits for
+    the client's delayed ACK: measured 44 ms per request on loopback instead of about 1 ms.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn in this loop on a NODELAY socket (see `listen_socket`); yields the base URL."""
+    import uvicorn
+
+    sock = listen_socket(host, port)
+    bound = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn exited during start-up")
+            await asyncio.sleep(0.005)
+        yield f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
 
 
 def build_http_app(sidecar: Sidecar) -> Starlette:

@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app
+from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 
 from ..conftest import NPM_TOOLS, ROOT, require_tool
@@ -91,7 +91,7 @@ async def test_sdk_client_over_stdio(workspace: Path) -> None:
 async def http_url(make_settings: Callable[..., SidecarSettings]) -> AsyncIterator[tuple[str, Sidecar]]:
     settle()
     sc = Sidecar(make_settings(allowed_hosts=["sidecar"]), env={})
-    async with serve_app(build_http_app(sc)) as url:
+    async with serve_http(build_http_app(sc)) as url:
         yield url, sc
 
 
@@ -144,7 +144,7 @@ async def test_goose_wire_format_over_http(make_settings: Callable[..., SidecarS
     settle()
     async with serve_app(rec.app()) as coordinator:
         sc = Sidecar(make_settings(coordinator=coordinator, agent_id="agent-3"), env={})
-        async with serve_app(build_http_app(sc)) as url, httpx.AsyncClient(base_url=url, headers=MCP_HEADERS) as http:
+        async with serve_http(build_http_app(sc)) as url, httpx.AsyncClient(base_url=url, headers=MCP_HEADERS) as http:
             init = await http.post("/mcp", json=initialize_body())
             assert rpc_result(init)["result"]["protocolVersion"] == "2025-03-26"
             session = {"mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-03-26"}
