@@ -43,8 +43,8 @@ DEVELOPER = {  # Goose's built-in definition (platform_extensions/mod.rs); must 
     "display_name": "Developer",
     "description": "Write and edit files, and execute shell commands",
 }
-DEFAULT_MODEL = "qwen2.5-coder-32b"
-DEFAULT_CONTEXT_LIMIT = 32768  # Qwen2.5-Coder-32B-Instruct's native context (the seed's model)
+DEFAULT_MODEL = "auto"  # the coordinator's route table picks the model per stage (DESIGN.md, Routing)
+DEFAULT_CONTEXT_LIMIT = 32768  # what the vLLM deployment serves (--max-model-len, sidecar/deploy/vllm_spec.py)
 DUMMY_API_KEY = "goose-sidecar"  # the coordinator identifies agents by X-Agent-Id; Goose needs some key
 
 
