@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 from sidecar.core.paths import Refused, check_argument
 from sidecar.core.toolcache import Generations, Inputs
@@ -81,6 +82,22 @@ class TestRun:
                 0, f"[cached: the workspace is unchanged since this run at {when}; it took {self.duration_s:.2f} s]"
             )
         return "\n".join(lines) + "\n" + self.output
+
+
+def _read_key(target: Target, start_line: int | None, end_line: int | None) -> str:
+    return f"read_file {target.lexical}\x00{start_line}\x00{end_line}"
+
+
+def _list_key(target: Target, depth: int) -> str:
+    return f"list_dir {target.lexical}\x00{target.real}\x00{depth}"
+
+
+def _search_key(target: Target, pattern: str, glob: str | None, limit: int, backend: str) -> str:
+    return f"search {target.lexical}\x00{target.real}\x00{pattern}\x00{glob}\x00{limit}\x00{backend}"
+
+
+def _tests_key(command: str) -> str:
+    return f"run_tests {command}"
 
 
 class Tools:
@@ -154,7 +171,7 @@ class Tools:
 
     def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutput:
         target = self._resolve(path)
-        key = f"read_file {target.lexical}\x00{start_line}\x00{end_line}"
+        key = _read_key(target, start_line, end_line)
         hit = self.cache.lookup_files(key)
         if hit is not None:
             return ToolOutput(hit, [target.shown], cached=True)
@@ -187,7 +204,7 @@ class Tools:
         if not 1 <= depth <= MAX_DEPTH:
             raise ToolFailure(f"depth must be between 1 and {MAX_DEPTH} (got {depth})", paths=[path])
         target = self._dir_target(path, "list_dir")
-        key = f"list_dir {target.lexical}\x00{target.real}\x00{depth}"
+        key = _list_key(target, depth)
 
         async def compute() -> tuple[str, int | None]:
             text = self._list(target, depth)
@@ -230,7 +247,7 @@ class Tools:
             raise ToolFailure(f"invalid glob {glob!r}; pass e.g. '*.py' or '!tests/**'", paths=[path])
         target = self._dir_target(path, "search")
         backend = self._backend()
-        key = f"search {target.lexical}\x00{target.real}\x00{pattern}\x00{glob}\x00{limit}\x00{backend}"
+        key = _search_key(target, pattern, glob, limit, backend)
 
         async def compute() -> tuple[str, int | None]:
             result = await self._search(target, pattern, glob, limit, backend)
@@ -273,6 +290,34 @@ class Tools:
         if result.truncated:
             text += f"\n[truncated: the first {limit} matching lines are shown; narrow the pattern, path or glob]"
         return text
+
+    async def peek(self, tool: str, args: dict[str, Any]) -> str | None:
+        """The exact text `tool(**args)` would return now, if that is cached and still valid; never computes.
+
+        For speculation: a caller can learn whether a read or a test run is already known without running it.
+        Returns None for anything not cached (or not cacheable, or invalid arguments).
+        """
+        try:
+            if tool == "read_file":
+                target = self._resolve(args["path"])
+                hit = self.cache.lookup_files(_read_key(target, args.get("start_line"), args.get("end_line")))
+                return hit if isinstance(hit, str) else None
+            if tool == "list_dir":
+                key = _list_key(self._resolve(args.get("path", ".")), args.get("depth", 2))
+            elif tool == "search":
+                limit = args.get("max_results") or self.settings.search_max_results
+                target = self._resolve(args.get("path", "."))
+                key = _search_key(target, args["pattern"], args.get("glob"), limit, self._backend())
+            elif tool == "run_tests":
+                key = _tests_key(shlex.join(self._test_argv(args.get("target"))[0]))
+            else:
+                return None
+        except (ToolFailure, KeyError, TypeError):
+            return None
+        value = await self.cache.lookup_tree(key)
+        if isinstance(value, TestRun):
+            return value.render(cached=True)
+        return value if isinstance(value, str) else None
 
     # -- mutating ---------------------------------------------------------------------------------------
 
@@ -340,7 +385,7 @@ class Tools:
     async def run_tests(self, target: str | None = None) -> ToolOutput:
         argv, shown = self._test_argv(target)
         command = shlex.join(argv)
-        key = f"run_tests {command}"
+        key = _tests_key(command)
 
         async def compute() -> tuple[TestRun, int | None]:
             result = await runner.run(

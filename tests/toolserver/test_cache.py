@@ -236,3 +236,23 @@ async def test_git_checkout_invalidates(sidecar: Sidecar, workspace: Path) -> No
     run("checkout", "-q", "HEAD~1")
     text, cached = await read(sidecar)
     assert "a + b" in text and not cached
+
+
+async def test_peek_returns_only_valid_cached_output(sidecar: Sidecar, workspace: Path) -> None:
+    assert await sidecar.tools.peek("read_file", {"path": CALC}) is None  # never computes
+    first = sidecar.tools.read_file(CALC)
+    assert await sidecar.tools.peek("read_file", {"path": CALC}) == first.text
+    assert await sidecar.tools.peek("run_tests", {}) is None
+    run = await sidecar.tools.run_tests()
+    peeked = await sidecar.tools.peek("run_tests", {})
+    assert peeked is not None and peeked == (await sidecar.tools.run_tests()).text
+    assert peeked.split("\n", 1)[1] == run.text
+    listed = await sidecar.tools.list_dir("pkg", 1)
+    assert await sidecar.tools.peek("list_dir", {"path": "pkg", "depth": 1}) == listed.text
+    found = await sidecar.tools.search("def ")
+    assert await sidecar.tools.peek("search", {"pattern": "def "}) == found.text
+    (workspace / "pkg" / "x.py").write_text("def x():\n    pass\n")
+    assert await sidecar.tools.peek("search", {"pattern": "def "}) is None
+    assert await sidecar.tools.peek("run_tests", {}) is None  # the workspace changed
+    assert await sidecar.tools.peek("read_file", {"path": "../x"}) is None
+    assert await sidecar.tools.peek("write_file", {"path": "a", "content": "b"}) is None
