@@ -80,7 +80,7 @@ async def _serve(config: Config) -> None:
                 log_config=None,
                 access_log=False,
                 lifespan="on",
-                timeout_graceful_shutdown=30,
+                timeout_graceful_shutdown=round(c.shutdown_grace_s),
             )
         )
         print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)

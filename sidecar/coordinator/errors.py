@@ -6,6 +6,7 @@
       ├── status 401 AuthenticationError       API keys on and none / an unknown one given
       ├── status 404 NotFoundError             a model no upstream serves
       ├── status 413 RequestTooLargeError      body over the configured limit
+      ├── status 431 RequestHeaderFieldsTooLarge  headers over the configured limit
       ├── status 429 RateLimitError            queue full (with Retry-After)
       ├── status 502 BadGatewayError           upstream unreachable, or the connection broke
       ├── status 503 ServiceUnavailableError   no healthy upstream
@@ -45,6 +46,7 @@ _TYPES = {
     404: "NotFoundError",
     413: "RequestTooLargeError",
     429: "RateLimitError",
+    431: "RequestHeaderFieldsTooLargeError",
     500: "InternalServerError",
     502: "BadGatewayError",
     503: "ServiceUnavailableError",

@@ -13,6 +13,7 @@ after the response started, an SSE stream gets vLLM's in-band error frame and `[
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,7 @@ from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, sse_er
 from sidecar.coordinator.keys import bearer_token
 from sidecar.coordinator.planner import CallPlan
 from sidecar.coordinator.upstream import Replica
+from sidecar.core.breaker import backoff_s
 from sidecar.core.identity import Identity, IdentityConflict, resolve_identity
 from sidecar.core.openai_request import Endpoint, ParsedRequest, RequestError, encode_body, parse_request
 from sidecar.core.stages import native_priority
@@ -50,6 +52,8 @@ _DROP_HEADERS = frozenset(
 )  # fmt: skip
 PRIORITY_DISABLED = "Priority scheduling is not enabled"
 USAGE_TAIL_BYTES = 4096
+_RETRY_STATUSES = frozenset({502, 503})
+_RETRY_KINDS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.STREAM_BROKEN})
 _RELAY_HEADERS = (b"content-type", b"content-length", b"content-encoding", b"retry-after")
 
 
@@ -126,6 +130,9 @@ class CompletionsEndpoint:
         bind_request(request_id=request_id)
         state = self.state
         try:
+            header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
+            if header_bytes > state.config.coordinator.max_header_bytes:
+                raise ProxyError(431, ErrorKind.TOO_LARGE, f"request headers of {header_bytes} bytes exceed the limit")
             raw = await read_body(receive, headers, state.config.coordinator.max_body_bytes)
             state.telemetry.relayed_bytes.labels("request").inc(len(raw))
             parsed = _parse(raw, self.endpoint)
@@ -248,20 +255,19 @@ class Exchange:
                 self.status = error.status
                 await send_error(send, error, self.request_id)
                 return
-            replica = state.pool.pick_replica(self.upstream, self.identity.agent_id)
-            replica.in_flight += 1
-            replica.served += 1
+            response, replica = await self._connect()
+            if response is None:
+                return await self._fail(send, replica)
             try:
-                response = await self._send_upstream(replica)
-                if response is None:
-                    return await self._fail(send, replica)
-                try:
-                    await self._relay(response, send)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
+                await self._relay(response, send)
+                if self.relayed_all:
+                    state.pool.succeeded(replica)
+                else:
+                    state.pool.failed(replica)
             finally:
                 replica.in_flight -= 1
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         finally:
             if self.slot is not None:
                 self.slot.release(usage_tokens(self.tail, self.parsed.stream))
@@ -270,6 +276,43 @@ class Exchange:
             telemetry.in_flight_total -= 1
             telemetry.in_flight.labels(model).dec()
             self._account()
+
+    async def _connect(self) -> tuple[httpx.Response | None, Replica]:
+        """Send the call, retrying (with backoff, on another replica when there is one) while no byte has reached
+        the client: connection failures, and 502/503 answers (a Modal replica cold-starting, a vLLM restarting).
+        Timeouts are not retried (the upstream may be working on it). Returns the response to relay, or None with
+        `self.error` set."""
+        pool, coordinator = self.state.pool, self.state.config.coordinator
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            replica = pool.pick_replica(self.upstream, self.identity.agent_id, exclude=tried)
+            replica.in_flight += 1  # a returned response keeps it; run() gives it back
+            try:
+                outcome = await self._send_upstream(replica)
+            except BaseException:
+                replica.in_flight -= 1
+                raise
+            if isinstance(outcome, ProxyError):
+                replica.in_flight -= 1
+                self.error = outcome
+                pool.failed(replica)
+                retryable = outcome.kind in _RETRY_KINDS
+            else:
+                if outcome.status_code >= 500:
+                    pool.failed(replica)
+                retryable = outcome.status_code in _RETRY_STATUSES
+            if not retryable or attempt >= coordinator.retries:
+                return (None if isinstance(outcome, ProxyError) else outcome), replica
+            if not isinstance(outcome, ProxyError):
+                replica.in_flight -= 1
+                await outcome.aclose()
+            attempt += 1
+            tried.add(replica.url)
+            self.state.telemetry.retries.labels(self.upstream.alias).inc()
+            delay = backoff_s(attempt, coordinator.retry_backoff_s, jitter=random.random())
+            log.info("upstream_retry", url=replica.url, attempt=attempt, delay_s=round(delay, 3))
+            await anyio.sleep(delay)
 
     async def _wait_for_slot(self) -> None:
         scheduling = self.state.config.scheduling
@@ -281,8 +324,8 @@ class Exchange:
         self.agent.queued_since = None
         self.agent.last_wait_s = self.slot.waited_s
 
-    async def _send_upstream(self, replica: Replica) -> httpx.Response | None:
-        """Send the call; None (with `self.error` set) when the upstream could not be reached. Retries once
+    async def _send_upstream(self, replica: Replica) -> httpx.Response | ProxyError:
+        """Send the call; a ProxyError when the upstream could not be reached. Retries once
         without vLLM's native priority if the upstream says priority scheduling is not enabled."""
         client = self.state.client
         with_priority = self._native_priority()
@@ -306,8 +349,7 @@ class Exchange:
                 self.upstream.native_priority = True
             return response
         except httpx.HTTPError as exc:
-            self.error = translate_upstream_exception(exc, replica.url)
-            return None
+            return translate_upstream_exception(exc, replica.url)
 
     def _native_priority(self) -> int | None:
         """vLLM's integer priority to add, or None: only for ordering policies, never over the client's own."""

@@ -25,6 +25,13 @@ class CoordinatorSettings(BaseModel):
     max_connections: int = Field(1024, ge=1)
     max_keepalive_connections: int = Field(256, ge=0)
     keepalive_expiry_s: float = Field(30.0, ge=0)
+    # Retries before the first byte reaches the client (connection failures, upstream 502/503), with backoff.
+    retries: int = Field(2, ge=0, le=10)
+    retry_backoff_s: float = Field(0.25, ge=0)
+    # On shutdown: stop accepting, let in-flight streams finish for up to this long, then cancel them.
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    # Request headers larger than this in total are refused (431).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
     # Optional API keys: a file of `key agent-id` lines (or JSON object key -> agent id).
     keys_file: Path | None = None
     # Optional bearer token required on /status, /metrics and /dashboard.

@@ -89,6 +89,9 @@ class Telemetry:
         self.relayed_bytes = Counter(
             "goose_sidecar_relayed_bytes", "Bytes relayed, by direction", ["direction"], registry=r
         )
+        self.retries = Counter(
+            "goose_sidecar_upstream_retries", "Calls re-sent before any byte reached the client", ["model"], registry=r
+        )
         self.agents: OrderedDict[str, AgentRecord] = OrderedDict()
         self.recent_ttfb: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.recent_total: deque[float] = deque(maxlen=LATENCY_WINDOW)

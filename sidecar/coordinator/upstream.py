@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import httpx
 
 from sidecar.coordinator.settings import ModelUpstream
 from sidecar.core.admission import UpstreamMetrics
+from sidecar.core.breaker import Breaker
 from sidecar.core.routing import ReplicaState, pick_replica
 from sidecar.obs import get_logger
 
@@ -31,6 +32,7 @@ class Replica:
     last_error: str | None = None
     in_flight: int = 0
     served: int = 0
+    breaker: Breaker = field(default_factory=Breaker)
 
 
 @dataclass
@@ -72,17 +74,32 @@ class UpstreamPool:
                 )
             )
 
-    def pick_replica(self, upstream: Upstream, agent_key: str) -> Replica:
+    def pick_replica(self, upstream: Upstream, agent_key: str, exclude: Collection[str] = ()) -> Replica:
         """The agent's own replica (rendezvous affinity keeps its prefix cache warm) unless it is much more loaded
-        than the least loaded; unhealthy replicas skipped; all of them when none is healthy (the call says why)."""
-        if len(upstream.replicas) == 1:
-            return upstream.replicas[0]
-        states = [ReplicaState(r.url, r.healthy, r.in_flight) for r in upstream.replicas]
-        choice = pick_replica(states, agent_key) or pick_replica(
-            [ReplicaState(r.url, True, r.in_flight) for r in upstream.replicas], agent_key
-        )
-        assert choice is not None
-        return upstream.replicas[choice.index]
+        than the least loaded. Skipped: replicas in `exclude` (already tried for this call), unhealthy ones and
+        those whose circuit breaker is open, as long as another remains; otherwise the least bad is used and the
+        call reports the real failure."""
+        now = time.monotonic()
+        fresh = [r for r in upstream.replicas if r.url not in exclude] or upstream.replicas
+        usable = [r for r in fresh if r.healthy and r.breaker.allows(now)] or fresh
+        if len(usable) == 1:
+            chosen = usable[0]
+        else:
+            choice = pick_replica([ReplicaState(r.url, True, r.in_flight) for r in usable], agent_key)
+            assert choice is not None
+            chosen = usable[choice.index]
+        chosen.breaker = chosen.breaker.on_attempt(now)
+        chosen.served += 1
+        return chosen
+
+    def succeeded(self, replica: Replica) -> None:
+        replica.breaker = replica.breaker.on_success()
+
+    def failed(self, replica: Replica) -> None:
+        before = replica.breaker.phase(time.monotonic())
+        replica.breaker = replica.breaker.on_failure(time.monotonic())
+        if replica.breaker.phase(time.monotonic()) != before:
+            log.warning("circuit_breaker", url=replica.url, phase=str(replica.breaker.phase(time.monotonic())))
 
     async def check(self, check_timeout: float = 5.0) -> None:
         """Check every replica once (concurrently): health, and served names where not yet known."""
