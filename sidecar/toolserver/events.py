@@ -2,7 +2,8 @@
 
 `POST {coordinator}/v1/agents/{agent_id}/events` with
 `{session_id, seq, tool, ok, exit_code?, paths, duration_ms, ts}` plus `cached` and, for `run_command`,
-`command` (its first two words, e.g. "git commit"). Never file contents. The coordinator answers
+`command` (the command line, capped; e.g. "git commit -m fix"). Never file contents. With an API key (the
+coordinator's keys file), each POST carries `Authorization: Bearer KEY`. The coordinator answers
 `{stage, tier}`; the last answer is kept in `last_answer`.
 
 `report` only puts the event on a bounded queue (dropping the oldest when full) and returns at once; one
@@ -47,11 +48,13 @@ class EventReporter:
         queue_size: int = 256,
         timeout_s: float = 2.0,
         default_session_id: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = None if not coordinator else f"{coordinator.rstrip('/')}/v1/agents/{quote(agent_id, safe='')}/events"
         self.agent_id = agent_id
         self.default_session_id = default_session_id
         self.timeout_s = timeout_s
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.stats = ReporterStats()
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
         self._seq: dict[str, int] = {}
@@ -65,7 +68,7 @@ class EventReporter:
     async def start(self) -> None:
         if self.url is None or self._task is not None:
             return
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), trust_env=False)
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), trust_env=False, headers=self.headers)
         self._task = asyncio.create_task(self._send_loop(), name="sidecar-events")
 
     async def stop(self, drain_s: float = 1.0) -> None:

@@ -78,6 +78,7 @@ class Sidecar:
             queue_size=settings.event_queue_size,
             timeout_s=settings.event_timeout_s,
             default_session_id=env.get("AGENT_SESSION_ID") or None,
+            api_key=settings.coordinator_api_key,
         )
         self.calls = 0
         self._depth = 0

@@ -17,6 +17,9 @@ class SidecarSettings(BaseModel):
     workspace: Path = Path(".")
     # Coordinator base URL for stage events; None disables reporting.
     coordinator: str | None = None
+    # Bearer key for the events endpoint when the coordinator runs with a keys file (set it through the
+    # environment, GOOSE_SIDECAR_SIDECAR_COORDINATOR_API_KEY, not a flag: command lines are visible to others).
+    coordinator_api_key: str | None = None
     # Agent identity for events; else $AGENT_ID, else "anonymous" (as the coordinator names unknown agents).
     agent_id: str | None = None
     test_command: str = "python -m pytest -q"

@@ -59,7 +59,7 @@ class ToolOutput:
     paths: list[str] = field(default_factory=list)
     exit_code: int | None = None
     cached: bool = False
-    command: str | None = None  # for run_command events: the first words of the command
+    command: str | None = None  # for run_command events: the command line (capped)
 
 
 @dataclass(frozen=True)
@@ -416,7 +416,7 @@ class Tools:
         )
         status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
         text = f"$ {shlex.join(allowed.argv)}\n[{status} after {result.duration_s:.2f} s]\n{result.output}"
-        return ToolOutput(text, exit_code=result.exit_code, command=" ".join(allowed.argv[:2]))
+        return ToolOutput(text, exit_code=result.exit_code, command=shlex.join(allowed.argv)[:500])
 
     def _git_argv(self, *args: str) -> list[str]:
         return [

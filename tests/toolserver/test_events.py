@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mcp import Client
@@ -114,3 +115,34 @@ async def test_an_absent_coordinator_only_counts_failures(make_settings: Callabl
 async def test_no_coordinator_means_no_reporting(sidecar: Sidecar) -> None:
     event = sidecar.reporter.report(tool="read_file", ok=True, paths=["a"], duration_ms=1.0)
     assert event["seq"] == 1 and sidecar.reporter.stats.queued == 0
+
+
+async def test_the_real_coordinator_turns_events_into_stages(
+    make_settings: Callable[..., SidecarSettings], tmp_path: Path, workspace: Path
+) -> None:
+    """Against the coordinator's own events endpoint, with an API key: an edit makes the agent code_edit."""
+    from sidecar.config import load_config
+    from sidecar.coordinator.app import build_app
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k-0123456789abcdef-agent9 agent-9\n")
+    overrides: dict[str, Any] = {
+        "models": {"default": {"replicas": [f"http://127.0.0.1:{free_port()}"]}},
+        "coordinator.keys_file": str(keys),
+    }
+    coordinator = build_app(load_config(env={}, overrides=overrides))
+    settle()
+    async with serve_app(coordinator) as url:
+        settings = make_settings(coordinator=url, agent_id="agent-9", coordinator_api_key="k-0123456789abcdef-agent9")
+        sc = Sidecar(settings, env={})
+        async with sc, Client(sc.mcp) as client:
+            meta: Any = {"agent-session-id": "s-9"}
+            await client.call_tool("edit_file", {"path": "pkg/calc.py", "before": "a - b", "after": "b - a"}, meta=meta)
+            await until(lambda: sc.reporter.stats.sent == 1)
+            assert sc.reporter.last_answer is not None and sc.reporter.last_answer["stage"] == "code_edit"
+            assert sc.reporter.stats.failed == 0
+        unkeyed = Sidecar(make_settings(coordinator=url, agent_id="agent-9"), env={})
+        async with unkeyed, Client(unkeyed.mcp) as client:
+            await client.call_tool("list_dir", {})
+            await until(lambda: unkeyed.reporter.stats.failed == 1)
+        assert unkeyed.reporter.stats.last_error == "HTTP 401"
