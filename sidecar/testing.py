@@ -30,7 +30,9 @@ async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_
     Binds the socket first so port 0 works and the URL is known before any request. On exit the server
     shuts down gracefully (lifespan shutdown runs) and the serving task is awaited, so nothing leaks.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says TCP;
+    # without it every small response waits ~40 ms for Nagle + delayed ACK on loopback.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
