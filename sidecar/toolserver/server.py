@@ -39,6 +39,7 @@ from sidecar.toolserver.cache import ToolCache
 from sidecar.toolserver.events import EventReporter
 from sidecar.toolserver.jail import Jail
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.speculation import TestPrerunner
 from sidecar.toolserver.tools import ToolFailure, ToolOutput, Tools
 from sidecar.toolserver.watcher import Watcher
 
@@ -80,6 +81,13 @@ class Sidecar:
             default_session_id=env.get("AGENT_SESSION_ID") or None,
             api_key=settings.coordinator_api_key,
         )
+        self.prerunner = TestPrerunner(
+            self.tools,
+            agent=self.agent_id,
+            enabled=settings.speculate_tests,
+            min_probability=settings.speculate_min_probability,
+            max_load_per_core=settings.speculate_max_load_per_core,
+        )
         self.calls = 0
         self._depth = 0
         self.mcp = build_mcp(self)
@@ -107,6 +115,7 @@ class Sidecar:
     async def __aexit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
+            await self.prerunner.aclose()
             await self.reporter.stop()
             await self.watcher.stop()
 
@@ -130,12 +139,22 @@ class Sidecar:
                 "dropped": self.reporter.stats.dropped,
                 "last_answer": self.reporter.stats.last_answer,
             },
+            "speculation": self.prerunner.as_dict(),
         }
 
     async def invoke(
-        self, tool: str, ctx: Context | None, body: Callable[[], ToolOutput | Awaitable[ToolOutput]]
+        self,
+        tool: str,
+        ctx: Context | None,
+        body: Callable[[], ToolOutput | Awaitable[ToolOutput]],
+        *,
+        target: str | None = None,
     ) -> str:
-        """Run one tool body: report it, and turn `ToolFailure` into the `ToolError` the model reads."""
+        """Run one tool body: report it, and turn `ToolFailure` into the `ToolError` the model reads.
+
+        Every call also goes to the test pre-runner (`speculation.py`), which learns from it and may start a
+        speculative test run after an edit; `target` is `run_tests`' target, which the pre-runner reuses.
+        """
         self.calls += 1
         session = session_id_of(ctx)
         t0 = time.perf_counter()
@@ -145,6 +164,7 @@ class Sidecar:
                 result = await result
         except ToolFailure as exc:
             self._report(tool, session, t0, ok=False, paths=exc.paths)
+            self._observe(tool, ok=False, paths=exc.paths, target=target)
             raise ToolError(str(exc)) from exc
         except BaseException:
             self._report(tool, session, t0, ok=False, paths=[])
@@ -160,7 +180,16 @@ class Sidecar:
             cached=result.cached,
             command=result.command,
         )
+        self._observe(
+            tool, ok=True, paths=result.paths, exit_code=result.exit_code, command=result.command, target=target
+        )
         return result.text
+
+    def _observe(self, tool: str, **fields: Any) -> None:
+        try:
+            self.prerunner.observe(tool, **fields)
+        except Exception as exc:  # speculation must never fail a tool call
+            log.warning("speculation observe failed", error=str(exc))
 
     def _report(self, tool: str, session: str | None, t0: float, **fields: Any) -> None:
         try:
@@ -301,7 +330,7 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         structured_output=False,
     )
     async def run_tests(target: TestTarget = None, ctx: Context | None = None) -> str:
-        return await invoke("run_tests", ctx, lambda: tools.run_tests(target))
+        return await invoke("run_tests", ctx, lambda: tools.run_tests(target), target=target)
 
     allowed = ", ".join(f"'{entry}'" for entry in sidecar.settings.allow_commands) or "none (disabled)"
 

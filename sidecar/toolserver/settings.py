@@ -45,6 +45,12 @@ class SidecarSettings(BaseModel):
     # Stage events: queue bound (oldest dropped when full) and per-POST timeout.
     event_queue_size: int = Field(256, ge=1)
     event_timeout_s: float = Field(2.0, gt=0)
+    # Tool-level speculation (sidecar/toolserver/speculation.py): after an edit, pre-run the tests when the
+    # predictor gives run_tests at least this probability (the seed's table gives 0.5 after an edit) and the
+    # 1-minute load average per core is below the threshold. Off by default: it spends CPU on guesses.
+    speculate_tests: bool = False
+    speculate_min_probability: float = Field(0.3, ge=0, le=1)
+    speculate_max_load_per_core: float = Field(0.7, gt=0)
 
     @field_validator("http")
     @classmethod

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import os
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class ToolOutput:
     exit_code: int | None = None
     cached: bool = False
     command: str | None = None  # for run_command events: the command line (capped)
+    speculative: bool = False  # a speculative test run served to the agent (metrics only, never in `text`)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class TestRun:
     duration_s: float
     started_at: float
     timed_out: bool
+    speculative: bool = False  # started by the sidecar's pre-runner (speculation.py), not by the agent
 
     def render(self, cached: bool) -> str:
         when = dt.datetime.fromtimestamp(self.started_at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -111,6 +114,10 @@ class Tools:
         self.test_argv = shlex.split(settings.test_command)
         if not self.test_argv:
             raise ValueError("sidecar.test_command is empty")
+        # Speculative test runs the agent received (each counted once), and the agent time they saved.
+        self.speculative_used = 0
+        self.speculative_saved_s = 0.0
+        self._served_runs: set[tuple[str, float]] = set()
 
     @property
     def generation(self) -> int:
@@ -382,7 +389,14 @@ class Tools:
             raise ToolFailure(f"the test target '{resolved.shown}' does not exist", paths=[resolved.shown])
         return [*argv, resolved.shown + node], [resolved.shown]
 
-    async def run_tests(self, target: str | None = None) -> ToolOutput:
+    async def run_tests(self, target: str | None = None, *, speculative: bool = False) -> ToolOutput:
+        """Run (or reuse) the test command on the workspace as it is now.
+
+        `speculative=True` is the pre-runner's call. The first time the agent receives a speculative run it is
+        rendered exactly as a run of its own (not "cached": the agent never saw it), counted in
+        `speculative_used`, and the part of its duration that elapsed before the agent asked is `saved`.
+        """
+        asked_at = time.time()
         argv, shown = self._test_argv(target)
         command = shlex.join(argv)
         key = _tests_key(command)
@@ -395,12 +409,31 @@ class Tools:
                 max_chars=self.settings.output_max_chars,
             )
             run = TestRun(
-                command, result.exit_code, result.output, result.duration_s, result.started_at, result.timed_out
+                command,
+                result.exit_code,
+                result.output,
+                result.duration_s,
+                result.started_at,
+                result.timed_out,
+                speculative=speculative,
             )
             return run, None if result.timed_out else len(result.output) + 512
 
         run, cached = await self.cache.tree(key, self.jail.root, compute)
-        return ToolOutput(run.render(cached), shown, exit_code=run.exit_code, cached=cached)
+        first_use = (
+            cached and run.speculative and not speculative and (command, run.started_at) not in self._served_runs
+        )
+        if first_use:
+            self._served_runs.add((command, run.started_at))
+            self.speculative_used += 1
+            self.speculative_saved_s += min(max(asked_at - run.started_at, 0.0), run.duration_s)
+        return ToolOutput(
+            run.render(cached and not first_use),
+            shown,
+            exit_code=run.exit_code,
+            cached=cached and not first_use,
+            speculative=first_use,
+        )
 
     async def run_command(self, command: str) -> ToolOutput:
         allowed = check_command(command, self.settings.allow_commands)
