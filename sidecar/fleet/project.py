@@ -10,6 +10,7 @@ makes the first git commit (so `git_status` and `git_diff` have a base). One cop
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,37 @@ def generate_project(seed: int, *, modules: int = 4, bugs: int = 2) -> Project:
     files["README.md"] = _readme(package, themes)
     files[".gitignore"] = "__pycache__/\n*.pyc\n.pytest_cache/\n"
     return Project(seed, package, dict(sorted(files.items())), tuple(found), tests)
+
+
+# Words that make the seed's keyword classifier call a request debugging or test work (code_edit/test_analyze);
+# writer prompts avoid them so they stay the simple work they are (docs, commit messages).
+_NOT_SIMPLE = re.compile(r"\b(?:fix|bug|edit|debug|test)", re.IGNORECASE)
+
+
+def writer_prompts(seed: int, count: int) -> list[str]:
+    """`count` simple requests, alternating a docstring for a function and a commit message for a change.
+
+    These are the seed's "simple tasks" (docstrings and commit messages, `seed/000_bc7af0ed774b52c4.txt`,
+    "Model Routing"), asked by a documentation agent in one growing conversation.
+    """
+    rng = random.Random(f"fleet-writer:{seed}")
+    snippets = [s for theme in THEMES for s in theme.snippets if not _NOT_SIMPLE.search(s.source + s.bug[0])]
+    rng.shuffle(snippets)
+    prompts = []
+    for n in range(count):
+        snippet = snippets[n % len(snippets)]
+        if n % 2 == 0:
+            prompts.append(
+                "Write a Google-style docstring for the function below. Reply with the docstring only.\n\n"
+                f"```python\n{snippet.source}```"
+            )
+        else:
+            broken, correct = snippet.bug[1], snippet.bug[0]
+            prompts.append(
+                "Write a one-line commit message for this change. Reply with the message only.\n\n"
+                f"```diff\n@@ def {snippet.name}\n-    {broken}\n+    {correct}\n```"
+            )
+    return prompts
 
 
 def render_module(theme: Theme, snippets: list[Snippet], broken: list[Snippet]) -> str:

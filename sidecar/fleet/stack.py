@@ -1,0 +1,116 @@
+"""The serving stack a fleet runs against: simulator (or a real upstream), coordinator, and the event tap.
+
+Three ways, first that applies:
+- `coordinator_url`: an already running coordinator (`goose-sidecar up`); nothing is started but the tap;
+- `upstream`: an OpenAI-compatible server (vLLM) serving every model; the coordinator runs in-process;
+- neither: the simulator's `large` (32B) and `small` (7B) models in-process (`sidecar.sim.embedded`), then
+  the coordinator in-process in front of them.
+In-process servers are real uvicorn servers on loopback ports (`sidecar.testing.serve_app`), so every call
+crosses real HTTP exactly as it would between processes.
+
+Experiment toggles are coordinator configuration keys (`scheduling.policy`, `routing.enabled`,
+`scheduling.batch_window_ms`, ...), applied with `with_overrides`; `supports(key)` says whether this build of
+the coordinator has a key, so an experiment can be reported as unavailable instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from sidecar.config import Config, ConfigError
+from sidecar.fleet.events import EventTap
+from sidecar.sim.settings import SimSettings
+from sidecar.testing import serve_app
+
+
+@dataclass
+class Stack:
+    coordinator_url: str
+    tap: EventTap
+    tap_url: str
+    models: dict[str, str] = field(default_factory=dict)  # alias -> served name (empty when unknown)
+    upstream_urls: dict[str, str] = field(default_factory=dict)  # alias -> base URL, for /metrics
+    time_scale: float = 1.0
+    config: Config | None = None
+    clocks: dict[str, Callable[[], float]] = field(default_factory=dict)  # served name -> simulator clock
+
+
+def supports(key: str, model: type[BaseModel] = Config) -> bool:
+    """Whether the dotted configuration `key` exists in this build (e.g. `scheduling.batch_window_ms`)."""
+    head, _, rest = key.partition(".")
+    field_info = model.model_fields.get(head)
+    if field_info is None:
+        return False
+    if not rest:
+        return True
+    annotation = field_info.annotation
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel) and supports(rest, annotation)
+
+
+def with_overrides(base: Config, overrides: Mapping[str, Any]) -> Config:
+    """`base` with dotted-key overrides applied and validated; raises ConfigError listing every problem."""
+    raw = base.model_dump(mode="python", exclude_unset=True)
+    for key, value in overrides.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return Config.model_validate(raw)
+    except Exception as exc:  # pydantic's ValidationError, reported like load_config does
+        errors = getattr(exc, "errors", None)
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors()] if errors else [str(exc)]
+        raise ConfigError(problems) from None
+
+
+@contextlib.asynccontextmanager
+async def start_stack(
+    base: Config,
+    *,
+    coordinator_url: str | None = None,
+    upstream: str | None = None,
+    sim: SimSettings | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Stack]:
+    """Start what is needed (see the module docstring); everything stops when the block exits."""
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0, trust_env=False))
+        models: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        clocks: dict[str, Callable[[], float]] = {}
+        config: Config | None = None
+        time_scale = 1.0
+        if coordinator_url is None:
+            from sidecar.coordinator.app import build_app
+
+            upstreams: dict[str, Any] = {}
+            if upstream is not None:
+                upstreams = {"default": {"replicas": [upstream]}}
+                urls["default"] = upstream.rstrip("/")
+            else:
+                from sidecar.sim.app import build_sim_app
+                from sidecar.sim.embedded import EMBEDDED_PROFILES
+
+                # As `sidecar.sim.embedded.run_embedded`, keeping each app to read its engine's clock.
+                sim = sim or base.sim
+                time_scale = sim.time_scale
+                for alias, profile in EMBEDDED_PROFILES.items():
+                    app = build_sim_app(sim, profile)
+                    url = await stack.enter_async_context(serve_app(app))
+                    served = app.state.sim.served.names[0]
+                    upstreams[alias] = {"served_name": served, "replicas": [url]}
+                    models[alias] = served
+                    urls[alias] = url
+                    clocks[served] = app.state.sim.driver.now
+            config = with_overrides(base, {**(overrides or {}), "models": upstreams})
+            coordinator_url = await stack.enter_async_context(serve_app(build_app(config)))
+        tap = EventTap(coordinator_url, client)
+        tap_url = await stack.enter_async_context(serve_app(tap.app()))
+        yield Stack(coordinator_url, tap, tap_url, models, urls, time_scale, config, clocks)
