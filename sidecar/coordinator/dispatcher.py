@@ -95,6 +95,8 @@ class Dispatcher:
         self._completions: deque[float] = deque(maxlen=4096)
         self.metrics: UpstreamMetrics | None = None
         self._prev_metrics: UpstreamMetrics | None = None
+        # Called when a real call has to wait for a slot (speculation cancels its calls on this model).
+        self.on_queue: list[Callable[[], None]] = []
 
     # --- the public surface -----------------------------------------------------------------------------
 
@@ -116,6 +118,9 @@ class Dispatcher:
         self.queue.push(item)
         self._waiters[item.seq] = future
         self._pump()
+        if not future.done():
+            for callback in self.on_queue:
+                callback()
         try:
             return await future
         except asyncio.CancelledError:

@@ -148,6 +148,12 @@ class CompletionsEndpoint:
         if plan.route.served_name != parsed.model:
             body = dict(parsed.body, model=plan.route.served_name)
             parsed = replace(parsed, body=body, forward_body=encode_body(body), model=plan.route.served_name)
+        speculator = getattr(state, "speculator", None)
+        if speculator is not None and self.endpoint == "chat/completions":
+            hit = speculator.take(identity.agent_id, parsed.body, parsed.stream)
+            if hit is not None:  # the very same request, already sent: relay its answer from where it is
+                await run_until_disconnect(receive, send, lambda s: speculator.serve(hit, s, request_id))
+                return
         exchange = Exchange(state, parsed, identity, plan, request_id, headers, started)
         disconnected = await run_until_disconnect(receive, send, exchange.run)
         if disconnected:

@@ -1,0 +1,316 @@
+"""LLM-level speculation: send an agent's predicted next call early, serve it only for an identical request.
+
+`Speculator.speculate(agent, alias, body)` sends `body` (the next request exactly as the agent will send it,
+after routing) upstream at once, when `core.speculation.should_speculate_llm` allows: speculation enabled,
+the model's dispatcher sees spare capacity (`admission.has_spare_capacity` on its last vLLM metrics), no real
+call is queued there, and the wasted-token budget for the last minute has room. It never takes a dispatcher
+slot; instead the dispatcher calls `cancel_model` the moment a real call has to queue (`Dispatcher.on_queue`),
+so a speculative call never holds GPU room that a real call is waiting for. With native priority it is sent
+at vLLM's lowest priority.
+
+`take(agent, body, stream)` is asked by the proxy for every real call: the agent's pending speculative call is
+returned only when `canonical_request` of both bodies is equal and the stream flag matches (so the bytes are
+exactly what the upstream would have sent for the real call, which with temperature 0 is the same answer);
+otherwise it is cancelled and counted as a mismatch. `serve` relays what the speculative call has received so
+far and then follows it live ("streaming from where it is"). `warm(agent, alias, body)` is the cheapest
+lossless variant: the same body with `max_tokens=1`, never served, only filling the prefix cache.
+
+Not done yet (see the issue-7 report): building the predicted body from a finished response and the
+sidecar's cached tool results; callers pass the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Send
+
+from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.upstream import UpstreamPool
+from sidecar.core.admission import has_spare_capacity
+from sidecar.core.speculation import TokenBudget, canonical_request, should_speculate_llm
+from sidecar.obs import get_logger
+
+log = get_logger("sidecar.coordinator.speculation")
+LOWEST_PRIORITY = 1_000_000  # vLLM serves lower values first; far below every tier's value (stages.native_priority)
+
+
+class SpeculationSettings(BaseModel):
+    """`[speculation]` (asked of the lead for sidecar/config.py; `speculation.enabled` is the fleet's key)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    # Tokens spent on speculative calls that were never served, per minute, before speculation pauses.
+    wasted_tokens_per_minute: int = Field(20_000, ge=0)
+    # A speculative call not taken within this long is dropped (the agent went elsewhere).
+    max_age_s: float = Field(120.0, gt=0)
+
+
+@dataclass
+class SpecCall:
+    agent: str
+    alias: str
+    key: str
+    stream: bool
+    created: float
+    status: int | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    done: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def tokens(self) -> int:
+        """Rough GPU tokens spent so far: the usage object when complete, else one per SSE frame."""
+        text = b"".join(self.chunks[-4:]).decode(errors="ignore")
+        at = text.rfind('"usage"')
+        if at >= 0:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                usage, _ = json.JSONDecoder().raw_decode(text, text.find("{", at))
+                return int(usage.get("total_tokens") or 0)
+        return sum(c.count(b"data: ") for c in self.chunks)
+
+
+@dataclass
+class SpeculationStats:
+    started: int = 0
+    warmed: int = 0
+    served: int = 0
+    mismatched: int = 0
+    cancelled_for_real_calls: int = 0
+    expired: int = 0
+    failed: int = 0
+    skipped: int = 0
+    wasted_tokens: int = 0
+    time_saved_s: float = 0.0
+
+
+class Speculator:
+    """Speculative calls for all agents and models; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: SpeculationSettings,
+        client: httpx.AsyncClient,
+        pool: UpstreamPool,
+        dispatchers: Mapping[str, Dispatcher],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.pool = pool
+        self.dispatchers = dispatchers
+        self.clock = clock
+        self.budget = TokenBudget(settings.wasted_tokens_per_minute)
+        self.stats = SpeculationStats()
+        self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call
+        for alias, dispatcher in dispatchers.items():
+            dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
+
+    def allowed(self, alias: str) -> bool:
+        d = self.dispatchers[alias]
+        now = self.clock()
+        spare = has_spare_capacity(d.metrics, now, d._prev_metrics, d.limits)
+        return should_speculate_llm(
+            enabled=self.settings.enabled,
+            spare_capacity=spare,
+            waiting_real=len(d.queue),
+            budget_ok=self.budget.allows(now),
+        )
+
+    def speculate(
+        self, agent: str, alias: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> bool:
+        """Send `body` now as `agent`'s predicted next call (replacing its previous one); True if sent.
+        `headers`: extra request headers the agent's client would send (e.g. its session id)."""
+        if not self.allowed(alias):
+            self.stats.skipped += 1
+            return False
+        self._drop(agent, "replaced")
+        call = SpecCall(agent, alias, canonical_request(body), bool(body.get("stream")), self.clock())
+        call.task = asyncio.get_running_loop().create_task(
+            self._send(call, dict(body), extra=headers), name="speculative-call"
+        )
+        self.pending[agent] = call
+        self.stats.started += 1
+        return True
+
+    def warm(self, agent: str, alias: str, body: Mapping[str, Any]) -> bool:
+        """Prefix-warming only: `body` with max_tokens=1, not streamed, never served."""
+        if not self.allowed(alias):
+            self.stats.skipped += 1
+            return False
+        warm = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "max_completion_tokens")}
+        warm["max_tokens"] = 1
+        call = SpecCall(agent, alias, "", False, self.clock())
+        asyncio.get_running_loop().create_task(self._send(call, warm, waste=True), name="prefix-warm")
+        self.stats.warmed += 1
+        return True
+
+    def take(self, agent: str, body: Mapping[str, Any], stream: bool) -> SpecCall | None:
+        """The agent's speculative call if it was for exactly this request; else None (and it is cancelled)."""
+        call = self.pending.pop(agent, None)
+        if call is None:
+            return None
+        if self.clock() - call.created > self.settings.max_age_s:
+            self.stats.expired += 1
+            self._cancel(call)
+            return None
+        if call.key != canonical_request(body) or call.stream != stream or call.status not in (None, 200):
+            self.stats.mismatched += 1
+            self._cancel(call)
+            return None
+        self.stats.served += 1
+        self.stats.time_saved_s += self.clock() - call.created
+        return call
+
+    async def serve(self, call: SpecCall, send: Send, request_id: str) -> None:
+        """Relay `call` to the client: what it has so far, then live until it ends."""
+        while call.status is None and not call.done:
+            call.changed.clear()
+            await call.changed.wait()
+        headers = [*call.headers, (b"x-request-id", request_id.encode()), (b"x-goose-sidecar-speculative", b"1")]
+        await send({"type": "http.response.start", "status": call.status or 502, "headers": headers})
+        sent = 0
+        while True:
+            while sent < len(call.chunks):
+                await send({"type": "http.response.body", "body": call.chunks[sent], "more_body": True})
+                sent += 1
+            if call.done:
+                break
+            call.changed.clear()
+            if sent == len(call.chunks) and not call.done:
+                await call.changed.wait()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def cancel_model(self, alias: str) -> None:
+        """A real call is queueing for `alias`: cancel every speculative call on it."""
+        for agent, call in list(self.pending.items()):
+            if call.alias == alias and not call.done:
+                del self.pending[agent]
+                self.stats.cancelled_for_real_calls += 1
+                self._cancel(call)
+
+    def _drop(self, agent: str, why: str) -> None:
+        call = self.pending.pop(agent, None)
+        if call is not None:
+            self.stats.expired += 1
+            self._cancel(call)
+
+    def _cancel(self, call: SpecCall) -> None:
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
+        wasted = call.tokens()
+        self.stats.wasted_tokens += wasted
+        self.budget.spend(self.clock(), wasted)
+
+    async def _send(
+        self, call: SpecCall, body: dict[str, Any], *, waste: bool = False, extra: Mapping[str, str] | None = None
+    ) -> None:
+        upstream = next(u for u in self.pool.upstreams if u.alias == call.alias)
+        replica = self.pool.pick_replica(upstream, call.agent)
+        if upstream.native_priority and "priority" not in body:
+            body["priority"] = LOWEST_PRIORITY
+        headers = {**(extra or {}), "content-type": "application/json", "accept-encoding": "identity"}
+        headers.update(upstream.headers)
+        headers["Modal-Session-ID"] = call.agent
+        replica.in_flight += 1
+        try:
+            request = self.client.build_request(
+                "POST", f"{replica.url}/v1/chat/completions", content=json.dumps(body).encode(), headers=headers
+            )
+            response = await self.client.send(request, stream=True)
+            try:
+                call.status = response.status_code
+                call.headers = [
+                    (k, v) for k, v in response.headers.raw if k.lower() in (b"content-type", b"content-encoding")
+                ]
+                call.changed.set()
+                async for chunk in response.aiter_raw():
+                    call.chunks.append(chunk)
+                    call.changed.set()
+            finally:
+                await response.aclose()
+            if call.status != 200:
+                self.stats.failed += 1
+        except httpx.HTTPError as exc:
+            self.stats.failed += 1
+            call.status = call.status or 502
+            log.info("speculative call failed", error=str(exc))
+        finally:
+            replica.in_flight -= 1
+            call.done = True
+            call.changed.set()
+            if waste:
+                tokens = call.tokens()
+                self.stats.wasted_tokens += tokens
+                self.budget.spend(self.clock(), tokens)
+
+    def status(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "enabled": self.settings.enabled,
+            "started": s.started,
+            "warmed": s.warmed,
+            "served": s.served,
+            "mismatched": s.mismatched,
+            "cancelled_for_real_calls": s.cancelled_for_real_calls,
+            "expired": s.expired,
+            "failed": s.failed,
+            "skipped_no_capacity_or_budget": s.skipped,
+            "pending": len(self.pending),
+            "wasted_tokens": s.wasted_tokens,
+            "wasted_tokens_last_minute": self.budget.used(self.clock()),
+            "time_saved_s": round(s.time_saved_s, 3),
+        }
+
+    async def aclose(self) -> None:
+        for agent in list(self.pending):
+            call = self.pending.pop(agent)
+            if call.task is not None:
+                call.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call.task
+
+
+class SpeculationCollector:
+    """Prometheus view of `Speculator.status()`: `goose_sidecar_speculation_*`."""
+
+    def __init__(self, speculator: Speculator) -> None:
+        self.speculator = speculator
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        s = self.speculator.stats
+        calls = CounterMetricFamily(
+            "goose_sidecar_speculation_calls", "Speculative LLM calls by outcome", labels=["outcome"]
+        )
+        for outcome, value in (
+            ("started", s.started),
+            ("warmed", s.warmed),
+            ("served", s.served),
+            ("mismatched", s.mismatched),
+            ("cancelled_for_real_calls", s.cancelled_for_real_calls),
+            ("expired", s.expired),
+            ("failed", s.failed),
+            ("skipped", s.skipped),
+        ):
+            calls.add_metric([outcome], value)
+        yield calls
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_wasted_tokens", "Tokens spent on speculative calls never served", s.wasted_tokens
+        )
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_time_saved_seconds", "Agent time saved by served speculation", s.time_saved_s
+        )
