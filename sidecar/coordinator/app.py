@@ -31,6 +31,7 @@ from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, transl
 from sidecar.coordinator.keys import bearer_token, load_keys
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
+from sidecar.coordinator.speculation import SpeculationCollector, SpeculationSettings, Speculator
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.admission import AdmissionLimits
@@ -70,6 +71,7 @@ class CoordinatorState:
     dispatchers: dict[str, Dispatcher]
     planner: Planner
     keys: dict[str, str] = field(default_factory=dict)
+    speculator: Speculator | None = None
 
 
 def make_client(config: Config) -> httpx.AsyncClient:
@@ -102,6 +104,9 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     telemetry = Telemetry()
     telemetry.registry.register(DispatcherCollector(dispatchers))
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, Planner(config, pool, dispatchers), keys)
+    speculation = getattr(config, "speculation", None) or SpeculationSettings()  # [speculation], once in Config
+    state.speculator = Speculator(speculation, http, pool, dispatchers)
+    telemetry.registry.register(SpeculationCollector(state.speculator))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -117,6 +122,8 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if state.speculator is not None:
+                await state.speculator.aclose()
             if owns_client:
                 await http.aclose()
 
@@ -329,6 +336,7 @@ def _status(state: CoordinatorState) -> dict[str, Any]:
     status = state.telemetry.status(now)
     status["version"] = __version__
     status["scheduling"] = {alias: d.status() for alias, d in state.dispatchers.items()}
+    status["speculation"] = None if state.speculator is None else state.speculator.status()
     for agent in status["agents"]:
         agent["attained_service_tokens"] = round(
             sum(d.service.get(agent["agent_id"], now) for d in state.dispatchers.values()), 1
