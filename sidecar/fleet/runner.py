@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,9 @@ class FleetOptions:
     keep_recent: int = 2
     prefetch: bool = False
     tool_cache: bool = True
+    speculate_tests: bool = False  # the sidecar's tool-level speculation (test pre-runs after an edit)
+    # Extra `[sidecar]` settings for every sidecar, (field, value) pairs, passed as GOOSE_SIDECAR_SIDECAR_* variables.
+    sidecar_settings: tuple[tuple[str, Any], ...] = ()
     timeline_interval_s: float = 0.1
     label: str = "fleet"
     sidecar_args: tuple[str, ...] = field(default_factory=tuple)
@@ -63,6 +67,24 @@ def sidecar_command() -> tuple[str, list[str]]:
     if script.exists():
         return str(script), []
     return sys.executable, ["-m", "sidecar.cli"]
+
+
+def sidecar_env(options: FleetOptions) -> dict[str, str]:
+    """The sidecars' environment: plain pytest, and `[sidecar]` settings as configuration variables."""
+    env = dict(SIDECAR_ENV)
+    settings = dict(options.sidecar_settings)
+    if options.speculate_tests:
+        settings["speculate_tests"] = True
+    for name, value in settings.items():
+        text = (
+            json.dumps(value)
+            if isinstance(value, list | dict)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+        env[f"GOOSE_SIDECAR_SIDECAR_{name.upper()}"] = text
+    return env
 
 
 def sidecar_args(options: FleetOptions, workspace: Path, tap_url: str, agent_id: str) -> list[str]:
@@ -119,7 +141,7 @@ async def run_fleet(
             log = (workdir / f"{spec.agent_id}.sidecar.log").open("w", encoding="utf-8")
             with log:
                 args = prefix + sidecar_args(options, spec.workspace, stack.tap_url, spec.agent_id)
-                env = {"AGENT_SESSION_ID": spec.session_id, "AGENT_ID": spec.agent_id, **SIDECAR_ENV}
+                env = {"AGENT_SESSION_ID": spec.session_id, "AGENT_ID": spec.agent_id, **sidecar_env(options)}
                 async with open_sidecar(command, args, env=env, cwd=str(spec.workspace), errlog=log) as tools:
                     ready[k].set()
                     await started.wait()

@@ -78,8 +78,12 @@ async def start_stack(
     upstream: str | None = None,
     sim: SimSettings | None = None,
     overrides: Mapping[str, Any] | None = None,
+    listen: tuple[str, int] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start what is needed (see the module docstring); everything stops when the block exits."""
+    """Start what is needed (see the module docstring); everything stops when the block exits.
+
+    `listen` is where an in-process coordinator binds (default: a free loopback port).
+    """
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0, trust_env=False))
         models: dict[str, str] = {}
@@ -110,7 +114,8 @@ async def start_stack(
                     urls[alias] = url
                     clocks[served] = app.state.sim.driver.now
             config = with_overrides(base, {**(overrides or {}), "models": upstreams})
-            coordinator_url = await stack.enter_async_context(serve_app(build_app(config)))
+            host, port = listen or ("127.0.0.1", 0)
+            coordinator_url = await stack.enter_async_context(serve_app(build_app(config), host=host, port=port))
         tap = EventTap(coordinator_url, client)
         tap_url = await stack.enter_async_context(serve_app(tap.app()))
         yield Stack(coordinator_url, tap, tap_url, models, urls, time_scale, config, clocks)

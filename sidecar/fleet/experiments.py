@@ -1,0 +1,280 @@
+"""The benchmark's experiments: each is a set of paired conditions, the rows it reports, and the seed's figures.
+
+A `Condition` is the baseline with a few switches changed: coordinator settings (dotted config keys) and fleet
+options. Conditions are shared between experiments (the baseline serves several), so a bench runs each
+distinct condition once per seed and every comparison is paired by seed: same projects, same simulator seed.
+
+Baseline: the coordinator with `priority` scheduling, routing off (every call on the 32B model, which agents
+ask for as `large`), no batching window, the sidecars' tool cache on, no prefetch, full context.
+
+The seed's figures are quoted from `seed/000_bc7af0ed774b52c4.txt` (sections named in `Experiment.seed_section`);
+its conditions map to ours as the row labels say. Speculation has two hooks: the sidecar's tool-level test
+pre-runs (`[sidecar] speculate_tests`, passed to each sidecar) and the coordinator's LLM-level speculation
+(`SPECULATION_KEY`); each joins the `speculation` condition and "everything on" as soon as this build has
+its setting, with no other change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SPECULATION_KEY = "speculation.enabled"
+
+BASELINE_CONFIG: Mapping[str, Any] = {
+    "scheduling.policy": "priority",
+    "routing.enabled": False,
+    "scheduling.batch_window_ms": 0.0,
+}
+BASELINE_FLEET: Mapping[str, Any] = {
+    "model": "large",
+    "tool_cache": True,
+    "prefetch": False,
+    "compress": False,
+    "speculate_tests": False,
+}
+# Fleet options that need a setting in this build (option -> configuration key).
+FLEET_REQUIRES: Mapping[str, str] = {"speculate_tests": "sidecar.speculate_tests"}
+# Settings that join a condition only when this build of the coordinator has them.
+OPTIONAL_BASELINE: Mapping[str, Any] = {SPECULATION_KEY: False}
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    label: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    fleet: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a metric of `metrics.summarize`, its unit, and the seed's figure per column (text)."""
+
+    label: str
+    metric: str
+    unit: str  # "s", "tok/s", "tokens", "share", "count"
+    seed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    conditions: tuple[str, ...]  # the first is the reference the others are compared with
+    rows: tuple[Row, ...]
+    seed_section: str
+    seed_verdict: str
+    seed_columns: tuple[str, ...] = ()  # the seed's names for its columns
+    requires: tuple[str, ...] = ()  # coordinator config keys this experiment needs
+    offline: bool = False  # computed without a fleet (semantic caching)
+    note: str = ""
+    # Speedups for the summary: (without, with, metric) -> median over seeds of without / with.
+    headlines: tuple[tuple[str, str, str], ...] = ()
+
+
+CONDITIONS: dict[str, Condition] = {
+    c.name: c
+    for c in (
+        Condition("baseline", "baseline (priority, all-32B, cache on)"),
+        Condition("fcfs", "fcfs", config={"scheduling.policy": "fcfs"}),
+        Condition("pools", "pools (the seed's semaphores)", config={"scheduling.policy": "pools"}),
+        Condition("routed", "routed (32B + 7B)", config={"routing.enabled": True}, fleet={"model": "auto"}),
+        Condition("batch200", "200 ms window", config={"scheduling.batch_window_ms": 200.0}),
+        Condition("batch1000", "1000 ms window", config={"scheduling.batch_window_ms": 1000.0}),
+        Condition("prefetch", "file prefetch", fleet={"prefetch": True}),
+        Condition("compressed", "compressed context", fleet={"compress": True}),
+        Condition("cache_off", "tool cache off", fleet={"tool_cache": False}),
+        Condition("speculation", "speculation on", config={SPECULATION_KEY: True}, fleet={"speculate_tests": True}),
+        Condition(
+            "all_off",
+            "everything off",
+            config={"scheduling.policy": "fcfs"},
+            fleet={"tool_cache": False},
+        ),
+        Condition(
+            "all_on",
+            "everything on",
+            config={"routing.enabled": True},
+            fleet={"model": "auto", "speculate_tests": True},
+        ),
+    )
+}
+# "Everything on" also turns on what this build of the coordinator has of these.
+ALL_ON_OPTIONAL: Mapping[str, Any] = {SPECULATION_KEY: True}
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment(
+        "priority",
+        "Priority scheduling",
+        ("fcfs", "pools", "baseline"),
+        (
+            Row("Hot agent latency", "latency_hot_s", "s", ("11,414 ms", "9,329 ms", "-18%")),
+            Row("Cold agent latency", "latency_cold_s", "s", ("15,045 ms", "3,871 ms", "-74%")),
+            Row("Warm agent latency", "latency_warm_s", "s"),
+            Row("Mean LLM latency", "latency_s", "s"),
+            Row("Queue wait at the coordinator (mean)", "queue_wait_s", "s"),
+            Row("Wall time", "wall_s", "s", ("22.33 s", "19.83 s", "-11%")),
+        ),
+        "Priority Scheduling",
+        "1.22x",
+        ("No Priority", "With Priority"),
+        note="The seed's 'With Priority' is its semaphore pools (hot 4, cold 2); ours are `pools` and `priority`.",
+        headlines=(("fcfs", "pools", "wall_s"), ("fcfs", "baseline", "wall_s")),
+    ),
+    Experiment(
+        "routing",
+        "Model routing",
+        ("baseline", "routed"),
+        (
+            Row("Wall time", "wall_s", "s", ("21.71 s", "15.00 s", "-31%")),
+            Row("Avg latency", "latency_s", "s", ("11,850 ms", "8,005 ms", "-32%")),
+            Row("Simple task latency", "latency_simple_s", "s", ("8,297 ms", "2,703 ms", "-67%")),
+            Row("Complex task latency", "latency_complex_s", "s", ("11,451 ms", "7,729 ms", "-33%")),
+        ),
+        "Model Routing",
+        "1.45x",
+        ("All 32B", "Smart Routing"),
+        requires=("routing.enabled",),
+        headlines=(("baseline", "routed", "wall_s"),),
+    ),
+    Experiment(
+        "batching",
+        "Request batching windows",
+        ("baseline", "batch200", "batch1000"),
+        (
+            Row("Wall time", "wall_s", "s", ("21.34 s", "20.96 s", "23.71 s")),
+            Row("Avg latency", "latency_s", "s", ("11,878 ms", "11,704 ms", "12,628 ms")),
+            Row("Throughput", "throughput_tps", "tok/s", ("20.3 tps", "19.3 tps", "18.5 tps")),
+            Row("GPU batch size (mean while busy)", "batch_mean", "count", ("1.0", "5.5", "10.0")),
+        ),
+        "Request Batching",
+        "1.01x",
+        ("Passthrough", "200ms window", "1000ms window"),
+        requires=("scheduling.batch_window_ms",),
+        note="The seed's batch size is what its accumulation layer released; ours is the simulated GPU's batch.",
+        headlines=(("baseline", "batch200", "wall_s"), ("baseline", "batch1000", "wall_s")),
+    ),
+    Experiment(
+        "prefetch",
+        "File prefetch (through the sidecar cache)",
+        ("baseline", "prefetch"),
+        (
+            Row("Wall time", "wall_s", "s", ("", "", "0%")),
+            Row("Tool time (all agents)", "tool_s", "s"),
+            Row("Prefetched reads", "prefetched", "count"),
+            Row("Reads served from a prefetch", "prefetch_hits", "count"),
+            Row("Prediction accuracy", "prefetch_accuracy", "share", ("", "42%", "")),
+        ),
+        "File Prefetching",
+        "1.00x",
+        headlines=(("baseline", "prefetch", "wall_s"),),
+    ),
+    Experiment(
+        "compression",
+        "Context compression",
+        ("baseline", "compressed"),
+        (
+            Row("Avg latency", "latency_s", "s", ("7,029 ms", "7,920 ms", "+13%")),
+            Row("Prompt tokens", "prompt_tokens", "tokens", ("494", "97", "-80%")),
+            Row("Prefix-cached share of prompt", "prompt_cached_share", "share"),
+            Row("Turns per coding agent", "turns_per_agent", "count"),
+            Row("Coding agents that fixed every bug", "solved_share", "share"),
+            Row("Wall time", "wall_s", "s"),
+        ),
+        "Context Compression",
+        "0.89x",
+        ("Full context", "Compressed"),
+        headlines=(("baseline", "compressed", "latency_s"),),
+    ),
+    Experiment(
+        "semantic_cache",
+        "Semantic caching (TF-IDF) vs exact validated caching",
+        (),
+        (),
+        "Semantic Caching",
+        "harmful (90% of hits false positives at 0.85)",
+        offline=True,
+    ),
+    Experiment(
+        "tool_cache",
+        "Tool-output cache (sidecar)",
+        ("baseline", "cache_off"),
+        (
+            Row("Wall time", "wall_s", "s"),
+            Row("Tool time (all agents)", "tool_s", "s"),
+            Row("Tool calls served from the cache", "cache_hit_rate", "share"),
+            Row("Agent task time (mean)", "agent_s", "s"),
+        ),
+        "When Caching Might Work for Agents",
+        "proposed, not measured",
+        note="The seed proposed caching tool outputs instead of LLM answers; the baseline has the cache on.",
+        headlines=(("cache_off", "baseline", "wall_s"),),
+    ),
+    Experiment(
+        "speculation",
+        "Speculation (LLM and tool level)",
+        ("baseline", "speculation"),
+        (
+            Row("Wall time", "wall_s", "s", ("13.60 s", "7.17 s", "-47%")),
+            Row("Avg latency", "latency_s", "s"),
+            Row("Agent task time (mean)", "agent_s", "s"),
+        ),
+        "Speculative Prefetching",
+        "1.90x",
+        ("Sequential", "Parallel (speculative)"),
+        requires=("sidecar.speculate_tests",),
+        headlines=(("baseline", "speculation", "wall_s"),),
+    ),
+    Experiment(
+        "all",
+        "Everything on vs everything off",
+        ("all_off", "all_on"),
+        (
+            Row("Wall time", "wall_s", "s"),
+            Row("Avg latency", "latency_s", "s"),
+            Row("Hot agent latency", "latency_hot_s", "s"),
+            Row("Tool time (all agents)", "tool_s", "s"),
+            Row("Agent task time (mean)", "agent_s", "s"),
+        ),
+        "Results Summary",
+        "1.22x x 1.45x x 1.90x 'compound' (not measured together)",
+        note="Off: fcfs, all-32B, tool cache off. On: priority, routing, tool cache, and speculation (tool-level "
+        "test pre-runs; LLM-level once the coordinator has it).",
+        headlines=(("all_off", "all_on", "wall_s"),),
+    ),
+)
+
+BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS}
+
+
+def select(names: list[str] | None) -> list[Experiment]:
+    """The experiments named (all when None or empty); raises KeyError naming the unknown ones."""
+    if not names:
+        return list(EXPERIMENTS)
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise KeyError(f"unknown experiments: {', '.join(unknown)} (known: {', '.join(BY_NAME)})")
+    return [e for e in EXPERIMENTS if e.name in names]
+
+
+def condition_settings(condition: Condition, supported: Mapping[str, bool]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The coordinator overrides and fleet options of a condition, keeping only keys this build supports."""
+    config = {**BASELINE_CONFIG, **OPTIONAL_BASELINE, **condition.config}
+    if condition.name == "all_on":
+        config.update(ALL_ON_OPTIONAL)
+    config = {k: v for k, v in config.items() if supported.get(k, False)}
+    fleet = {**BASELINE_FLEET, **condition.fleet}
+    fleet = {k: v for k, v in fleet.items() if k not in FLEET_REQUIRES or supported.get(FLEET_REQUIRES[k], False)}
+    return config, fleet
+
+
+def needed_conditions(experiments: list[Experiment], available: Mapping[str, bool]) -> list[str]:
+    """The distinct conditions the runnable experiments need, in first-use order."""
+    names: list[str] = []
+    for experiment in experiments:
+        if experiment.offline or not available.get(experiment.name, False):
+            continue
+        names += [c for c in experiment.conditions if c not in names]
+    return names

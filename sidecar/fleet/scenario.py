@@ -1,0 +1,91 @@
+"""Scenarios: the named, documented workload files `goose-sidecar bench` runs (`scenarios/<name>.toml`).
+
+A scenario fixes everything a run depends on except the experiment's own switch: the fleet (coding agents,
+documentation agents, turns, project size), the simulator (time scale, profile overrides), the seeds, the
+experiments, and extra coordinator settings applied to every condition. `scenarios/README.md` documents
+each field and why the shipped values are what they are.
+
+`load_scenario("small")` reads `scenarios/small.toml` from the current directory's `scenarios/`, else from
+the repository this package was installed from; a path to a `.toml` file works too.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sidecar.config import ConfigError
+
+REPO_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+class FleetSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: int = Field(4, ge=1)
+    writers: int = Field(0, ge=0)
+    writer_turns: int = Field(6, ge=1)
+    max_turns: int = Field(30, ge=1)
+    modules: int = Field(4, ge=1, le=6)
+    bugs: int = Field(2, ge=0)
+    stagger_s: float = Field(0.0, ge=0)
+    keep_recent: int = Field(2, ge=0)
+
+
+class BenchSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    experiments: list[str] = Field(default_factory=list)  # empty = all
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    fleet: FleetSection = Field(default_factory=FleetSection)
+    # `[sim]` settings for the embedded simulator (`SimSettings` fields: time_scale, profile_overrides, ...).
+    sim: dict[str, Any] = Field(default_factory=dict)
+    bench: BenchSection = Field(default_factory=BenchSection)
+    # Extra coordinator settings for every condition, as dotted keys (e.g. "scheduling.aging_s" = 10).
+    coordinator: dict[str, Any] = Field(default_factory=dict)
+    # Extra `[sidecar]` settings for every agent's sidecar (e.g. speculate_max_load_per_core = 4.0).
+    sidecar: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+
+
+def scenario_path(name: str) -> Path:
+    candidate = Path(name)
+    if candidate.suffix == ".toml":
+        return candidate
+    for folder in (Path.cwd() / "scenarios", REPO_SCENARIOS):
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+    return REPO_SCENARIOS / f"{name}.toml"
+
+
+def load_scenario(name: str) -> Scenario:
+    """The scenario `name` (or a `.toml` path); raises ConfigError with every problem found."""
+    path = scenario_path(name)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"scenario {name!r}: {exc}"]) from None
+    raw.setdefault("name", path.stem)
+    raw["source"] = str(path)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+
+
+def available_scenarios() -> list[str]:
+    names = {
+        p.stem
+        for folder in (Path.cwd() / "scenarios", REPO_SCENARIOS)
+        if folder.is_dir()
+        for p in folder.glob("*.toml")
+    }
+    return sorted(names)
