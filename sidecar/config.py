@@ -30,6 +30,7 @@ from sidecar.coordinator.settings import (
     ModelUpstream,
     RoutingSettings,
     SchedulingSettings,
+    SpeculationSettings,
 )
 from sidecar.sim.settings import SimSettings
 from sidecar.toolserver.settings import SidecarSettings
@@ -57,6 +58,7 @@ class Config(BaseModel):
     models: dict[str, ModelUpstream] = Field(default_factory=dict)
     scheduling: SchedulingSettings = Field(default_factory=lambda: SchedulingSettings())
     routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings())
+    speculation: SpeculationSettings = Field(default_factory=lambda: SpeculationSettings())
     sim: SimSettings = Field(default_factory=lambda: SimSettings())
     sidecar: SidecarSettings = Field(default_factory=lambda: SidecarSettings())
 

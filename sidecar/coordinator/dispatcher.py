@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.coordinator.errors import ErrorKind, ProxyError
+from sidecar.coordinator.telemetry import summary_ms
 from sidecar.core.admission import (
     DEFAULT_LIMITS,
     AdmissionLimits,
@@ -167,9 +168,9 @@ class Dispatcher:
                 "rejected": c.rejected,
                 "promoted_by_aging": c.promoted,
                 "cancelled_while_queued": c.cancelled_waiting,
-                "wait_ms": _summary_ms(waits),
+                "wait_ms": summary_ms(waits),
                 "max_wait_ms": round(c.max_wait * 1000, 1),
-                "latency_ms": _summary_ms(lat),
+                "latency_ms": summary_ms(lat),
             }
         bounds = getattr(self.policy, "wait_bounds", None)
         return {
@@ -251,9 +252,3 @@ class Dispatcher:
         self._completions.append(now)
         self.tiers[slot.tier].latencies.add(now - slot.started_at + slot.waited_s)
         self._pump()
-
-
-def _summary_ms(summary: Any) -> dict[str, float | None]:
-    if summary.count == 0:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    return {k: round(getattr(summary, k) * 1000, 1) for k in ("p50", "p95", "p99", "max")}

@@ -424,10 +424,10 @@ class Exchange:
         if self.first_byte is not None:
             ttfb = self.first_byte - self.started
             telemetry.ttfb.labels(model).observe(ttfb)
-            telemetry.recent_ttfb.append(ttfb)
+            telemetry.recent_ttfb.add(ttfb)
         if self.status == 200 and self.relayed_all:
             telemetry.duration.labels(model).observe(total)
-            telemetry.recent_total.append(total)
+            telemetry.recent_total.add(total)
         log.info(
             "request",
             status=status,

@@ -38,6 +38,9 @@ class CoordinatorSettings(BaseModel):
     admin_token: str | None = None
     # Log prompt and completion content (off by default; for debugging only).
     log_content: bool = False
+    # Price of one GPU-hour for the dashboard's "cost saved" estimate: the seed's Modal A100 price, ~$3.50/hr
+    # (000_bc7af0ed774b52c4.txt, "Cost baseline").
+    dashboard_gpu_hour_usd: float = Field(3.50, ge=0)
 
 
 class ModelUpstream(BaseModel):
@@ -104,3 +107,14 @@ class RoutingSettings(BaseModel):
     opt_out_agents: list[str] = Field(default_factory=list)
     # Send routed work to the other model when its own is saturated and the other idle.
     spill_over: bool = True
+
+
+class SpeculationSettings(BaseModel):
+    """`[speculation]`: lossless LLM-level speculation in the coordinator (off by default; only on spare capacity)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    # Tokens spent on speculative calls that were never served, per minute, before speculation pauses.
+    wasted_tokens_per_minute: int = Field(20_000, ge=0)
+    # A speculative call not taken within this long is dropped (the agent went elsewhere).
+    max_age_s: float = Field(120.0, gt=0)

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Send
 
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
 from sidecar.core.speculation import TokenBudget, canonical_request, should_speculate_llm
@@ -42,17 +42,6 @@ from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.speculation")
 LOWEST_PRIORITY = 1_000_000  # vLLM serves lower values first; far below every tier's value (stages.native_priority)
-
-
-class SpeculationSettings(BaseModel):
-    """`[speculation]` (asked of the lead for sidecar/config.py; `speculation.enabled` is the fleet's key)."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = False
-    # Tokens spent on speculative calls that were never served, per minute, before speculation pauses.
-    wasted_tokens_per_minute: int = Field(20_000, ge=0)
-    # A speculative call not taken within this long is dropped (the agent went elsewhere).
-    max_age_s: float = Field(120.0, gt=0)
 
 
 @dataclass

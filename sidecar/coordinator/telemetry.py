@@ -7,14 +7,14 @@ share counters. Agent records are bounded (least recently seen evicted) so a flo
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.coordinator.errors import ErrorKind
+from sidecar.core.stats import SampleWindow, Summary
 
 MAX_AGENTS = 10_000
 MAX_SESSIONS_PER_AGENT = 8
@@ -46,17 +46,11 @@ class AgentRecord:
             del self.sessions[:-MAX_SESSIONS_PER_AGENT]
 
 
-def percentiles(values: Sequence[float], points: Sequence[float] = (50, 95, 99)) -> dict[str, float | None]:
-    """Nearest-rank percentiles; None for an empty sample."""
-    ordered = sorted(values)
-    result: dict[str, float | None] = {}
-    for p in points:
-        if not ordered:
-            result[f"p{p:g}"] = None
-            continue
-        rank = max(1, -(-len(ordered) * p // 100))  # ceil without floats drifting
-        result[f"p{p:g}"] = ordered[int(rank) - 1]
-    return result
+def summary_ms(summary: Summary) -> dict[str, float | None]:
+    """A latency summary in milliseconds for /status (None when there is no sample yet)."""
+    if summary.count == 0:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    return {k: round(float(getattr(summary, k)) * 1000, 1) for k in ("p50", "p95", "p99", "max")}
 
 
 class Telemetry:
@@ -93,8 +87,8 @@ class Telemetry:
             "goose_sidecar_upstream_retries", "Calls re-sent before any byte reached the client", ["model"], registry=r
         )
         self.agents: OrderedDict[str, AgentRecord] = OrderedDict()
-        self.recent_ttfb: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.recent_total: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.recent_ttfb = SampleWindow(LATENCY_WINDOW)
+        self.recent_total = SampleWindow(LATENCY_WINDOW)
         self.total_requests = 0
         self.total_errors = 0
         self.in_flight_total = 0
@@ -150,13 +144,9 @@ class Telemetry:
                 "agents": len(self.agents),
             },
             "latency_ms": {
-                "time_to_first_byte": _ms(percentiles(self.recent_ttfb)),
-                "total": _ms(percentiles(self.recent_total)),
+                "time_to_first_byte": summary_ms(self.recent_ttfb.summary()),
+                "total": summary_ms(self.recent_total.summary()),
                 "window": len(self.recent_total),
             },
             "agents": agents,
         }
-
-
-def _ms(values: dict[str, float | None]) -> dict[str, float | None]:
-    return {k: None if v is None else round(v * 1000, 3) for k, v in values.items()}
