@@ -3,13 +3,14 @@
 Routes (each chat/completions/models route also answers under `/agents/{agent_id}/...` and without `/v1`,
 because Goose's provider code drops `/v1` for non-OpenAI hosts):
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models
-    GET  /healthz   GET /status   GET /metrics
+    GET  /healthz   GET /status   GET /metrics   GET /dashboard
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -18,14 +19,15 @@ from typing import Any
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
+from sidecar.coordinator.dashboard import Board, Page, UsageTap, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token, load_keys
@@ -57,6 +59,8 @@ class ToolEvent(BaseModel):
     command: str | None = Field(None, max_length=4096)
     duration_ms: float = Field(0.0, ge=0)
     ts: float | None = None
+    # The sidecar's tool cache answered this call (None: not said). The sidecar sends it as `cached`.
+    cache_hit: bool | None = Field(None, validation_alias=AliasChoices("cache_hit", "cached"))
 
 
 HEALTH_INTERVAL_S = 5.0
@@ -70,6 +74,8 @@ class CoordinatorState:
     telemetry: Telemetry
     dispatchers: dict[str, Dispatcher]
     planner: Planner
+    board: Board
+    page: Page
     keys: dict[str, str] = field(default_factory=dict)
     speculator: Speculator | None = None
 
@@ -103,7 +109,9 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
     telemetry.registry.register(DispatcherCollector(dispatchers))
-    state = CoordinatorState(config, http, pool, telemetry, dispatchers, Planner(config, pool, dispatchers), keys)
+    board = Board(gpu_hour_usd=config.coordinator.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias)
+    planner = Planner(config, pool, dispatchers)
+    state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
     speculation = getattr(config, "speculation", None) or SpeculationSettings()  # [speculation], once in Config
     state.speculator = Speculator(speculation, http, pool, dispatchers)
     telemetry.registry.register(SpeculationCollector(state.speculator))
@@ -112,6 +120,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.pool.check()
         tasks = [asyncio.create_task(state.pool.watch(HEALTH_INTERVAL_S))]
+        tasks.append(asyncio.create_task(state.board.run_sampler(state.dispatchers, time.monotonic)))
         if config.scheduling.window == "adaptive" and config.scheduling.policy == "priority":
             tasks += [asyncio.create_task(_follow_metrics(state, u)) for u in state.pool.upstreams]
         try:
@@ -214,8 +223,8 @@ class DispatcherCollector:
 
 
 def _routes(state: CoordinatorState) -> list[BaseRoute]:
-    chat = CompletionsEndpoint(state, Endpoint.CHAT)
-    completions = CompletionsEndpoint(state, Endpoint.COMPLETIONS)
+    chat = UsageTap(CompletionsEndpoint(state, Endpoint.CHAT), state.board)
+    completions = UsageTap(CompletionsEndpoint(state, Endpoint.COMPLETIONS), state.board)
 
     async def models(request: Request) -> Response:
         return await _models(state, request)
@@ -237,6 +246,19 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
             return denied
         return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def dashboard(request: Request) -> Response:
+        if denied := _admin_denied(state, request, query_token=True):
+            return denied
+        return HTMLResponse(
+            state.page.html,
+            headers={
+                "Content-Security-Policy": state.page.csp,
+                "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
     routes: list[BaseRoute] = []
     for prefix in ("", "/agents/{agent_id}"):
         for version in ("/v1", ""):
@@ -249,15 +271,21 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
     ]
     return routes
 
 
-def _admin_denied(state: CoordinatorState, request: Request) -> Response | None:
+def _admin_denied(state: CoordinatorState, request: Request, query_token: bool = False) -> Response | None:
+    """None when no admin token is configured or the request carries it: `Authorization: Bearer TOKEN`, or for
+    the dashboard page (a browser opens a link) `?token=TOKEN`."""
     token = state.config.coordinator.admin_token
     if token is None or bearer_token(request.headers.get("authorization")) == token:
         return None
-    body = error_body(401, "this endpoint requires the admin token (Authorization: Bearer TOKEN)")
+    if query_token and secrets.compare_digest(request.query_params.get("token", "").encode(), token.encode()):
+        return None
+    hint = " or ?token=TOKEN" if query_token else ""
+    body = error_body(401, f"this endpoint requires the admin token (Authorization: Bearer TOKEN{hint})")
     return Response(body, status_code=401, media_type="application/json")
 
 
@@ -321,6 +349,7 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
     record = state.telemetry.agent(agent_id, now)
     record.add_session(event.session_id)
     record.events += 1
+    state.board.tool_event(agent_id, event.tool, event.cache_hit, event.duration_ms)
     if current is not None:
         record.stage = str(current.stage)
         record.tier = str(planner.stage_tiers.get(current.stage, DEFAULT_TIER))
@@ -341,6 +370,8 @@ def _status(state: CoordinatorState) -> dict[str, Any]:
         agent["attained_service_tokens"] = round(
             sum(d.service.get(agent["agent_id"], now) for d in state.dispatchers.values()), 1
         )
+        agent.update(state.board.agent_fields(agent["agent_id"]))
+    status.update(state.board.status(now))
     status["upstreams"] = [
         {
             "alias": u.alias,
