@@ -33,7 +33,7 @@ from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, transl
 from sidecar.coordinator.keys import bearer_token, load_keys
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
-from sidecar.coordinator.speculation import SpeculationCollector, SpeculationSettings, Speculator
+from sidecar.coordinator.speculation import SpeculationCollector, Speculator
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.admission import AdmissionLimits
@@ -112,8 +112,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     board = Board(gpu_hour_usd=config.coordinator.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias)
     planner = Planner(config, pool, dispatchers)
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
-    speculation = getattr(config, "speculation", None) or SpeculationSettings()  # [speculation], once in Config
-    state.speculator = Speculator(speculation, http, pool, dispatchers)
+    state.speculator = Speculator(config.speculation, http, pool, dispatchers)
     telemetry.registry.register(SpeculationCollector(state.speculator))
 
     @contextlib.asynccontextmanager
