@@ -84,6 +84,10 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         "prompt_cached_share": _share(turns),
         "queue_wait_s": mean(t.queue_wait_s * scale for t in turns if t.queue_wait_s is not None),
         "tool_s": sum(t.tool_s for t in turns) * scale,
+        "tool_call_median_s": median(t.tool_s * scale / len(t.tools) for t in turns if t.tools),
+        "llm_s_per_coder": mean(
+            sum(llm_s(t, scale) for t in a.turns if t.error is None) for a in run.agents if a.kind == "coder"
+        ),
         "tool_calls": tool_calls,
         "cache_hits": hits,
         "cache_hit_rate": hits / tool_calls if tool_calls else None,

@@ -8,6 +8,12 @@ Three ways, first that applies:
 In-process servers are real uvicorn servers on loopback ports (`sidecar.testing.serve_app`), so every call
 crosses real HTTP exactly as it would between processes.
 
+With the embedded simulator at time scale T (simulated seconds per real second), the coordinator's own time
+constants are divided by T (`scaled_times`): a 200 ms batching window, a 15 s aging bound or a 1 s metrics
+interval then last 200 ms, 15 s and 1 s on the simulator's clock, as they would in front of a real GPU.
+Without this, a 1000 ms window at T = 30 would hold calls for 30 simulated seconds. Metrics scrapes keep a
+floor of 0.1 real seconds (faster scraping would cost the 2-core bench machine more than it tells).
+
 Experiment toggles are coordinator configuration keys (`scheduling.policy`, `routing.enabled`,
 `scheduling.batch_window_ms`, ...), applied with `with_overrides`; `supports(key)` says whether this build of
 the coordinator has a key, so an experiment can be reported as unavailable instead of failing.
@@ -39,6 +45,45 @@ class Stack:
     time_scale: float = 1.0
     config: Config | None = None
     clocks: dict[str, Callable[[], float]] = field(default_factory=dict)  # served name -> simulator clock
+
+
+# Coordinator settings that are durations in the world being simulated (divided by the time scale), and rates
+# per minute of it (multiplied). Real-world timeouts (connect, read) stay as they are.
+SCALED_DURATIONS = (
+    "scheduling.aging_s",
+    "scheduling.metrics_interval_s",
+    "scheduling.service_half_life_s",
+    "scheduling.stage_ttl_s",
+    "scheduling.batch_window_ms",
+    "speculation.max_age_s",
+)
+SCALED_RATES = ("speculation.wasted_tokens_per_minute",)
+FLOORS = {"scheduling.metrics_interval_s": 0.1}
+
+
+def scaled_times(base: Config, overrides: Mapping[str, Any], time_scale: float) -> dict[str, Any]:
+    """`overrides` plus every time constant this build has, expressed on a clock `time_scale` times faster."""
+    scaled = dict(overrides)
+    if time_scale == 1.0:
+        return scaled
+    for key in (*SCALED_DURATIONS, *SCALED_RATES):
+        if not supports(key):
+            continue
+        value = overrides.get(key, _get(base, key))
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if key in SCALED_RATES:
+            scaled[key] = round(value * time_scale)
+        else:
+            scaled[key] = max(value / time_scale, FLOORS.get(key, 0.0)) if value else value
+    return scaled
+
+
+def _get(config: Config, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def supports(key: str, model: type[BaseModel] = Config) -> bool:
@@ -113,7 +158,8 @@ async def start_stack(
                     models[alias] = served
                     urls[alias] = url
                     clocks[served] = app.state.sim.driver.now
-            config = with_overrides(base, {**(overrides or {}), "models": upstreams})
+            settings = scaled_times(base, overrides or {}, time_scale)
+            config = with_overrides(base, {**settings, "models": upstreams})
             host, port = listen or ("127.0.0.1", 0)
             coordinator_url = await stack.enter_async_context(serve_app(build_app(config), host=host, port=port))
         tap = EventTap(coordinator_url, client)

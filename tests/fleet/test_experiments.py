@@ -80,3 +80,17 @@ def test_small_is_the_default_and_problems_are_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_scenario(str(bad))
     assert len(caught.value.problems) == 2
+
+
+def test_time_constants_follow_the_simulator_clock() -> None:
+    from sidecar.fleet.stack import scaled_times
+
+    base = load_config(env={})
+    scaled = scaled_times(base, {"scheduling.batch_window_ms": 200.0, "scheduling.policy": "fcfs"}, 40.0)
+    assert scaled["scheduling.policy"] == "fcfs"
+    assert scaled["scheduling.batch_window_ms"] == 5.0  # 200 simulated ms at 40x
+    assert scaled["scheduling.aging_s"] == base.scheduling.aging_s / 40
+    assert scaled["scheduling.metrics_interval_s"] == 0.1  # the floor
+    assert scaled_times(base, {"scheduling.batch_window_ms": 0.0}, 40.0)["scheduling.batch_window_ms"] == 0.0
+    assert scaled_times(base, {"a.b": 1}, 1.0) == {"a.b": 1}
+    with_overrides(base, scaled)  # every scaled key is a real setting
