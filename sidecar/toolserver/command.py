@@ -38,6 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="allow run_command for this command line, e.g. 'git log *' (repeatable; none by default)",
     )
+    parser.add_argument(
+        "--peek-port",
+        dest="sidecar.peek_port",
+        default=s,
+        type=int,
+        metavar="PORT",
+        help="over stdio, also serve POST /peek on 127.0.0.1:PORT (0: any free port) so the coordinator can "
+        "speculate the next LLM call when tool results are already cached (over --http, /peek is always on)",
+    )
     parser.add_argument("--search-backend", dest="sidecar.search_backend", default=s, choices=["auto", "rg", "python"])
     parser.add_argument("--cache-max-bytes", dest="sidecar.cache_max_bytes", default=s, type=int, metavar="BYTES")
 
@@ -59,12 +68,27 @@ def run(args: argparse.Namespace, config: Any) -> int:
 
 
 async def _serve_stdio(settings: Any) -> int:
-    from sidecar.toolserver.server import Sidecar
+    import contextlib
+
+    from sidecar.toolserver.server import Sidecar, build_peek_app, serve_http
 
     sidecar = Sidecar(settings)
-    async with sidecar:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(sidecar)
+        if settings.peek_port is not None:  # loopback only: the coordinator must run on this machine
+            url = await stack.enter_async_context(serve_http(build_peek_app(sidecar), "127.0.0.1", settings.peek_port))
+            sidecar.advertise_peek(url)
         await sidecar.mcp.run_stdio_async()
     return 0
+
+
+def advertised_host(host: str, allowed_hosts: list[str]) -> str:
+    """The host others reach an HTTP sidecar at: a wildcard bind is advertised as its first allowed host name
+    (a container's service name), else loopback."""
+    if host in ("0.0.0.0", "::", ""):
+        named = [h for h in allowed_hosts if h != "*"]
+        return named[0] if named else "127.0.0.1"
+    return host
 
 
 async def _serve_http(settings: Any) -> int:
@@ -80,7 +104,10 @@ async def _serve_http(settings: Any) -> int:
     sock = listen_socket(host, int(port))  # bound first, so port 0 works and the URL logged is the real one
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{sock.getsockname()[1]}/mcp")
+    port_bound = sock.getsockname()[1]
+    get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{port_bound}/mcp")
+    peer = advertised_host(host, settings.allowed_hosts)
+    sidecar.advertise_peek(f"http://{f'[{peer}]' if ':' in peer else peer}:{port_bound}")
     with sock:
         await uvicorn.Server(config).serve(sockets=[sock])
     return 0

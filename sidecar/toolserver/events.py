@@ -2,7 +2,8 @@
 
 `POST {coordinator}/v1/agents/{agent_id}/events` with
 `{session_id, seq, tool, ok, exit_code?, paths, duration_ms, ts}` plus `cached` and, for `run_command`,
-`command` (the command line, capped; e.g. "git commit -m fix"). Never file contents. With an API key (the
+`command` (the command line, capped; e.g. "git commit -m fix"), and `peek_url` once the sidecar serves
+`/peek` (where the coordinator asks which tool results are already known). Never file contents. With an API key (the
 coordinator's keys file), each POST carries `Authorization: Bearer KEY`. The coordinator answers
 `{stage, tier}`; the last answer is kept in `last_answer`.
 
@@ -60,6 +61,7 @@ class EventReporter:
         self._seq: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self.peek_url: str | None = None  # set by the sidecar once it serves /peek
 
     @property
     def last_answer(self) -> dict[str, Any] | None:
@@ -114,6 +116,8 @@ class EventReporter:
             event["exit_code"] = exit_code
         if command is not None:
             event["command"] = command
+        if self.peek_url is not None:
+            event["peek_url"] = self.peek_url
         if self.url is None:
             return event
         while True:

@@ -3,7 +3,13 @@
 `Sidecar(settings)` owns the jail, the watcher, the cache, the tools and the event reporter; `async with
 sidecar:` starts the watcher (before anything is cached) and the reporter. `sidecar.mcp` is the MCP server
 (stdio: `await sidecar.mcp.run_stdio_async()` inside the `async with`); `build_http_app(sidecar, host)` is the
-streamable-HTTP app (`/mcp`, plus `/healthz` and `/stats`) whose lifespan does the same.
+streamable-HTTP app (`/mcp`, plus `/healthz`, `/stats` and `/peek`) whose lifespan does the same;
+`build_peek_app(sidecar)` serves `/peek` alone (beside stdio, `--peek-port`).
+
+`POST /peek?key=KEY` (body: a list of `{name, arguments}`; answer: a list of texts or nulls) says which tool
+results are already known, for the coordinator's LLM-level speculation: each text is exactly what that call
+would return now (`Tools.peek`: cached and still valid), never computed. The key is random per sidecar and
+travels only inside the `peek_url` of the sidecar's events, so only the coordinator it reports to can ask.
 
 Every tool call goes through `Sidecar.invoke`: it runs the body, turns `ToolFailure` into MCP's `ToolError`
 (the model reads the message), and reports the call (session id from the call's `_meta["agent-session-id"]`,
@@ -16,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -29,7 +37,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar import __version__
@@ -47,6 +55,8 @@ log = get_logger(__name__)
 
 SESSION_META_KEY = "agent-session-id"
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+PEEK_MAX_CALLS = 64  # one answer's tool calls; more is refused
+PEEK_MAX_BYTES = 1024 * 1024
 
 INSTRUCTIONS = """\
 Workspace tools for coding. Prefer them to shell commands: read_file instead of cat/sed, search instead of \
@@ -89,8 +99,32 @@ class Sidecar:
             max_load_per_core=settings.speculate_max_load_per_core,
         )
         self.calls = 0
+        self.peeks = 0
+        self.peek_key = secrets.token_urlsafe(18)
         self._depth = 0
         self.mcp = build_mcp(self)
+
+    def advertise_peek(self, base_url: str) -> str:
+        """Serve peeks at `base_url` (no trailing /peek): its URL, key included, goes out in every event."""
+        url = f"{base_url.rstrip('/')}/peek?key={self.peek_key}"
+        self.reporter.peek_url = url
+        return url
+
+    async def peek(self, calls: object) -> list[str | None]:
+        """Per `{name, arguments}` call, the exact text it would return now if already known, else None."""
+        if not isinstance(calls, list) or len(calls) > PEEK_MAX_CALLS:
+            raise ValueError(f"expected a list of at most {PEEK_MAX_CALLS} {{name, arguments}} objects")
+        self.peeks += 1
+        out: list[str | None] = []
+        for call in calls:
+            text = None
+            if isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments"), dict):
+                try:
+                    text = await self.tools.peek(call["name"], call["arguments"])
+                except Exception as exc:  # a malformed argument is "not known", never an error
+                    log.debug("peek failed", tool=call["name"], error=str(exc))
+            out.append(text)
+        return out
 
     @property
     def generation(self) -> int:
@@ -125,6 +159,7 @@ class Sidecar:
             "agent_id": self.agent_id,
             "generation": self.generation,
             "calls": self.calls,
+            "peeks": self.peeks,
             "cache": self.cache.stats,
             "watcher": {
                 "healthy": self.watcher.healthy,
@@ -425,8 +460,31 @@ async def serve_http(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> 
         sock.close()
 
 
+def peek_route(sidecar: Sidecar) -> Route:
+    """`POST /peek?key=KEY`: see the module docstring. 404 without the right key (nothing to find here)."""
+
+    async def peek(request: Request) -> Response:
+        given = request.query_params.get("key", "")
+        if not secrets.compare_digest(given.encode(), sidecar.peek_key.encode()):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        raw = await request.body()
+        if len(raw) > PEEK_MAX_BYTES:
+            return JSONResponse({"error": f"a peek is at most {PEEK_MAX_BYTES} bytes"}, status_code=413)
+        try:
+            return JSONResponse(await sidecar.peek(json.loads(raw)))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    return Route("/peek", peek, methods=["POST"])
+
+
+def build_peek_app(sidecar: Sidecar) -> Starlette:
+    """Only `/peek`, for a stdio sidecar (`--peek-port`); the sidecar itself is started by its stdio server."""
+    return Starlette(routes=[peek_route(sidecar)])
+
+
 def build_http_app(sidecar: Sidecar) -> Starlette:
-    """Streamable HTTP at `/mcp`, plus `/healthz` and `/stats`; the lifespan starts the sidecar."""
+    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats` and `/peek`; the lifespan starts the sidecar."""
     inner = sidecar.mcp.streamable_http_app(transport_security=transport_security(sidecar.settings.allowed_hosts))
 
     @contextlib.asynccontextmanager
@@ -441,5 +499,5 @@ def build_http_app(sidecar: Sidecar) -> Starlette:
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(sidecar.stats())
 
-    routes = [*inner.routes, Route("/healthz", healthz), Route("/stats", stats)]
+    routes = [*inner.routes, Route("/healthz", healthz), Route("/stats", stats), peek_route(sidecar)]
     return Starlette(routes=routes, middleware=inner.user_middleware, lifespan=lifespan)

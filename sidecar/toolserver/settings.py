@@ -51,6 +51,10 @@ class SidecarSettings(BaseModel):
     speculate_tests: bool = False
     speculate_min_probability: float = Field(0.3, ge=0, le=1)
     speculate_max_load_per_core: float = Field(0.7, gt=0)
+    # LLM-level speculation (the coordinator's): over stdio, also serve `POST /peek` (cached tool results, never
+    # computed) on 127.0.0.1 at this port (0 picks a free one); None: no peek server. Over HTTP, /peek is
+    # always on the HTTP app. Either way its URL (with a random key) goes to the coordinator in every event.
+    peek_port: int | None = Field(None, ge=0, le=65535)
 
     @field_validator("http")
     @classmethod
