@@ -322,8 +322,9 @@ class Tools:
         except (ToolFailure, KeyError, TypeError):
             return None
         value = await self.cache.lookup_tree(key)
-        if isinstance(value, TestRun):
-            return value.render(cached=True)
+        if isinstance(value, TestRun):  # rendered as `run_tests` would: a pre-run is the agent's own run once
+            first_use = value.speculative and (value.command, value.started_at) not in self._served_runs
+            return value.render(cached=not first_use)
         return value if isinstance(value, str) else None
 
     # -- mutating ---------------------------------------------------------------------------------------
