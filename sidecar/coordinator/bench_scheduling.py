@@ -8,7 +8,9 @@ event loop on loopback. The same workload and seed run once per condition, side 
     pools     the seed's semaphores (hot 4, cold 2, warm either), no native vLLM priority (as the seed had none)
     priority  strict tiers with aging + least attained service, adaptive in-flight window from /metrics, native
               vLLM `priority` sent as well (the simulator runs with `scheduling_policy=priority`)
-    routed    `priority` with `model: "auto"`: simple work (commit messages, docs) goes to the 7B
+    routed    `priority` with `model: "auto"`: simple work (commit messages, docs) goes to the 7B, and any routed
+              call spills over to the 7B while the 32B is saturated and the 7B idle (the coordinator's default)
+    routed_nospill  the same without spill-over: the route table alone, as the seed routed
     alone     every agent on its own simulated 32B GPU, the same turns: the reference for slowdown and wait (run on
               the simulator's virtual clock with its own engine and request parsing; it matches a real-time run
               on its own stack to ~0.05 s per call, the HTTP path, without the real-time loop's noise)
@@ -36,9 +38,11 @@ The workload (deterministic per seed, `make_script`):
 Time: the simulator runs `time_scale` simulated seconds per real second. Every latency, wait and wall time reported
 is in simulated seconds (real seconds x time_scale), i.e. what one A100 would take. The coordinator's own time
 knobs (aging, metrics interval, attained-service half-life) are divided by `time_scale` so they mean the same
-simulated seconds as on a real GPU. A higher time_scale finishes sooner but leaves the one event loop less real
-time per simulated step: on this 2-core machine 25 keeps the loop's lag small (the simulator never counts lag as
-GPU time) and the default run (16 agents x 10 turns, 3 seeds, 4 conditions + alone) near 5 minutes.
+simulated seconds as on a real GPU. The trade-off: a higher time_scale finishes sooner but leaves the one event
+loop less real time per simulated step, and a late loop pauses the simulated GPU while the real-time clock the
+latencies are read from runs on. The report states how much of each run such stalls (> 50 ms) took. At 25, on this
+shared 2-core machine, they stayed under 2% and the default run (16 agents x 10 turns, 3 seeds, 5 conditions)
+takes about 4.5-5 minutes; 12.5 and 40 gave the same picture on seed 1 (40 with more stalls).
 
 Measured per condition: latency per tier (sent -> whole answer), the "wait" of a call (its latency minus the same
 call's latency when its agent runs alone: everything contention added), the coordinator's own queue wait, fleet
@@ -817,9 +821,9 @@ def format_report(rows: Sequence[dict[str, Any]], options: Options) -> str:
         f"window {options.knobs.window or 'adaptive'})",
         "",
         "| condition | hot p50 | hot p95 | warm p50 | cold p50 | cold p95 | cold max wait | fleet wall | GPU busy "
-        "| mean running | KV used | preemptions | prefill computed (K tok) | slowdown max (task) "
+        "| mean running | KV used | output tok/s | preemptions | prefill computed (K tok) | slowdown max (task) "
         "| slowdown max (LLM time) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cond in [c for c in options.conditions if c in grouped]:
         lines.append(
@@ -837,6 +841,7 @@ def format_report(rows: Sequence[dict[str, Any]], options: Options) -> str:
                     _fmt(stat(cond, lambda r: _gpu_key(r, "busy")), 2),
                     _fmt(stat(cond, lambda r: _gpu_key(r, "mean_running")), 1),
                     _fmt(stat(cond, lambda r: _gpu_key(r, "mean_kv")), 2),
+                    _fmt(stat(cond, lambda r: _gpu_key(r, "output_tok_s")), 0),
                     _fmt(stat(cond, lambda r: _gpu_key(r, "preemptions")), 0),
                     _fmt(stat(cond, lambda r: (_gpu_key(r, "prefill_computed") or 0) / 1000), 0),
                     _fmt(stat(cond, "slowdown_task_max"), 2, "x"),
