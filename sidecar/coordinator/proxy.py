@@ -55,6 +55,8 @@ USAGE_TAIL_BYTES = 4096
 _RETRY_STATUSES = frozenset({502, 503})
 _RETRY_KINDS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.STREAM_BROKEN})
 _RELAY_HEADERS = (b"content-type", b"content-length", b"content-encoding", b"retry-after")
+# A streamed answer is kept for speculation's follow-up (`Speculator.after_response`) up to this size.
+KEEP_FRAMES_BYTES = 1024 * 1024
 
 
 async def run_until_disconnect(receive: Receive, send: Send, work: Callable[[Send], Awaitable[None]]) -> bool:
@@ -152,7 +154,12 @@ class CompletionsEndpoint:
         if speculator is not None and self.endpoint == "chat/completions":
             hit = speculator.take(identity.agent_id, parsed.body, parsed.stream)
             if hit is not None:  # the very same request, already sent: relay its answer from where it is
-                await run_until_disconnect(receive, send, lambda s: speculator.serve(hit, s, request_id))
+                left = await run_until_disconnect(receive, send, lambda s: speculator.serve(hit, s, request_id))
+                if not left and hit.done and hit.status == 200 and hit.stream:  # its own next call, in turn
+                    forward = forward_headers(headers, bool(state.keys))
+                    speculator.after_response(
+                        identity.agent_id, hit.alias, parsed.body, hit.chunks, forward, identity.session_id
+                    )
                 return
         exchange = Exchange(state, parsed, identity, plan, request_id, headers, started)
         disconnected = await run_until_disconnect(receive, send, exchange.run)
@@ -212,6 +219,10 @@ class Exchange:
         self.agent.stage = None if plan.priority.stage is None else str(plan.priority.stage)
         self.agent.tier = str(plan.tier)
         self.relayed_all = False  # the upstream's whole body reached the client
+        # The streamed answer's bytes, kept only when speculation may predict the agent's next call from them.
+        speculator = state.speculator
+        keep = speculator is not None and speculator.settings.enabled and parsed.stream
+        self.frames: list[bytes] | None = [] if keep and parsed.endpoint == "chat/completions" else None
 
     def client_left(self) -> None:
         """The client went away. After the whole body was relayed (clients close right after [DONE]) that is
@@ -235,13 +246,7 @@ class Exchange:
 
     def upstream_headers(self, replica: Replica) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept-encoding": "identity", "x-request-id": self.request_id}
-        for name, value in self.client_headers.items():
-            if name not in _DROP_HEADERS:
-                headers[name] = value
-        # The client's key is for the coordinator when keys are on; otherwise pass it through (plain proxy).
-        authorization = self.client_headers.get("authorization")
-        if authorization and not self.state.keys:
-            headers["authorization"] = authorization
+        headers.update(forward_headers(self.client_headers, bool(self.state.keys)))
         headers.update(self.upstream.headers)
         # Modal routes a session to one replica (best effort), keeping the agent's prefix cache warm there.
         headers["Modal-Session-ID"] = self.identity.agent_id
@@ -268,6 +273,7 @@ class Exchange:
                 await self._relay(response, send)
                 if self.relayed_all:
                     state.pool.succeeded(replica)
+                    self._follow_up()
                 else:
                     state.pool.failed(replica)
             finally:
@@ -319,6 +325,20 @@ class Exchange:
             delay = backoff_s(attempt, coordinator.retry_backoff_s, jitter=random.random())
             log.info("upstream_retry", url=replica.url, attempt=attempt, delay_s=round(delay, 3))
             await anyio.sleep(delay)
+
+    def _follow_up(self) -> None:
+        """After the last byte went out: let speculation predict the agent's next call from this answer."""
+        speculator = self.state.speculator
+        if self.frames is None or speculator is None or self.status != 200:
+            return
+        speculator.after_response(
+            self.identity.agent_id,
+            self.upstream.alias,
+            self.parsed.body,
+            self.frames,
+            forward_headers(self.client_headers, bool(self.state.keys)),
+            self.identity.session_id,
+        )
 
     async def _wait_for_slot(self) -> None:
         scheduling = self.state.config.scheduling
@@ -395,6 +415,10 @@ class Exchange:
                     self.first_byte = time.perf_counter()
                 self.bytes_out += len(chunk)
                 self.tail = (self.tail + chunk)[-USAGE_TAIL_BYTES:]
+                if self.frames is not None:
+                    self.frames.append(chunk)
+                    if self.bytes_out > KEEP_FRAMES_BYTES:
+                        self.frames = None  # too long to be worth predicting from
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if chunk.endswith(b"data: [DONE]\n\n"):
                     self.relayed_all = True  # the client may close now, before the upstream's end of stream
@@ -464,6 +488,16 @@ def usage_tokens(tail: bytes, stream: bool) -> float:
         except (ValueError, AttributeError, TypeError):
             pass
     return float(tail.count(b"data: ")) if stream else 0.0
+
+
+def forward_headers(client_headers: Headers, keys_on: bool) -> dict[str, str]:
+    """The client's request headers that go upstream with its call (and with a speculative call made for it).
+    The client's key is for the coordinator when keys are on; otherwise it is passed through (plain proxy)."""
+    headers = {name: value for name, value in client_headers.items() if name not in _DROP_HEADERS}
+    authorization = client_headers.get("authorization")
+    if authorization and not keys_on:
+        headers["authorization"] = authorization
+    return headers
 
 
 def _request_id(headers: Headers) -> str:

@@ -118,3 +118,11 @@ class SpeculationSettings(BaseModel):
     wasted_tokens_per_minute: int = Field(20_000, ge=0)
     # A speculative call not taken within this long is dropped (the agent went elsewhere).
     max_age_s: float = Field(120.0, gt=0)
+    # After an answer that ends in tool calls whose results the agent's sidecar already has: "prefetch" sends
+    # the predicted next call (served if the real one is identical); "warm" only fills the prefix cache with a
+    # max_tokens=1 call (never served; the cheapest variant).
+    mode: Literal["prefetch", "warm"] = "prefetch"
+    # The Goose extension name of the sidecar: its tools reach the model as `<extension>__<tool>`.
+    extension: str = Field("sidecar", min_length=1)
+    # How long to wait for a sidecar's /peek answer before giving up on one follow-up.
+    peek_timeout_s: float = Field(1.0, gt=0)

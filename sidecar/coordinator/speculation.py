@@ -15,8 +15,13 @@ otherwise it is cancelled and counted as a mismatch. `serve` relays what the spe
 far and then follows it live ("streaming from where it is"). `warm(agent, alias, body)` is the cheapest
 lossless variant: the same body with `max_tokens=1`, never served, only filling the prefix cache.
 
-Not done yet (see the issue-7 report): building the predicted body from a finished response and the
-sidecar's cached tool results; callers pass the body.
+Where the predicted body comes from: the proxy hands every finished, streamed chat answer (its request body
+after routing, the SSE bytes it relayed, the headers it sent upstream) to `after_response`, after the last
+byte reached the client. A background task owned here rebuilds the assistant message (`core.nextcall`); if
+the answer ends in tool calls, all to the sidecar's extension, it asks the agent's sidecar (`POST peek_url`,
+learnt from its events: `note_peek_url`) which results it already has. When it has every one, the agent's
+next request is fully known (`core.nextcall.next_request`) and is sent (`speculate`, or `warm` in mode
+"warm"), unless the agent's real next call arrived meanwhile (`take` counts real calls per agent).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
+from sidecar.core.nextcall import ToolRequest, assistant_from_sse, next_request, tool_requests
 from sidecar.core.speculation import TokenBudget, canonical_request, should_speculate_llm
 from sidecar.obs import get_logger
 
@@ -81,6 +87,11 @@ class SpeculationStats:
     skipped: int = 0
     wasted_tokens: int = 0
     time_saved_s: float = 0.0
+    # Follow-ups of answers that ended in tool calls (the automatic source of predicted requests).
+    followups: int = 0
+    results_known: int = 0  # every result known: the next request was predicted
+    results_unknown: int = 0  # some result not cached (or another extension's tool, or no sidecar answer)
+    too_late: int = 0  # the agent's real next call came first
 
 
 class Speculator:
@@ -103,6 +114,9 @@ class Speculator:
         self.budget = TokenBudget(settings.wasted_tokens_per_minute)
         self.stats = SpeculationStats()
         self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call
+        self.peek_urls: dict[str, str] = {}  # agent id or session id -> its sidecar's /peek URL (from events)
+        self.real_calls: dict[str, int] = {}  # agent -> real chat calls seen, so a late follow-up knows it is late
+        self._followups: set[asyncio.Task[None]] = set()
         for alias, dispatcher in dispatchers.items():
             dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
 
@@ -146,8 +160,93 @@ class Speculator:
         self.stats.warmed += 1
         return True
 
+    @property
+    def followups_in_flight(self) -> int:
+        """Follow-ups still deciding whether to speculate (tests and benchmarks wait for 0)."""
+        return len(self._followups)
+
+    def note_peek_url(self, keys: list[str], url: str) -> None:
+        """A sidecar serving these agent/session keys answers peeks at `url` (the latest report wins)."""
+        for key in keys:
+            self.peek_urls[key] = url
+
+    def after_response(
+        self,
+        agent: str,
+        alias: str,
+        body: Mapping[str, Any],
+        frames: list[bytes],
+        headers: Mapping[str, str],
+        session: str | None = None,
+    ) -> None:
+        """A streamed answer to `body` (sent upstream to `alias`) has fully reached `agent`: predict its next
+        call in the background (module docstring). Returns at once; costs nothing when disabled."""
+        if not self.settings.enabled:
+            return
+        url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if session else None)
+        if url is None:
+            return
+        seen = self.real_calls.get(agent, 0)
+        task = asyncio.get_running_loop().create_task(
+            self._follow_up(agent, alias, body, frames, dict(headers), url, seen), name="speculation-follow-up"
+        )
+        self._followups.add(task)
+        task.add_done_callback(self._followups.discard)
+
+    async def _follow_up(
+        self,
+        agent: str,
+        alias: str,
+        body: Mapping[str, Any],
+        frames: list[bytes],
+        headers: dict[str, str],
+        url: str,
+        seen: int,
+    ) -> None:
+        reply = assistant_from_sse(b"".join(frames))
+        if reply is None or reply.finish_reason != "tool_calls":
+            return
+        self.stats.followups += 1
+        calls = tool_requests(reply.message, self.settings.extension)
+        if calls is None:
+            self.stats.results_unknown += 1
+            return
+        if not self.allowed(alias):  # nothing could be sent anyway: spare the sidecar the peek
+            self.stats.skipped += 1
+            return
+        results = await self._peek(url, calls)
+        if results is None:
+            self.stats.results_unknown += 1
+            return
+        self.stats.results_known += 1
+        if self.real_calls.get(agent, 0) != seen:  # its next call is already here: a prediction is worthless
+            self.stats.too_late += 1
+            return
+        predicted = next_request(body, reply.message, calls, results)
+        if self.settings.mode == "warm":
+            self.warm(agent, alias, predicted)
+        else:
+            self.speculate(agent, alias, predicted, headers)
+
+    async def _peek(self, url: str, calls: list[ToolRequest]) -> list[str] | None:
+        """Every call's result text from the sidecar, or None if any is not known (or the sidecar is away)."""
+        ask = [{"name": c.name, "arguments": c.arguments} for c in calls]
+        try:
+            response = await self.client.post(
+                url, json=ask, timeout=self.settings.peek_timeout_s, follow_redirects=False
+            )
+            answer = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.debug("peek failed", error=str(exc))
+            return None
+        if not isinstance(answer, list) or len(answer) != len(calls) or not all(isinstance(t, str) for t in answer):
+            return None
+        return answer
+
     def take(self, agent: str, body: Mapping[str, Any], stream: bool) -> SpecCall | None:
-        """The agent's speculative call if it was for exactly this request; else None (and it is cancelled)."""
+        """The agent's speculative call if it was for exactly this request; else None (and it is cancelled).
+        Called for every real chat call (it also counts them per agent)."""
+        self.real_calls[agent] = self.real_calls.get(agent, 0) + 1
         call = self.pending.pop(agent, None)
         if call is None:
             return None
@@ -261,9 +360,20 @@ class Speculator:
             "wasted_tokens": s.wasted_tokens,
             "wasted_tokens_last_minute": self.budget.used(self.clock()),
             "time_saved_s": round(s.time_saved_s, 3),
+            "mode": self.settings.mode,
+            "followups": s.followups,
+            "results_known": s.results_known,
+            "results_unknown": s.results_unknown,
+            "too_late": s.too_late,
+            "sidecars_known": len(set(self.peek_urls.values())),
         }
 
     async def aclose(self) -> None:
+        for task in list(self._followups):
+            task.cancel()
+        for task in list(self._followups):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for agent in list(self.pending):
             call = self.pending.pop(agent)
             if call.task is not None:
@@ -297,6 +407,18 @@ class SpeculationCollector:
         ):
             calls.add_metric([outcome], value)
         yield calls
+        followups = CounterMetricFamily(
+            "goose_sidecar_speculation_followups",
+            "Answers ending in tool calls, by whether every result was already known to the sidecar",
+            labels=["outcome"],
+        )
+        for outcome, value in (
+            ("results_known", s.results_known),
+            ("results_unknown", s.results_unknown),
+            ("too_late", s.too_late),
+        ):
+            followups.add_metric([outcome], value)
+        yield followups
         yield CounterMetricFamily(
             "goose_sidecar_speculation_wasted_tokens", "Tokens spent on speculative calls never served", s.wasted_tokens
         )
