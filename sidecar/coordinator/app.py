@@ -61,6 +61,9 @@ class ToolEvent(BaseModel):
     ts: float | None = None
     # The sidecar's tool cache answered this call (None: not said). The sidecar sends it as `cached`.
     cache_hit: bool | None = Field(None, validation_alias=AliasChoices("cache_hit", "cached"))
+    # Where the sidecar answers `POST /peek` (which tool results it already has), for LLM-level speculation.
+    # Not validated here: a bad one must not cost the event its stage (see `_events`).
+    peek_url: str | None = None
 
 
 HEALTH_INTERVAL_S = 5.0
@@ -349,6 +352,9 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
     record.add_session(event.session_id)
     record.events += 1
     state.board.tool_event(agent_id, event.tool, event.cache_hit, event.duration_ms)
+    peek = event.peek_url
+    if peek and len(peek) <= 512 and peek.startswith(("http://", "https://")) and state.speculator is not None:
+        state.speculator.note_peek_url([agent_id, event.session_id or agent_id], peek)
     if current is not None:
         record.stage = str(current.stage)
         record.tier = str(planner.stage_tiers.get(current.stage, DEFAULT_TIER))
