@@ -154,6 +154,7 @@ async def _one(
     try:
         async with start_stack(base, sim=sim, overrides={**scenario.coordinator, **config}) as stack:
             fleet_run = await run_fleet(options, stack, workdir)
+            fleet_run.settings["coordinator_status"] = await _status_sections(stack.coordinator_url)
         fleet_run.settings["coordinator"] = config
         fleet_run.settings["seed"] = seed
         run.summary = summarize(fleet_run)
@@ -165,6 +166,18 @@ async def _one(
         run.error = f"{type(exc).__name__}: {exc}"
     run.real_s = time.monotonic() - t0
     return run
+
+
+async def _status_sections(url: str) -> dict[str, Any]:
+    """The coordinator's own account of the run (speculation, tool cache, savings), as /status reports it."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+            status = (await client.get(f"{url}/status")).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return {k: status[k] for k in ("speculation", "tool_cache", "savings", "scheduling") if k in status}
 
 
 def write_runs(result: BenchResult, outdir: Path) -> None:

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tool-cache", action="store_true", help="run the sidecars with their cache off")
     parser.add_argument("--compress", action="store_true", help="send compressed context (experiment)")
     parser.add_argument("--prefetch", action="store_true", help="prefetch predicted file reads (experiment)")
+    parser.add_argument(
+        "--speculate-tests", action="store_true", help="the sidecars pre-run tests after edits (tool-level speculation)"
+    )
     parser.add_argument("--workdir", type=Path, help="where the agents' projects go (default: a temporary dir)")
     parser.add_argument("--output", type=Path, help="write every turn and the summary as JSON here")
     parser.add_argument("--no-live", action="store_true", help="no live view (just the summary)")
@@ -95,6 +98,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         tool_cache=not args.no_tool_cache,
         compress=args.compress,
         prefetch=args.prefetch,
+        speculate_tests=args.speculate_tests,
         label="fleet",
     )
     err, out = Console(stderr=True), Console()

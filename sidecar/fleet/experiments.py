@@ -33,9 +33,10 @@ BASELINE_FLEET: Mapping[str, Any] = {
     "prefetch": False,
     "compress": False,
     "speculate_tests": False,
+    "peek": False,
 }
 # Fleet options that need a setting in this build (option -> configuration key).
-FLEET_REQUIRES: Mapping[str, str] = {"speculate_tests": "sidecar.speculate_tests"}
+FLEET_REQUIRES: Mapping[str, str] = {"speculate_tests": "sidecar.speculate_tests", "peek": "sidecar.peek_port"}
 # Settings that join a condition only when this build of the coordinator has them.
 OPTIONAL_BASELINE: Mapping[str, Any] = {SPECULATION_KEY: False}
 
@@ -87,7 +88,12 @@ CONDITIONS: dict[str, Condition] = {
         Condition("prefetch", "file prefetch", fleet={"prefetch": True}),
         Condition("compressed", "compressed context", fleet={"compress": True}),
         Condition("cache_off", "tool cache off", fleet={"tool_cache": False}),
-        Condition("speculation", "speculation on", config={SPECULATION_KEY: True}, fleet={"speculate_tests": True}),
+        Condition(
+            "speculation",
+            "speculation on",
+            config={SPECULATION_KEY: True},
+            fleet={"speculate_tests": True, "peek": True},
+        ),
         Condition(
             "all_off",
             "everything off",
@@ -98,7 +104,7 @@ CONDITIONS: dict[str, Condition] = {
             "all_on",
             "everything on",
             config={"routing.enabled": True},
-            fleet={"model": "auto", "speculate_tests": True},
+            fleet={"model": "auto", "speculate_tests": True, "peek": True},
         ),
     )
 }
@@ -189,7 +195,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Context Compression",
         "0.89x",
         ("Full context", "Compressed"),
-        headlines=(("baseline", "compressed", "latency_s"),),
+        headlines=(("baseline", "compressed", "latency_s"), ("baseline", "compressed", "wall_s")),
     ),
     Experiment(
         "semantic_cache",
@@ -223,6 +229,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
             Row("Wall time", "wall_s", "s", ("13.60 s", "7.17 s", "-47%")),
             Row("Avg latency", "latency_s", "s"),
             Row("Agent task time (mean)", "agent_s", "s"),
+            Row("LLM answers served from a speculative call", "speculative_served", "count", relative=False),
+            Row("Tool time (all agents)", "tool_s", "s"),
         ),
         "Speculative Prefetching",
         "1.90x",

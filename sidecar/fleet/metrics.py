@@ -19,6 +19,7 @@ from sidecar.fleet.records import FleetRun, Turn
 
 SIMPLE_STAGES = frozenset({"commit_msg", "docs"})
 TIERS = ("hot", "warm", "cold")
+SPECULATIVE_HEADER = "x-goose-sidecar-speculative"  # the coordinator served this answer from a speculative call
 
 
 def median(values: Iterable[float | None]) -> float | None:
@@ -99,6 +100,7 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         "finished_share": mean(1.0 if a.finished else 0.0 for a in run.agents if a.kind == "coder"),
         "agent_errors": sum(1 for a in run.agents if a.error),
         "batch_mean": _batch_mean(run, "large"),
+        "speculative_served": sum(1 for t in turns if t.headers.get(SPECULATIVE_HEADER) == "1"),
         "stage_source": _most_common(t.stage_source for t in turns),
     }
     for tier in TIERS:

@@ -135,7 +135,10 @@ def summary_lines(result: BenchResult, runs: list[dict[str, Any]], outcomes: lis
             if stats["median"] is None:
                 continue
             spread = f" [{stats['min']:.2f}–{stats['max']:.2f}]" if stats["n"] > 1 else ""
-            parts.append(f"{CONDITIONS[with_].label}: {stats['median']:.2f}x{spread}")
+            what = CONDITIONS[with_].label
+            if len({m for _, _, m in experiment.headlines}) > 1:
+                what += f", {_metric_label(metric)}"
+            parts.append(f"{what}: {stats['median']:.2f}x{spread}")
         metric_names = sorted({m for _, _, m in experiment.headlines})
         lines.append(
             f"| {experiment.title} | {experiment.seed_verdict} | {'; '.join(parts) or '-'} | "
@@ -201,7 +204,7 @@ def render(result: BenchResult, plots: list[str]) -> str:
         run = next((fr for (n, _), fr in result.fleet_runs.items() if n == name), None)
         coord = run.settings.get("coordinator", {}) if run else {}
         fleet = (run.settings.get("fleet", {}) if run else {}) or {}
-        shown = {k: fleet.get(k) for k in ("model", "tool_cache", "prefetch", "compress")}
+        shown = {k: fleet.get(k) for k in ("model", "tool_cache", "prefetch", "compress", "speculate_tests", "peek")}
         lines.append(f"| `{name}` | {_kv(coord)} | {_kv(shown)} |")
     lines.append("")
     return "\n".join(lines)

@@ -54,6 +54,7 @@ class FleetOptions:
     prefetch: bool = False
     tool_cache: bool = True
     speculate_tests: bool = False  # the sidecar's tool-level speculation (test pre-runs after an edit)
+    peek: bool = False  # the sidecar serves /peek so the coordinator's LLM-level speculation can see its results
     # Extra `[sidecar]` settings for every sidecar, (field, value) pairs, passed as GOOSE_SIDECAR_SIDECAR_* variables.
     sidecar_settings: tuple[tuple[str, Any], ...] = ()
     timeline_interval_s: float = 0.1
@@ -75,6 +76,8 @@ def sidecar_env(options: FleetOptions) -> dict[str, str]:
     settings = dict(options.sidecar_settings)
     if options.speculate_tests:
         settings["speculate_tests"] = True
+    if options.peek:
+        settings["peek_port"] = 0
     for name, value in settings.items():
         text = (
             json.dumps(value)

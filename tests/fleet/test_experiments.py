@@ -45,9 +45,19 @@ def test_conditions_only_use_known_settings() -> None:
         with_overrides(load_config(env={}), {k: v for k, v in config.items() if supports(k)})
 
 
+def test_speculation_turns_on_both_levels() -> None:
+    supported = {"speculation.enabled": True, "sidecar.speculate_tests": True, "sidecar.peek_port": True}
+    for name in ("speculation", "all_on"):
+        config, fleet = condition_settings(CONDITIONS[name], supported)
+        assert config["speculation.enabled"] is True
+        assert fleet["speculate_tests"] is True and fleet["peek"] is True
+    config, fleet = condition_settings(CONDITIONS["baseline"], supported)
+    assert config["speculation.enabled"] is False and not fleet["speculate_tests"] and not fleet["peek"]
+
+
 def test_unsupported_settings_are_left_out() -> None:
     config, fleet = condition_settings(CONDITIONS["speculation"], {})
-    assert config == {} and "speculate_tests" not in fleet
+    assert config == {} and "speculate_tests" not in fleet and "peek" not in fleet
     assert fleet["model"] == BASELINE_FLEET["model"]
 
 
