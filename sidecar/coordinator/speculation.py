@@ -186,6 +186,9 @@ class Speculator:
         url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if session else None)
         if url is None:
             return
+        if not self.allowed(alias):  # nothing could be sent: spare the parsing and the sidecar's peek
+            self.stats.skipped += 1
+            return
         seen = self.real_calls.get(agent, 0)
         task = asyncio.get_running_loop().create_task(
             self._follow_up(agent, alias, body, frames, dict(headers), url, seen), name="speculation-follow-up"
@@ -210,9 +213,6 @@ class Speculator:
         calls = tool_requests(reply.message, self.settings.extension)
         if calls is None:
             self.stats.results_unknown += 1
-            return
-        if not self.allowed(alias):  # nothing could be sent anyway: spare the sidecar the peek
-            self.stats.skipped += 1
             return
         results = await self._peek(url, calls)
         if results is None:
