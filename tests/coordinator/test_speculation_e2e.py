@@ -49,7 +49,9 @@ class Turn:
 
 
 @contextlib.asynccontextmanager
-async def coordinator_over_sim(speculation: bool) -> AsyncIterator[tuple[str, CoordinatorState]]:
+async def coordinator_over_sim(
+    speculation: bool, mode: str = "prefetch"
+) -> AsyncIterator[tuple[str, CoordinatorState]]:
     """A fresh simulator (seed SEED, 20x real time) and the coordinator in front of it as model `large`."""
     sim = build_sim_app(SimSettings(seed=SEED, time_scale=20.0), PROFILE)
     async with serve_app(sim) as sim_url:
@@ -58,6 +60,7 @@ async def coordinator_over_sim(speculation: bool) -> AsyncIterator[tuple[str, Co
             overrides={
                 "models": {"large": {"served_name": sim.state.sim.served.names[0], "replicas": [sim_url]}},
                 "speculation.enabled": speculation,
+                "speculation.mode": mode,
                 "scheduling.metrics_interval_s": 0.1,
             },
         )
@@ -118,25 +121,33 @@ async def run_agent(
     return out, changed
 
 
+async def agent_run(
+    workspace: Path, state: CoordinatorState, url: str, turns: int, change_after_hits: int
+) -> tuple[list[Turn], int | None]:
+    """The agent loop with its own sidecar over HTTP, every file read once first (so reads are known)."""
+    spec = state.speculator
+    assert spec is not None
+    settings = SidecarSettings(
+        workspace=workspace, coordinator=url, agent_id=AGENT, test_command=TEST_COMMAND, test_timeout_s=60
+    )
+    sidecar = Sidecar(settings, env={})
+    async with serve_http(build_http_app(sidecar)) as mcp_url, Client(f"{mcp_url}/mcp") as mcp:
+        sidecar.advertise_peek(mcp_url)
+        for rel in generate_project(SEED).files:
+            await mcp.call_tool("read_file", {"path": rel})
+        await until(lambda: AGENT in spec.peek_urls)  # learnt from the sidecar's events
+        return await run_agent(url, mcp, workspace, spec, turns, change_after_hits)
+
+
 async def test_identical_next_requests_are_served_speculatively_and_every_answer_is_the_plain_one(
     tmp_path: Path,
 ) -> None:
     workspace = write_project(generate_project(SEED), tmp_path / "ws")
     settle()
     async with coordinator_over_sim(speculation=True) as (url, state):
-        spec = state.speculator
-        assert spec is not None
-        settings = SidecarSettings(
-            workspace=workspace, coordinator=url, agent_id=AGENT, test_command=TEST_COMMAND, test_timeout_s=60
-        )
-        sidecar = Sidecar(settings, env={})
-        async with serve_http(build_http_app(sidecar)) as mcp_url, Client(f"{mcp_url}/mcp") as mcp:
-            sidecar.advertise_peek(mcp_url)
-            for path in sorted(p for p in workspace.rglob("*") if p.is_file()):  # every read is known from now on
-                await mcp.call_tool("read_file", {"path": str(path.relative_to(workspace))})
-            await until(lambda: AGENT in spec.peek_urls)  # learnt from the sidecar's events
-            turns, changed = await run_agent(url, mcp, workspace, spec, turns=14, change_after_hits=2)
-        stats = spec.status()
+        turns, changed = await agent_run(workspace, state, url, turns=14, change_after_hits=2)
+        assert state.speculator is not None
+        stats = state.speculator.status()
     served = [i for i, t in enumerate(turns) if t.speculative]
     assert len(served) >= 2, stats
     assert stats["served"] == len(served) and stats["results_known"] >= len(served)
@@ -157,3 +168,17 @@ async def test_identical_next_requests_are_served_speculatively_and_every_answer
                 differ.append(i)
         assert plain_state.speculator is not None and plain_state.speculator.stats.started == 0
     assert differ == [], stats
+
+
+async def test_warm_mode_only_warms_the_prefix_and_never_serves(tmp_path: Path) -> None:
+    workspace = write_project(generate_project(SEED), tmp_path / "ws")
+    settle()
+    async with coordinator_over_sim(speculation=True, mode="warm") as (url, state):
+        turns, _ = await agent_run(workspace, state, url, turns=6, change_after_hits=99)
+        async with httpx.AsyncClient(base_url=url) as http:
+            metrics = (await http.get("/metrics")).text
+            status = (await http.get("/status")).json()["speculation"]
+    assert status["warmed"] >= 1 and status["started"] == 0 and status["served"] == 0, status
+    assert not any(t.speculative for t in turns)
+    known = status["results_known"]
+    assert f'goose_sidecar_speculation_followups_total{{outcome="results_known"}} {known}.0' in metrics
