@@ -1,0 +1,295 @@
+"""Soak: a few hundred concurrent simulated agents against the coordinator in front of the simulator.
+
+Each agent is a Goose-like loop on loopback: a streaming chat call with its own `X-Agent-Id` and the sidecar's
+tools offered, the answer (a tool call, usually) appended with a tool result of a few KB, a think time, and a
+fresh episode after a few turns, so contexts grow and the steady state repeats. The simulator (its own process,
+so it has the second core; 32B profile at a high time scale) injects a few faults of every kind. The run is
+bounded: `PHASES` phases of `PHASE_S` seconds, each ending at a quiescent checkpoint (every agent idle).
+
+Asserted: every call got an answer (a complete stream, an in-band error frame, or an HTTP error with vLLM's
+error object; never a timeout, a cut stream or a hang); at every checkpoint every in-flight count is 0, the
+asyncio tasks are those of before the load, no `Exchange` object is alive, the upstream pool holds only idle
+keep-alive connections; and memory is flat from the second checkpoint to the last (the first phase is warm-up:
+pools, bounded latency windows and agent records fill there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from sidecar.config import load_config
+from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.dispatcher import Slot
+from sidecar.coordinator.proxy import Exchange
+from sidecar.obs import configure_logging
+from sidecar.testing import free_port, serve_app
+from tests.reliability.streams import (
+    assert_released,
+    classify,
+    frames,
+    in_flight,
+    live,
+    rss_bytes,
+    upstream_connections,
+    wait_for,
+)
+
+AGENTS = 300
+PHASES = 3
+PHASE_S = 8.0
+TURNS_PER_EPISODE = 6
+THINK_S = (0.05, 0.5)
+TOOL_RESULT_BYTES = (500, 4000)
+# Memory growth allowed from the second checkpoint to the last: RSS, and Python's allocated blocks (pymalloc
+# objects still alive after a full collection: the exact signal of a per-call leak, ~1 block per leaked object),
+# beyond the samples the coordinator's bounded latency windows gained (one float each; they fill up to 4096).
+RSS_SLACK_BYTES = 16 * 1024 * 1024
+BLOCKS_SLACK = 5_000
+SIM_FLAGS = [
+    "--time-scale", "1000", "--fault-stall-s", "0.3",
+    "--fault-500-rate", "0.01", "--fault-503-rate", "0.01", "--fault-error-frame-rate", "0.01",
+    "--fault-drop-rate", "0.01", "--fault-stall-rate", "0.01",
+]  # fmt: skip
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": f"sidecar__{name}",
+            "description": name,
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        },
+    }
+    for name in ("read_file", "list_dir", "search", "edit_file", "run_tests")
+]
+PADDING = "\n".join(f"{i:>6}\tdef f{i}(x):  # pkg/mod.py {'x' * 40}" for i in range(1, 200))
+
+
+@dataclass
+class Checkpoint:
+    calls: int
+    rss: int
+    blocks: int
+    tasks: int
+    connections: int
+    idle_connections: int
+    exchanges: int  # Exchange, Slot and httpx.Response objects still alive
+    samples: int  # floats held by bounded windows (latencies, waits, completions)
+
+
+def answer_message(body: bytes) -> dict[str, Any]:
+    """The assistant message the streamed deltas add up to (as Goose rebuilds it)."""
+    content = ""
+    calls: dict[int, dict[str, Any]] = {}
+    for frame in frames(body):
+        if not isinstance(frame, dict):
+            continue
+        for choice in frame.get("choices", []):
+            delta = choice.get("delta", {})
+            content += delta.get("content") or ""
+            for call in delta.get("tool_calls") or []:
+                slot = calls.setdefault(call["index"], {"id": "", "type": "function", "function": {}})
+                slot["id"] = call.get("id") or slot["id"]
+                fn = slot["function"]
+                fn["name"] = fn.get("name", "") + (call.get("function", {}).get("name") or "")
+                fn["arguments"] = fn.get("arguments", "") + (call.get("function", {}).get("arguments") or "")
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return message
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self.failures: list[str] = []
+
+    async def agent(self, client: httpx.AsyncClient, index: int, phase: int, stop: float) -> None:
+        rng = random.Random(f"{index}:{phase}")
+        agent_id = f"soak-{index}"
+        while time.monotonic() < stop:
+            messages: list[dict[str, Any]] = [
+                {"role": "system", "content": "You are a coding agent. Use the tools."},
+                {"role": "user", "content": f"Task {index}-{rng.random():.6f}: fix the failing test in pkg/mod.py"},
+            ]
+            for _turn in range(TURNS_PER_EPISODE):
+                if time.monotonic() >= stop:
+                    return
+                outcome, raw = await self.call(client, agent_id, messages, "large" if index % 4 else "auto")
+                if outcome != "complete":
+                    break  # a fresh episode, as an agent whose call failed starts over
+                message = answer_message(raw)
+                messages.append(message)
+                for call in message.get("tool_calls", []):
+                    size = rng.randint(*TOOL_RESULT_BYTES)
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": PADDING[:size]})
+                if "tool_calls" not in message:
+                    messages.append({"role": "user", "content": "continue"})
+                await asyncio.sleep(rng.uniform(*THINK_S))
+
+    async def call(
+        self, client: httpx.AsyncClient, agent_id: str, messages: list[dict[str, Any]], model: str
+    ) -> tuple[str, bytes]:
+        body = {
+            "model": model,
+            "messages": messages,
+            "tools": TOOLS,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": 24,
+        }
+        try:
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=body, headers={"x-agent-id": agent_id}
+            ) as response:
+                raw = await response.aread()
+            outcome = classify(response.status_code, response.headers.get("content-type", ""), raw)
+        except (httpx.HTTPError, AssertionError, ValueError) as exc:
+            self.failures.append(f"{agent_id} at {time.time():.3f}: {type(exc).__name__}: {exc}"[:300])
+            outcome, raw = "unanswered", b""
+        self.outcomes[outcome] += 1
+        return outcome, raw
+
+
+@contextlib.contextmanager
+def simulator() -> Iterator[str]:
+    """`goose-sidecar sim` (32B profile) in its own process; yields its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "sidecar.cli", "sim", "--port", str(port), "--log-level", "error", *SIM_FLAGS]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def ready(url: str) -> None:
+    async with httpx.AsyncClient(timeout=2) as client:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{url}/health")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the simulator at {url} did not start")
+
+
+@contextlib.asynccontextmanager
+async def quiet_logs() -> AsyncIterator[None]:
+    """Warnings only while soaking: a log line per call would dominate the profile and pytest's captured
+    records would grow memory. The suite's setting (tests/conftest.py) is restored after."""
+    configure_logging("warning", "console")
+    try:
+        yield
+    finally:
+        configure_logging("info", "console")
+
+
+async def checkpoint(state: CoordinatorState, fleet: Fleet, tasks_before: int) -> Checkpoint:
+    await assert_released(state)
+    await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before)
+    total, busy = upstream_connections(state)
+    exchanges = live(Exchange) + live(Slot) + live(httpx.Response)
+    gc.collect()
+    return Checkpoint(
+        sum(fleet.outcomes.values()),
+        rss_bytes(),
+        sys.getallocatedblocks(),
+        len(asyncio.all_tasks()),
+        total,
+        total - busy,
+        exchanges,
+        window_samples(state),
+    )
+
+
+def window_samples(state: CoordinatorState) -> int:
+    telemetry = state.telemetry
+    count = len(telemetry.recent_ttfb) + len(telemetry.recent_total)
+    for d in state.dispatchers.values():
+        count += len(d._completions) + sum(len(c.waits) + len(c.latencies) for c in d.tiers.values())
+    return count
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+async def test_soak_hundreds_of_agents_nothing_lost_nothing_leaked() -> None:
+    with simulator() as sim_url:
+        await ready(sim_url)
+        overrides = {
+            "models": {"large": {"replicas": [sim_url]}, "small": {"replicas": [sim_url]}},
+            "coordinator.retry_backoff_s": 0.02,
+            # A fixed window: the adaptive one starts at 4 and grows by one per scrape, so a fleet arriving at
+            # once would spend the whole soak queued (that ramp is the scheduler's business, not this test's).
+            "scheduling.window": 64,
+        }
+        app = build_app(load_config(env={}, overrides=overrides))
+        state: CoordinatorState = app.state.coordinator
+        # Client keep-alive shorter than uvicorn's (5 s), so a reused connection is never one the server is closing.
+        limits = httpx.Limits(max_connections=AGENTS + 8, max_keepalive_connections=AGENTS + 8, keepalive_expiry=2)
+        async with (
+            quiet_logs(),
+            serve_app(app) as url,
+            httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client,
+        ):
+            assert (await client.get("/healthz")).status_code == 200
+            tasks_before = len(asyncio.all_tasks())
+            fleet = Fleet()
+            points: list[Checkpoint] = []
+            started = time.monotonic()
+            for phase in range(PHASES):
+                stop = time.monotonic() + PHASE_S
+                agents = (fleet.agent(client, i, phase, stop) for i in range(AGENTS))
+                await asyncio.wait_for(asyncio.gather(*agents), PHASE_S + 60)
+                points.append(await checkpoint(state, fleet, tasks_before))
+            elapsed = time.monotonic() - started
+
+    calls = sum(fleet.outcomes.values())
+    print(
+        f"\nsoak: {AGENTS} agents, {PHASES} x {PHASE_S:g} s, {elapsed:.1f} s, {calls} calls ({calls / elapsed:.0f}/s)"
+    )
+    print("| outcome | calls |\n|---|---|")
+    for outcome, count in sorted(fleet.outcomes.items()):
+        print(f"| {outcome} | {count} |")
+    print("| checkpoint | calls | RSS MiB | allocated blocks | window samples | tasks | upstream conns (idle) |"
+          " live exchanges, slots, responses |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    for i, p in enumerate(points):
+        print(f"| {i + 1} | {p.calls} | {p.rss / 2**20:.1f} | {p.blocks} | {p.samples} | {p.tasks} | {p.connections} "
+              f"({p.idle_connections}) | {p.exchanges} |")  # fmt: skip
+
+    assert not fleet.failures, fleet.failures[:10]
+    assert calls >= AGENTS * PHASES and fleet.outcomes["complete"] >= 0.8 * calls
+    # 504: the upstream did not accept in time (a starved machine); still a clear answer.
+    assert set(fleet.outcomes) <= {
+        "complete",
+        "error_frame",
+        "http_429",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+    }
+    assert not any(in_flight(state).values())
+    keep_alive = state.config.coordinator.max_keepalive_connections
+    for p in points:
+        assert p.exchanges == 0 and p.tasks <= tasks_before
+        assert p.idle_connections == p.connections <= keep_alive
+    assert points[-1].rss - points[1].rss < RSS_SLACK_BYTES, points
+    assert points[-1].blocks - points[1].blocks < BLOCKS_SLACK + points[-1].samples - points[1].samples, points
