@@ -86,6 +86,7 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         "queue_wait_s": mean(t.queue_wait_s * scale for t in turns if t.queue_wait_s is not None),
         "tool_s": sum(t.tool_s for t in turns) * scale,
         "tool_call_median_s": median(t.tool_s * scale / len(t.tools) for t in turns if t.tools),
+        "llm_s_per_agent": mean(sum(llm_s(t, scale) for t in a.turns if t.error is None) for a in run.agents),
         "llm_s_per_coder": mean(
             sum(llm_s(t, scale) for t in a.turns if t.error is None) for a in run.agents if a.kind == "coder"
         ),

@@ -132,7 +132,7 @@ def speedups(result: BenchResult, outdir: Path) -> Path | None:
         stats = headline(runs, without, with_, metric)
         if stats["median"] is None:
             continue
-        labels.append(f"{experiment.name}\n({CONDITIONS[with_].label})")
+        labels.append(experiment.name if with_ == "baseline" else f"{experiment.name}\n{with_}")
         ours.append(stats["median"])
         seeds.append(SEED_SPEEDUPS.get(experiment.name))
     if not labels:

@@ -148,7 +148,8 @@ def summary_lines(result: BenchResult, runs: list[dict[str, Any]], outcomes: lis
 
 
 def _metric_label(metric: str) -> str:
-    return {"wall_s": "wall time", "latency_s": "mean LLM latency"}.get(metric, metric)
+    labels = {"wall_s": "wall time", "latency_s": "mean LLM latency", "llm_s_per_agent": "LLM wait per agent"}
+    return labels.get(metric, metric)
 
 
 def render(result: BenchResult, plots: list[str]) -> str:
@@ -173,6 +174,11 @@ def render(result: BenchResult, plots: list[str]) -> str:
         f"(`{SEED_REPORT}`), in the section each table names.",
         "",
         "## Summary",
+        "",
+        "Speedup = reference / condition, per seed. *Wall time* is the seed's measure: the slowest agent, LLM and "
+        "tools, so it carries the CPU load of the 2-core machine (x the time scale) and the agents' diverging "
+        "trajectories. *LLM wait per agent* (the sum of an agent's LLM call latencies on the simulator's clock) "
+        "isolates what the coordinator and the GPU decide.",
         "",
         *summary_lines(result, runs, outcomes),
         "",

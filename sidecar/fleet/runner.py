@@ -262,8 +262,10 @@ def join_events(run: AgentRun, calls: list[CallLog], events: list[dict[str, Any]
         if event is None or turn is None or not event.get("cached"):
             continue
         turn.cache_hits += 1
-        if call.tool == "read_file" and call.path and call.path.removeprefix("./") in prefetched:
+        path = call.path.removeprefix("./") if call.path else None
+        if call.tool == "read_file" and path in prefetched:
             turn.prefetch_hits += 1
+            prefetched.discard(path)  # a prefetch is served once; later hits are the cache's own
 
 
 def _plain(options: FleetOptions) -> dict[str, Any]:
