@@ -244,13 +244,14 @@ class Exchange:
             (b"x-goose-sidecar-queue-ms", f"{waited * 1000:.1f}".encode()),
         ]
 
-    def upstream_headers(self, replica: Replica) -> dict[str, str]:
+    def upstream_headers(self, replica: Replica) -> httpx.Headers:
         headers = {"content-type": "application/json", "accept-encoding": "identity", "x-request-id": self.request_id}
         headers.update(forward_headers(self.client_headers, bool(self.state.keys)))
         headers.update(self.upstream.headers)
         # Modal routes a session to one replica (best effort), keeping the agent's prefix cache warm there.
         headers["Modal-Session-ID"] = self.identity.agent_id
-        return headers
+        # latin-1, as HTTP/1.1 reads header bytes: a client's obs-text value goes on as the bytes it sent.
+        return httpx.Headers(headers, encoding="latin-1")
 
     async def run(self, send: Send) -> None:
         state, telemetry = self.state, self.state.telemetry

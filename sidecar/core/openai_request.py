@@ -58,6 +58,10 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
         raise RequestError(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise RequestError("request body nests JSON too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's int digit limit
+        raise RequestError(f"request body is not acceptable JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
 
@@ -82,10 +86,9 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be true or false", "stream")
 
-    removed = False
+    removed = "agent_id" in body or "latency_tolerance" in body
     agent_id = body.pop("agent_id", None)
     if agent_id is not None:
-        removed = True
         if not isinstance(agent_id, str) or not agent_id.strip():
             raise RequestError("'agent_id' must be a non-empty string", "agent_id")
         agent_id = agent_id.strip()
@@ -105,10 +108,8 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
         native_priority = priority
 
     tolerance = body.pop("latency_tolerance", None)
-    if tolerance is not None:
-        removed = True
-        if tolerance not in TOLERANCES:
-            raise RequestError(f"'latency_tolerance' must be one of {', '.join(TOLERANCES)}", "latency_tolerance")
+    if tolerance is not None and tolerance not in TOLERANCES:
+        raise RequestError(f"'latency_tolerance' must be one of {', '.join(TOLERANCES)}", "latency_tolerance")
 
     forward = encode_body(body) if removed else raw
     return ParsedRequest(
@@ -125,5 +126,9 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
-    """Compact JSON, non-ASCII kept as is (what clients and vLLM send and accept)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON, non-ASCII kept as is (what clients and vLLM send and accept). A lone surrogate (valid as a
+    JSON `\\ud800` escape, not encodable as UTF-8) makes the whole body escape non-ASCII instead: same JSON value."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()

@@ -1,8 +1,8 @@
 """Property-based fuzzing of the pure parsers on the request path and in the jail (hypothesis).
 
 Each property says what the function may do with any input: return its value (with the stated invariants) or
-raise its one documented error, nothing else. Known violations found by fuzzing are pinned as strict xfails
-below, each with the input that triggers it, so they flip to failures (remove the mark) once fixed.
+raise its one documented error, nothing else. Violations fuzzing found were fixed; each stays below as a case
+with the input that triggered it.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def test_parse_request_returns_or_raises_request_error_only() -> None:
     record("fuzz parse_request", seen)
 
 
-# Inputs that break the contract today: each must be refused with RequestError (HTTP 400), not escape as another
-# exception (the coordinator then answers 500, see tests/reliability/test_fuzz_http.py).
+# Hostile JSON: each must be refused with RequestError (HTTP 400), not escape as another exception (the
+# coordinator would answer 500, see tests/reliability/test_fuzz_http.py). Found by fuzzing; fixed.
 DEEP = b'{"model": "m", "messages": [], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 HUGE_INT = b'{"model": "m", "messages": [], "n": ' + b"9" * 5000 + b"}"
 NULL_FIELDS = b'{"model": "m", "messages": [], "agent_id": null, "latency_tolerance": null}'
@@ -150,14 +150,8 @@ LONE_SURROGATE = b'{"model": "m", "messages": [{"role": "user", "content": "\\ud
 @pytest.mark.parametrize(
     "raw",
     [
-        pytest.param(DEEP, id="deep-nesting", marks=pytest.mark.xfail(
-            strict=True, reason="RecursionError escapes json.loads (sidecar/core/openai_request.py:53)")),
-        pytest.param(HUGE_INT, id="5000-digit-int", marks=pytest.mark.xfail(
-            strict=True, reason="ValueError (int max_str_digits) is not JSONDecodeError "
-            "(sidecar/core/openai_request.py:53)")),
-        pytest.param(LONE_SURROGATE, id="lone-surrogate-reencoded", marks=pytest.mark.xfail(
-            strict=True, reason="encode_body raises UnicodeEncodeError on a \\ud800 escape once a coordinator field "
-            "is removed (sidecar/core/openai_request.py:129)")),
+        pytest.param(DEEP, id="deep-nesting"),
+        pytest.param(HUGE_INT, id="5000-digit-int"),
     ],
 )  # fmt: skip
 def test_parse_request_refuses_hostile_json_with_request_error(raw: bytes) -> None:
@@ -165,11 +159,12 @@ def test_parse_request_refuses_hostile_json_with_request_error(raw: bytes) -> No
         parse_request(raw, Endpoint.CHAT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a null coordinator field is popped without setting `removed`, so the original bytes (with the field) "
-    "go upstream (sidecar/core/openai_request.py:83,107)",
-)
+def test_lone_surrogate_survives_re_encoding() -> None:
+    """A \\ud800 escape is valid JSON; once a coordinator field is removed the body is re-encoded, escaped."""
+    parsed = parse_request(LONE_SURROGATE, Endpoint.CHAT)
+    assert json.loads(parsed.forward_body)["messages"][0]["content"] == "\ud800"
+
+
 def test_null_coordinator_fields_are_not_forwarded() -> None:
     forward = json.loads(parse_request(NULL_FIELDS, Endpoint.CHAT).forward_body)
     assert "agent_id" not in forward and "latency_tolerance" not in forward
