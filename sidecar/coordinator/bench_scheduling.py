@@ -493,7 +493,7 @@ CONDITIONS: dict[str, Condition] = {
 class Knobs:
     """Coordinator settings under test, in simulated seconds; None keeps the coordinator's default."""
 
-    aging_s: float = 15.0  # SchedulingSettings.aging_s default
+    aging_s: float = 60.0  # SchedulingSettings.aging_s default
     window: int | None = None  # None: "adaptive" (the default)
     metrics_interval_s: float = 1.0  # SchedulingSettings default
     service_half_life_s: float = 60.0  # SchedulingSettings default
@@ -984,7 +984,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
     parser.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated seeds (1,2,3)")
     parser.add_argument("--time-scale", type=float, default=defaults.time_scale, help="simulated s per real s (25)")
     parser.add_argument("--conditions", default=",".join(defaults.conditions), help=f"of {','.join(CONDITIONS)}")
-    parser.add_argument("--aging-s", type=float, default=Knobs.aging_s, help="scheduling.aging_s, simulated s (15)")
+    parser.add_argument("--aging-s", type=float, default=Knobs.aging_s, help="scheduling.aging_s, simulated s (60)")
     parser.add_argument("--window", type=int, default=None, help="a static in-flight window (default: adaptive)")
     parser.add_argument("--json", metavar="PATH", help="also write every run's numbers as JSON")
     args = parser.parse_args(argv)
