@@ -8,6 +8,10 @@ matches an allowlist entry:
 - a final `*` word allows any further arguments (`"git log *"`), otherwise the match is exact (`"git status"`);
 - a word may be an `fnmatch` pattern (`"python -m pytest *"`, `"ls *"`, `"make test-*"`).
 
+Every argument the model chose that a program could open as a path (`argument_values`) goes through the
+workspace jail before the command runs: absolute, `~` and '..' ones lexically (`path_like_arguments`), and all
+of them after the shell resolved symlinks, so `cat link_out` is refused when `link_out` leads outside.
+
 The test target for `run_tests` is checked here too: it must not start with `-` and its path part (before a
 pytest `::` node id) goes through the workspace jail like any other path.
 """
@@ -85,10 +89,40 @@ def split_test_target(target: str) -> tuple[str, str] | Refused:
 
 
 def path_like_arguments(argv: Sequence[str]) -> list[str]:
-    """Arguments of an allowed command that name paths the jail must check: absolute or with a '..' part."""
+    """Arguments of an allowed command that name paths the jail must check lexically: absolute, `~` or with a
+    '..' part (refused unless they lead inside the workspace)."""
+    return [value for value in _values(argv[1:]) if is_path_like(value)]
+
+
+def is_path_like(value: str) -> bool:
+    """True for a value that can only be meant as a path outside the lexical workspace tree: absolute, starting
+    with '~', or with a '..' component (a revision range like `main..feature` has no '..' component)."""
+    return value.startswith("/") or value.startswith("~") or ".." in value.split("/")
+
+
+def argument_values(allowed: Allowed) -> list[str]:
+    """Every value of an allowed command the model chose and a program could open as a path.
+
+    That is each argument past the allowlist entry's literal words (a word matched by a pattern such as
+    `test-*` counts as chosen), and the value of each `--opt=value`; a bare flag (`-la`, `--oneline`) is not a
+    path. The shell resolves each one through the jail, since a relative name can be a symlink leading out
+    (`cat link_out`, `git log --output=dir_out/x`). An attached short-option value (`-ofile`) is not split off.
+    """
+    fixed = split_command(allowed.entry)
+    literal = 0
+    if not isinstance(fixed, Refused):
+        words = fixed[:-1] if fixed[-1] == "*" else fixed
+        for word, arg in zip(words, allowed.argv, strict=False):
+            if word != arg or any(c in word for c in "*?["):
+                break
+            literal += 1
+    return _values(allowed.argv[max(literal, 1) :])
+
+
+def _values(args: Sequence[str]) -> list[str]:
     found = []
-    for arg in argv[1:]:
+    for arg in args:
         value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-        if value.startswith("/") or ".." in value.split("/") or value.startswith("~"):
+        if value and not value.startswith("-"):
             found.append(value)
     return found

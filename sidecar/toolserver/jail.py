@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
 import secrets
 import stat
 from collections.abc import Iterator
@@ -65,6 +66,17 @@ class Jail:
         if isinstance(rel, Refused):
             raise JailError(rel.reason)
         return Target(raw, lexical, real, rel, relative_to(self.root, lexical))
+
+    def check_argument(self, value: str) -> None:
+        """A relative command argument the model chose: refuse it when it names a path that resolves outside.
+
+        A value that names nothing (a word, a revision) resolves to itself below the root and passes; one that
+        is, or passes through, a symlink out is refused. Absolute, `~` and '..' values go through `resolve`.
+        """
+        lexical = posixpath.normpath(posixpath.join(self.root, value))
+        rel = check_resolved(self.root, os.path.realpath(lexical), value)
+        if isinstance(rel, Refused):
+            raise JailError(f"the argument {rel.reason}")
 
     def parts(self, target: Target) -> list[str]:
         return [] if target.rel == "." else target.rel.split("/")

@@ -17,7 +17,7 @@ from typing import Any
 
 from sidecar.core.paths import Refused, check_argument
 from sidecar.core.toolcache import Generations, Inputs
-from sidecar.core.toolcommands import check_command, path_like_arguments, split_test_target
+from sidecar.core.toolcommands import argument_values, check_command, is_path_like, split_test_target
 from sidecar.core.toolformat import (
     EditError,
     RangeError,
@@ -440,8 +440,16 @@ class Tools:
         allowed = check_command(command, self.settings.allow_commands)
         if isinstance(allowed, Refused):
             raise ToolFailure(allowed.reason)
-        for value in path_like_arguments(allowed.argv):
-            self._resolve(value)
+        for value in argument_values(allowed):
+            # Absolute, '~' and '..' values must name a path inside (lexically, then resolved); any other value
+            # that names an existing path, or passes through one, must not resolve outside (`cat link_out`).
+            if is_path_like(value):
+                self._resolve(value)
+            else:
+                try:
+                    self.jail.check_argument(value)
+                except JailError as exc:
+                    raise ToolFailure(str(exc), paths=[value]) from exc
         result = await runner.run(
             allowed.argv,
             cwd=self.jail.root,

@@ -7,6 +7,7 @@ import pytest
 from sidecar.core.paths import Refused
 from sidecar.core.toolcommands import (
     Allowed,
+    argument_values,
     check_command,
     match_allowlist,
     path_like_arguments,
@@ -98,3 +99,23 @@ def test_split_test_target(target: str, expected: tuple[str, str] | None) -> Non
 )
 def test_path_like_arguments(argv: tuple[str, ...], paths: list[str]) -> None:
     assert path_like_arguments(argv) == paths
+
+
+@pytest.mark.parametrize(
+    ("command", "allowlist", "values"),
+    [
+        ("cat link_out", ["cat *"], ["link_out"]),
+        ("ls -la dir_out", ["ls *"], ["dir_out"]),  # a bare flag is not a path
+        ("git log --output=dir_out/pwned -1", ["git log *"], ["dir_out/pwned"]),
+        ("git log --output dir_out/pwned", ["git log *"], ["dir_out/pwned"]),
+        ("git log main..feature", ["git log *"], ["main..feature"]),  # checked: a word resolves inside
+        ("git status", ["git status"], []),  # the entry's literal words are the operator's, not the model's
+        ("make test-unit", ["make test-*"], ["test-unit"]),  # a word a pattern matched is the model's
+        ("tool --flag= x", ["tool *"], ["x"]),  # an empty value names nothing
+        ("tool --x=-y", ["tool *"], []),  # a value that is itself a flag is refused elsewhere, not a path
+    ],
+)
+def test_argument_values(command: str, allowlist: list[str], values: list[str]) -> None:
+    allowed = check_command(command, allowlist)
+    assert isinstance(allowed, Allowed)
+    assert argument_values(allowed) == values

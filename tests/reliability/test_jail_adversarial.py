@@ -158,15 +158,14 @@ TABLE: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("binary-output", "run_command", {"command": f"{PY} spew_binary.py"}, OK, "exit code 0"),
 ]  # fmt: skip
 
-# Gaps: an allowed command's relative arguments are not resolved through the jail (only absolute and '..' ones
-# are, sidecar/core/toolcommands.py:85 path_like_arguments; sidecar/toolserver/tools.py:403), so an allowlisted
-# reader or writer follows a symlink that already sits in the workspace (a cloned repository can carry one).
-GAP = "run_command resolves only absolute/'..' arguments through the jail (sidecar/core/toolcommands.py:85)"
-GAPS: list[tuple[str, str, dict[str, Any], str, str]] = [
+# An allowlisted reader or writer must not follow a symlink that already sits in the workspace (a cloned
+# repository can carry one): every argument the model chose is resolved through the jail.
+COMMAND_LINKS: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("cat-through-file-link", "run_command", {"command": "cat link_out"}, REFUSED, "resolves outside"),
     ("ls-through-dir-link", "run_command", {"command": "ls dir_out"}, REFUSED, "resolves outside"),
     ("git-log-output-through-dir-link", "run_command", {"command": "git log --output=dir_out/pwned -1"}, REFUSED,
      "resolves outside"),
+    ("cat-through-inside-link", "run_command", {"command": "cat link_in"}, OK, "return a + b"),
 ]  # fmt: skip
 
 
@@ -194,8 +193,7 @@ async def test_adversarial_call(box: Box, tool: str, args: dict[str, Any], outco
 
 
 @pytest.mark.parametrize(
-    ("tool", "args", "outcome", "phrase"),
-    [pytest.param(*row[1:], id=row[0], marks=pytest.mark.xfail(strict=True, reason=GAP)) for row in GAPS],
+    ("tool", "args", "outcome", "phrase"), [row[1:] for row in COMMAND_LINKS], ids=[r[0] for r in COMMAND_LINKS]
 )
 async def test_allowed_command_arguments_do_not_follow_symlinks_out(
     box: Box, tool: str, args: dict[str, Any], outcome: str, phrase: str

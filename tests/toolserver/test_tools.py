@@ -208,6 +208,24 @@ async def test_run_command_allowlist(make_settings, workspace: Path) -> None:  #
     assert (workspace / "pkg").is_dir()
 
 
+async def test_run_command_arguments_leading_out(make_settings, workspace: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET\n")
+    (workspace / "file_out").symlink_to(outside / "secret.txt")
+    (workspace / "dir_out").symlink_to(outside, target_is_directory=True)
+    (workspace / "link_in").symlink_to("pkg/calc.py")
+    async with Sidecar(make_settings(allow_commands=["ls *", "cat *", "touch *"]), env={}) as sc:
+        for command in ["cat file_out", "ls dir_out", "cat dir_out/secret.txt", "touch --x=dir_out/new"]:
+            with pytest.raises(ToolFailure, match="resolves outside the workspace"):
+                await sc.tools.run_command(command)
+        inside = await sc.tools.run_command("cat link_in")
+        assert inside.exit_code == 0 and "return a + b" in inside.text
+        word = await sc.tools.run_command("ls nothing-here")  # a value that names nothing still runs
+        assert word.exit_code != 0
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
 async def test_run_command_disabled_by_default(sidecar: Sidecar) -> None:
     with pytest.raises(ToolFailure, match="disabled"):
         await sidecar.tools.run_command("ls")
