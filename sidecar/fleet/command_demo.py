@@ -74,9 +74,10 @@ async def _run(args: argparse.Namespace, config: Config, scenario) -> int:  # ty
     host, port = config.coordinator.host, config.coordinator.port
     with tempfile.TemporaryDirectory(prefix="goose-demo-") as tmp:
         async with start_stack(config, sim=sim, overrides=scenario.coordinator, listen=(host, port)) as stack:
-            err.print(
+            dashboard = (
                 f"[bold]dashboard: {stack.coordinator_url}/dashboard[/bold]   status: {stack.coordinator_url}/status"
             )
+            err.print(dashboard, soft_wrap=True)
             err.print(
                 f"simulator: {', '.join(f'{a} = {m}' for a, m in stack.models.items())} at x{sim.time_scale:g} speed; "
                 f"{options.agents} coding agents (each with its own sidecar process) + {options.writers} doc agents, "

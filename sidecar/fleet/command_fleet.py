@@ -106,7 +106,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         workdir = args.workdir or Path(tmp)
         async with start_stack(config, coordinator_url=args.coordinator, upstream=args.upstream) as stack:
             view = FleetView(f"fleet: {args.agents} agents, model {options.model}", stack.time_scale, args.max_turns)
-            err.print(f"coordinator {stack.coordinator_url}  (dashboard {stack.coordinator_url}/dashboard)")
+            err.print(
+                f"coordinator {stack.coordinator_url}  (dashboard {stack.coordinator_url}/dashboard)", soft_wrap=True
+            )
             live = None if args.no_live else Live(view, console=err, refresh_per_second=4, transient=False)
             if live is not None:
                 live.start()

@@ -61,7 +61,7 @@ class Jail:
         lexical = check_request(raw, self.roots)
         if isinstance(lexical, Refused):
             raise JailError(lexical.reason)
-        real = os.path.realpath(lexical)
+        real = self._realpath(lexical, raw.strip())
         rel = check_resolved(self.root, real, raw.strip())
         if isinstance(rel, Refused):
             raise JailError(rel.reason)
@@ -74,9 +74,20 @@ class Jail:
         is, or passes through, a symlink out is refused. Absolute, `~` and '..' values go through `resolve`.
         """
         lexical = posixpath.normpath(posixpath.join(self.root, value))
-        rel = check_resolved(self.root, os.path.realpath(lexical), value)
+        rel = check_resolved(self.root, self._realpath(lexical, value), value)
         if isinstance(rel, Refused):
             raise JailError(f"the argument {rel.reason}")
+
+    @staticmethod
+    def _realpath(path: str, shown: str) -> str:
+        """`os.path.realpath`, which raises when a component it saw as a symlink is replaced before it reads it."""
+        try:
+            return os.path.realpath(path)
+        except OSError as exc:
+            raise JailError(
+                f"'{shown}' changed while it was being resolved (a part of it was replaced during the call: "
+                f"{exc.strerror}); retry"
+            ) from exc
 
     def parts(self, target: Target) -> list[str]:
         return [] if target.rel == "." else target.rel.split("/")
@@ -105,7 +116,8 @@ class Jail:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise JailError(
-                    f"'{part}' is not a directory inside the workspace (it changed during the call)"
+                    f"'{part}' is not a directory inside the workspace (it is a file, or it changed during the "
+                    "call); check the path and retry"
                 ) from exc
             raise
         with contextlib.suppress(FileExistsError):
@@ -122,7 +134,7 @@ class Jail:
                 fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise JailError(f"'{target.shown}' became a symlink during the call; try again") from exc
+                    raise JailError(f"'{target.shown}' became a symlink during the call; retry") from exc
                 raise
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -154,7 +166,7 @@ class Jail:
                 if stat.S_ISDIR(st.st_mode):
                     raise JailError(f"'{target.shown}' is a directory; pass a file path")
                 if not stat.S_ISREG(st.st_mode):
-                    raise JailError(f"'{target.shown}' is not a regular file (it changed during the call)")
+                    raise JailError(f"'{target.shown}' is not a regular file (it changed during the call); retry")
                 mode = stat.S_IMODE(st.st_mode)
                 created = False
             tmp = f".{name[:100]}{_TMP_MARK}{secrets.token_hex(4)}"

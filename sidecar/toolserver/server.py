@@ -45,7 +45,7 @@ from sidecar.core.toolcache import Generations
 from sidecar.obs import get_logger
 from sidecar.toolserver.cache import ToolCache
 from sidecar.toolserver.events import EventReporter
-from sidecar.toolserver.jail import Jail
+from sidecar.toolserver.jail import Jail, JailError
 from sidecar.toolserver.settings import SidecarSettings
 from sidecar.toolserver.speculation import TestPrerunner
 from sidecar.toolserver.tools import ToolFailure, ToolOutput, Tools
@@ -201,6 +201,13 @@ class Sidecar:
             self._report(tool, session, t0, ok=False, paths=exc.paths)
             self._observe(tool, ok=False, paths=exc.paths, target=target)
             raise ToolError(str(exc)) from exc
+        except (JailError, OSError) as exc:
+            # A body that let a filesystem error through (a path changed under it mid-call): still tell the
+            # model what happened and what to do, never only "Error executing tool".
+            log.warning("unmapped tool error", tool=tool, error=repr(exc))
+            self._report(tool, session, t0, ok=False, paths=[])
+            self._observe(tool, ok=False, paths=[], target=target)
+            raise ToolError(unmapped_message(tool, exc)) from exc
         except BaseException:
             self._report(tool, session, t0, ok=False, paths=[])
             raise
@@ -231,6 +238,14 @@ class Sidecar:
             self.reporter.report(tool=tool, session_id=session, duration_ms=(time.perf_counter() - t0) * 1000, **fields)
         except Exception as exc:  # reporting must never fail a tool call
             log.warning("event not queued", error=str(exc))
+
+
+def unmapped_message(tool: str, exc: JailError | OSError) -> str:
+    """The model's message for a filesystem error a tool body did not map itself."""
+    if isinstance(exc, JailError):
+        return str(exc)
+    what = exc.strerror or type(exc).__name__
+    return f"{tool} failed: {what} (a file or directory changed while it was being read); retry"
 
 
 def session_id_of(ctx: Context | None) -> str | None:

@@ -150,6 +150,20 @@ class Tools:
         except OSError as exc:
             raise ToolFailure(f"Failed to read {target.shown}: {exc.strerror}", paths=[target.shown]) from exc
 
+    @staticmethod
+    def _changed(target: Target, exc: Exception) -> ToolFailure:
+        """What the model reads when opening a directory failed after its path was checked: it changed."""
+        if isinstance(exc, JailError):
+            return ToolFailure(str(exc), paths=[target.shown])
+        if isinstance(exc, FileNotFoundError | NotADirectoryError):
+            return ToolFailure(
+                f"'{target.shown}' changed while it was being read (a part of it was removed or replaced during "
+                "the call); retry, or list_dir its parent to see what is there now",
+                paths=[target.shown],
+            )
+        strerror = exc.strerror if isinstance(exc, OSError) else str(exc)
+        return ToolFailure(f"Failed to read {target.shown}: {strerror}", paths=[target.shown])
+
     def _read_text(self, target: Target, fd: int) -> tuple[str, int]:
         size = os.fstat(fd).st_size
         if size > MAX_READ_BYTES:
@@ -225,13 +239,16 @@ class Tools:
         lines: list[str] = []
         more = False
         prefix = "" if target.shown == "." else target.shown
-        with self.jail.open_dir(self.jail.parts(target)) as fd:
-            for node in walk(fd, max_depth=depth, prefix=prefix):
-                if len(lines) >= limit:
-                    more = True
-                    break
-                suffix = "/" if node.kind == "dir" else "@" if node.kind == "link" else ""
-                lines.append(node.rel + suffix)
+        try:
+            with self.jail.open_dir(self.jail.parts(target)) as fd:
+                for node in walk(fd, max_depth=depth, prefix=prefix):
+                    if len(lines) >= limit:
+                        more = True
+                        break
+                    suffix = "/" if node.kind == "dir" else "@" if node.kind == "link" else ""
+                    lines.append(node.rel + suffix)
+        except (JailError, OSError) as exc:
+            raise self._changed(target, exc) from exc
         shown = "./" if target.shown == "." else target.shown.rstrip("/") + "/"
         header = f"{shown} ({len(lines)} entries, depth {depth}; directories end in '/', symlinks in '@')"
         if more:
@@ -284,11 +301,14 @@ class Tools:
 
     def _python_search(self, target: Target, rel: str, pattern: str, glob: str | None, limit: int) -> SearchResult:
         parts = self.jail.parts(target)
-        if os.path.isdir(target.real):
-            with self.jail.open_dir(parts) as fd:
-                return python_search(fd, "" if rel == "." else rel, pattern, glob, limit)
-        with self.jail.open_dir(parts[:-1]) as fd:
-            return python_search(fd, rel.rpartition("/")[0], pattern, glob, limit, only=parts[-1])
+        try:
+            if os.path.isdir(target.real):
+                with self.jail.open_dir(parts) as fd:
+                    return python_search(fd, "" if rel == "." else rel, pattern, glob, limit)
+            with self.jail.open_dir(parts[:-1]) as fd:
+                return python_search(fd, rel.rpartition("/")[0], pattern, glob, limit, only=parts[-1])
+        except (JailError, OSError) as exc:
+            raise self._changed(target, exc) from exc
 
     def _render_search(self, result: SearchResult, pattern: str, target: Target, limit: int) -> str:
         if not result.lines:

@@ -288,13 +288,6 @@ async def test_search_on_a_path_flipped_to_a_symlink_never_leads_out(box: Box) -
     assert seen["escaped"] == 0, seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a path component changing during the call escapes as an unmapped exception and the model only reads "
-    "'Error executing tool X': OSError (EINVAL/ENOENT) from os.path.realpath in Jail.resolve "
-    "(sidecar/toolserver/jail.py:63), JailError/FileNotFoundError/NotADirectoryError from jail.open_dir in "
-    "Tools._list (sidecar/toolserver/tools.py:221)",
-)
 async def test_a_path_changing_during_the_call_is_explained(box: Box) -> None:
     (box.ws / "flip").write_text("INSIDE\n")
     calls = [

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mcp.server.mcpserver.exceptions import ToolError
 
 from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.tools import ToolFailure
@@ -271,3 +272,25 @@ async def test_generation_only_grows(sidecar: Sidecar, workspace: Path) -> None:
     os.utime(workspace / "README.md")
     await sidecar.watcher.barrier()
     assert sidecar.changed_since(g2)
+
+
+@pytest.mark.parametrize("swap", ["symlink out", "removed", "file"])
+async def test_a_directory_changed_after_its_check_is_explained(sidecar: Sidecar, tmp_path: Path, swap: str) -> None:
+    """list_dir checks the path, then opens it without following links: a change in between is a message."""
+    ws = Path(sidecar.jail.root)
+    target = sidecar.jail.resolve("pkg")
+    os.rename(ws / "pkg", ws / "pkg-old")
+    if swap == "symlink out":
+        (ws / "pkg").symlink_to(tmp_path, target_is_directory=True)
+    elif swap == "file":
+        (ws / "pkg").write_text("now a file\n")
+    with pytest.raises(ToolFailure, match=r"changed .*retry"):
+        sidecar.tools._list(target, 2)
+
+
+async def test_an_unmapped_filesystem_error_still_tells_the_model_what_to_do(sidecar: Sidecar) -> None:
+    def body() -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    with pytest.raises(ToolError, match=r"changed while it was being read.*retry"):
+        await sidecar.invoke("list_dir", None, body)  # type: ignore[arg-type]
