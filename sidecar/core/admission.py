@@ -42,6 +42,10 @@ class AdmissionLimits:
     queue_saturated: int = 5  # llm-d's saturation detector: queue depth 5 (reference/calibration.md)
     kv_saturated: float = 0.8  # llm-d's saturation detector: KV 0.8 (reference/calibration.md)
     kv_grow_below: float = 0.8  # the window grows only below this KV usage
+    # Below this KV usage (and nothing queued upstream) the window doubles instead of adding `increase`: a lightly
+    # loaded upstream should not make calls wait here while the window creeps up (the fleet bench saw hot calls
+    # ~11% slower than fcfs from exactly that at low load).
+    fast_grow_below: float = 0.25
     min_window: int = 1
     max_window: int = 64
     initial_window: int = 4  # a 32B model on one A100 holds ~30-40K KV tokens: a few agent contexts (vllm.md)
@@ -135,7 +139,7 @@ def next_window(
     In this order: stale metrics -> cut to floor(current x decrease_factor) (at least 1 less); new preemptions -> the
     same cut; the upstream queuing (`waiting` > 0) -> down by its queue length, at least 1, at most the
     multiplicative cut; KV usage >= kv_grow_below -> hold; `window_full` False (calls did not wait on the window
-    since the last update) -> hold; else + `increase`.
+    since the last update) -> hold; KV usage < fast_grow_below -> doubled; else + `increase`.
     """
     cap = _cap(limits, snapshot)
     current = min(max(current, limits.min_window), cap)
@@ -150,7 +154,8 @@ def next_window(
         return WindowUpdate(current, WindowReason.KV_HIGH)
     if not window_full:
         return WindowUpdate(current, WindowReason.IDLE)
-    grown = min(current + limits.increase, cap)
+    step = current if snapshot.kv_usage < limits.fast_grow_below else 0
+    grown = min(current + max(limits.increase, step), cap)
     return WindowUpdate(grown, WindowReason.GROW if grown > current else WindowReason.AT_MAX)
 
 

@@ -88,6 +88,9 @@ def test_saturation(snapshot: UpstreamMetrics | None, prev: UpstreamMetrics | No
         (8, m(), m(), True, 9, WindowReason.GROW),
         (8, m(), None, True, 9, WindowReason.GROW),
         (8, m(kv=0.79), m(), True, 9, WindowReason.GROW),
+        (8, m(kv=0.1), m(), True, 16, WindowReason.GROW),  # lots of room: doubles (slow start)
+        (40, m(kv=0.1), m(), True, 64, WindowReason.GROW),  # ... up to max_window
+        (8, m(kv=0.1, waiting=1), m(), True, 7, WindowReason.QUEUED),
         (8, m(), m(), False, 8, WindowReason.IDLE),  # calls did not wait on the window: growing means nothing
         (8, m(kv=0.8), m(), True, 8, WindowReason.KV_HIGH),
         (8, m(kv=0.95), m(), True, 8, WindowReason.KV_HIGH),
