@@ -144,6 +144,30 @@ class Jail:
             raise JailError(f"'{target.shown}' is not a regular file (a device, socket or pipe)")
         return fd
 
+    @contextlib.contextmanager
+    def open_scope(self, target: Target) -> Iterator[tuple[int, bool]]:
+        """A descriptor of `target`, a directory or a regular file reached without following any symlink, and
+        whether it is a directory (for `search`, which must search what was checked, never a name)."""
+        parts = self.parts(target)
+        if not parts:
+            with self.open_dir([]) as root_fd:
+                yield root_fd, True
+            return
+        with self.open_dir(parts[:-1]) as dir_fd:
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise JailError(f"'{target.shown}' became a symlink during the call; retry") from exc
+                raise
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+                raise JailError(f"'{target.shown}' is not a regular file or a directory (a device, socket or pipe)")
+            yield fd, stat.S_ISDIR(mode)
+        finally:
+            os.close(fd)
+
     def write_atomic(self, target: Target, data: bytes) -> bool:
         """Replace (or create) `target` with `data` via a temporary file and rename; True when it was created.
 

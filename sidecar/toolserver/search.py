@@ -6,6 +6,14 @@ same files (see `walk.py`), skip binary files (a NUL byte in the first 8 KiB for
 detection) and files over 10 MiB, cut long lines, and honour a `glob` (gitignore syntax, `!` excludes).
 A pattern ripgrep's regex engine rejects but Python's accepts (look-around, back-references) runs on the
 Python backend, so both backends accept the same patterns.
+
+Both search what the jail opened (`Scope`: a descriptor of the directory or file, reached without following
+symlinks), never a name that could be swapped for a symlink after the check. Python walks from the descriptor
+with `O_NOFOLLOW` (`walk.py`). ripgrep follows a symlink given on its command line, so it is given one that
+leads to the descriptor itself: `/proc/<pid>/fd/<n>` is a "magic link" the kernel resolves to the open file,
+not by name. For the root, ripgrep runs in that directory (`cwd`) on `./`; for a path below it, from a private
+temporary directory holding `<path>` as a link to the descriptor, so its output names and `--glob` matching
+(relative to ripgrep's working directory) stay relative to the workspace root, as before.
 """
 
 from __future__ import annotations
@@ -16,13 +24,13 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sidecar.core import gitignore
 from sidecar.core.toolformat import format_search_line
-from sidecar.toolserver.walk import walk
-from sidecar.toolserver.watcher import COOKIE_PREFIX
+from sidecar.toolserver.walk import COOKIE_PREFIX, walk
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8192
@@ -39,6 +47,16 @@ class SearchResult:
     backend: str
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What to search: `fd` is an open descriptor of a directory (`is_dir`) or a regular file, `shown` its path
+    relative to the workspace root as output lines name it ('.' for the root)."""
+
+    fd: int
+    is_dir: bool
+    shown: str
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     if not pattern:
         raise SearchError("the pattern is empty; pass a regular expression, e.g. 'def \\w+_test'")
@@ -48,30 +66,33 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         raise SearchError(f"invalid regular expression {pattern!r}: {exc}; escape special characters") from exc
 
 
-def python_search(
-    start_fd: int, prefix: str, pattern: str, glob: str | None, max_results: int, only: str | None = None
-) -> SearchResult:
-    """Walk from `start_fd` (a directory; `prefix` is its path relative to the root) and grep text files.
-
-    With `only`, search just that file of the directory (an explicit path: ignore rules do not apply).
-    """
+def python_search(scope: Scope, pattern: str, glob: str | None, max_results: int) -> SearchResult:
+    """Grep the text files of `scope`: a directory is walked (ignore rules and `glob` apply), a file is searched
+    itself (an explicit path: ignore rules and `glob` do not apply, as with ripgrep)."""
     regex = compile_pattern(pattern)
     lines: list[str] = []
-    files: Iterable[tuple[int, str, str]]
-    if only is not None:
-        files = [(start_fd, only, f"{prefix}/{only}" if prefix else only)]
-    else:
-        files = (
-            (node.dir_fd, node.name, node.rel)
-            for node in walk(start_fd, prefix=prefix)
-            if node.kind == "file"
-            and node.size <= MAX_FILE_BYTES
-            and (not glob or gitignore.matches_glob(node.rel, glob))
-        )
-    for dir_fd, name, rel in files:
-        if not _grep_file(dir_fd, name, rel, regex, lines, max_results):
+    if not scope.is_dir:
+        complete = _grep_data(_pread_all(scope.fd, MAX_FILE_BYTES + 1), scope.shown, regex, lines, max_results)
+        return SearchResult(lines, not complete, "python")
+    prefix = "" if scope.shown == "." else scope.shown
+    for node in walk(scope.fd, prefix=prefix):
+        if node.kind != "file" or node.size > MAX_FILE_BYTES or (glob and not gitignore.matches_glob(node.rel, glob)):
+            continue
+        if not _grep_file(node.dir_fd, node.name, node.rel, regex, lines, max_results):
             return SearchResult(lines, True, "python")
     return SearchResult(lines, False, "python")
+
+
+def _pread_all(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = os.pread(fd, min(1 << 20, limit - total), total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _grep_file(dir_fd: int, name: str, rel: str, regex: re.Pattern[str], lines: list[str], limit: int) -> bool:
@@ -84,6 +105,11 @@ def _grep_file(dir_fd: int, name: str, rel: str, regex: re.Pattern[str], lines: 
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return True
         data = f.read(MAX_FILE_BYTES + 1)
+    return _grep_data(data, rel, regex, lines, limit)
+
+
+def _grep_data(data: bytes, rel: str, regex: re.Pattern[str], lines: list[str], limit: int) -> bool:
+    """Append the matching lines of a file's bytes; False when `limit` was reached with more to show."""
     if len(data) > MAX_FILE_BYTES or b"\x00" in data[:BINARY_SNIFF_BYTES]:
         return True
     split = data.decode("utf-8", errors="replace").split("\n")
@@ -127,16 +153,42 @@ def rg_argv(rg: str, pattern: str, path: str, glob: str | None) -> list[str]:
     return argv
 
 
-async def rg_search(
-    rg: str, root: str, path: str, pattern: str, glob: str | None, max_results: int
-) -> SearchResult | None:
-    """Run ripgrep from the workspace root; None when it rejected the pattern (the caller falls back)."""
+def fd_links_work() -> bool:
+    """Whether this process's descriptors can be reached as `/proc/<pid>/fd/<n>` (Linux with /proc mounted)."""
+    return os.path.isdir(f"/proc/{os.getpid()}/fd")
+
+
+@contextlib.contextmanager
+def _rg_view(scope: Scope) -> Iterator[tuple[str, str]]:
+    """(cwd, path) for ripgrep such that `path` from `cwd` is the opened `scope` itself, named `scope.shown`."""
+    magic = f"/proc/{os.getpid()}/fd/{scope.fd}"
+    if scope.shown == "." and scope.is_dir:
+        yield magic, "./"
+        return
+    view = tempfile.mkdtemp(prefix="sidecar-rg-")  # mode 0700: nobody else can swap the link inside
+    try:
+        link = os.path.join(view, scope.shown)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(magic, link)
+        yield view, scope.shown
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+async def rg_search(rg: str, scope: Scope, pattern: str, glob: str | None, max_results: int) -> SearchResult | None:
+    """Run ripgrep on the opened `scope`; None when it rejected the pattern (the caller falls back)."""
+    with _rg_view(scope) as (cwd, path):
+        return await _rg_run(rg_argv(rg, pattern, path, glob), cwd, max_results)
+
+
+async def _rg_run(argv: list[str], cwd: str, max_results: int) -> SearchResult | None:
     proc = await asyncio.create_subprocess_exec(
-        *rg_argv(rg, pattern, path, glob),
-        cwd=root,
+        *argv,
+        cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        limit=MAX_FILE_BYTES + (1 << 16),  # one output line can be a whole file's line (asyncio's default: 64 KiB)
     )
     assert proc.stdout is not None and proc.stderr is not None
     lines: list[str] = []

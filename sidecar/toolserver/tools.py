@@ -8,6 +8,7 @@ see `cache.py`); `write_file` and `edit_file` invalidate synchronously before th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import shlex
@@ -30,9 +31,11 @@ from sidecar.toolserver import runner
 from sidecar.toolserver.cache import ToolCache, stamp_of, stat_stamp
 from sidecar.toolserver.jail import Jail, JailError, Target, read_all
 from sidecar.toolserver.search import (
+    Scope,
     SearchError,
     SearchResult,
     compile_pattern,
+    fd_links_work,
     python_search,
     rg_search,
     ripgrep,
@@ -292,23 +295,17 @@ class Tools:
         return rg
 
     async def _search(self, target: Target, pattern: str, glob: str | None, limit: int, backend: str) -> SearchResult:
-        rel = target.rel if target.shown == target.rel else target.shown
-        if backend != "python":
-            found = await rg_search(backend, self.jail.root, "./" if rel == "." else rel, pattern, glob, limit)
-            if found is not None:
-                return found
-        return await asyncio.to_thread(self._python_search, target, rel, pattern, glob, limit)
-
-    def _python_search(self, target: Target, rel: str, pattern: str, glob: str | None, limit: int) -> SearchResult:
-        parts = self.jail.parts(target)
-        try:
-            if os.path.isdir(target.real):
-                with self.jail.open_dir(parts) as fd:
-                    return python_search(fd, "" if rel == "." else rel, pattern, glob, limit)
-            with self.jail.open_dir(parts[:-1]) as fd:
-                return python_search(fd, rel.rpartition("/")[0], pattern, glob, limit, only=parts[-1])
-        except (JailError, OSError) as exc:
-            raise self._changed(target, exc) from exc
+        with contextlib.ExitStack() as stack:
+            try:  # search what was checked, opened without following links; never a name that can be swapped
+                fd, is_dir = stack.enter_context(self.jail.open_scope(target))
+            except (JailError, OSError) as exc:
+                raise self._changed(target, exc) from exc
+            scope = Scope(fd, is_dir, target.shown)
+            if backend != "python" and fd_links_work():
+                found = await rg_search(backend, scope, pattern, glob, limit)
+                if found is not None:
+                    return found
+            return await asyncio.to_thread(python_search, scope, pattern, glob, limit)
 
     def _render_search(self, result: SearchResult, pattern: str, target: Target, limit: int) -> str:
         if not result.lines:

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sidecar.core import gitignore
-from sidecar.toolserver.watcher import COOKIE_PREFIX
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_GITIGNORE_BYTES = 1 << 20
+# The watcher's barrier files (watcher.py): never listed or searched. Defined here, not there, so that search
+# code need not import watchdog.
+COOKIE_PREFIX = ".goose-sidecar-cookie-"
 
 
 @dataclass(frozen=True)

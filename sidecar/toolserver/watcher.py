@@ -44,10 +44,10 @@ from watchdog.observers import Observer
 from sidecar.core.paths import has_component, is_within, relative_to
 from sidecar.core.toolcache import Generations
 from sidecar.obs import get_logger
+from sidecar.toolserver.walk import COOKIE_PREFIX
 
 log = get_logger(__name__)
 
-COOKIE_PREFIX = ".goose-sidecar-cookie-"
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     DirCreatedEvent,

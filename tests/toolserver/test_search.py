@@ -1,0 +1,74 @@
+"""search's backends over a real workspace: they search what the jail opened (never a name swapped after the
+check), name lines as requested, and agree on globs, links inside and long lines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sidecar.toolserver.jail import Jail
+from sidecar.toolserver.search import Scope, SearchResult, python_search, rg_search
+from sidecar.toolserver.server import Sidecar
+from sidecar.toolserver.settings import SidecarSettings
+from tests.conftest import require_tool
+
+from .conftest import settle
+
+BACKENDS = ["python", "rg"]
+
+
+async def run_backend(backend: str, scope: Scope, pattern: str, glob: str | None = None) -> SearchResult:
+    if backend == "python":
+        return python_search(scope, pattern, glob, 100)
+    found = await rg_search(require_tool("rg"), scope, pattern, glob, 100)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["dir", "file"])
+async def test_the_opened_scope_is_searched_even_after_its_name_leads_out(
+    tmp_path: Path, backend: str, kind: str
+) -> None:
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "sub" / "f.txt").write_text("INSIDE\n")
+    outside.mkdir()
+    (outside / "f.txt").write_text("OUTSIDE\n")
+    jail = Jail(ws)
+    target = jail.resolve("sub" if kind == "dir" else "sub/f.txt")
+    with jail.open_scope(target) as (fd, is_dir):
+        assert is_dir == (kind == "dir")
+        os.rename(ws / "sub", ws / "sub-old")  # the name now leads outside...
+        (ws / "sub").symlink_to(outside, target_is_directory=True)
+        result = await run_backend(backend, Scope(fd, is_dir, target.shown), "SIDE")
+    assert result.lines == ["sub/f.txt:1:INSIDE"]  # ...but what was opened is what is searched
+
+
+@pytest.mark.parametrize("backend", ["python", "auto"])
+async def test_backends_agree_on_names_globs_and_long_lines(
+    make_settings: Callable[..., SidecarSettings], workspace: Path, backend: str
+) -> None:
+    (workspace / "pkg" / "deep").mkdir()
+    (workspace / "pkg" / "deep" / "more.py").write_text("def add_more():\n    pass\n")
+    (workspace / "long.txt").write_text("y" * 200_000 + "\n")  # over asyncio's 64 KiB line limit
+    (workspace / "link_pkg").symlink_to("pkg", target_is_directory=True)
+    (workspace / "link_calc").symlink_to("pkg/calc.py")
+    settle()
+    async with Sidecar(make_settings(search_backend=backend), env={}) as sc:
+        long = await sc.tools.search("y{1000}")
+        assert long.text.startswith("long.txt:1:yyy")
+        via_link = await sc.tools.search("def add", "link_pkg")
+        assert via_link.text.split("\n") == [
+            "link_pkg/calc.py:1:def add(a, b):",
+            "link_pkg/deep/more.py:1:def add_more():",
+        ]
+        file_link = await sc.tools.search("def add", "link_calc")
+        assert file_link.text == "link_calc:1:def add(a, b):"
+        anchored = await sc.tools.search("def add", "pkg", glob="pkg/deep/*.py")  # globs stay root-relative
+        assert anchored.text == "pkg/deep/more.py:1:def add_more():"
+        excluded = await sc.tools.search("def add", "pkg", glob="!pkg/deep/**")
+        assert excluded.text == "pkg/calc.py:1:def add(a, b):"
