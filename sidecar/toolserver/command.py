@@ -48,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "speculate the next LLM call when tool results are already cached (over --http, /peek is always on)",
     )
     parser.add_argument("--search-backend", dest="sidecar.search_backend", default=s, choices=["auto", "rg", "python"])
+    parser.add_argument(
+        "--search-timeout",
+        dest="sidecar.search_timeout_s",
+        default=s,
+        type=float,
+        metavar="SECONDS",
+        help="kill a search that runs longer and answer with an error (default 3)",
+    )
     parser.add_argument("--cache-max-bytes", dest="sidecar.cache_max_bytes", default=s, type=int, metavar="BYTES")
 
 

@@ -5,7 +5,9 @@ files in path order, at most `max_results` lines, then a note when more matched.
 same files (see `walk.py`), skip binary files (a NUL byte in the first 8 KiB for Python; ripgrep's own
 detection) and files over 10 MiB, cut long lines, and honour a `glob` (gitignore syntax, `!` excludes).
 A pattern ripgrep's regex engine rejects but Python's accepts (look-around, back-references) runs on the
-Python backend, so both backends accept the same patterns.
+Python backend, so both backends accept the same patterns. Python's `re` backtracks and a search can run for
+ever, so the Python backend runs in a child process (`search_worker.py`, `python_search_process`) and, like
+ripgrep, is killed when the caller's time limit (`search_timeout_s`) cancels it.
 
 Both search what the jail opened (`Scope`: a descriptor of the directory or file, reached without following
 symlinks), never a name that could be swapped for a symlink after the check. Python walks from the descriptor
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +37,8 @@ from sidecar.core.toolformat import format_search_line
 from sidecar.toolserver.walk import COOKIE_PREFIX, walk
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
+# Where `sidecar` is imported from, for the worker process (search_worker.py) even without an installed package.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY_SNIFF_BYTES = 8192
 
 
@@ -151,6 +157,41 @@ def rg_argv(rg: str, pattern: str, path: str, glob: str | None) -> list[str]:
         argv += ["--glob", glob]
     argv += ["--glob", "!.git", "--glob", f"!{COOKIE_PREFIX}*", "--regexp", pattern, "--", path]
     return argv
+
+
+async def python_search_process(scope: Scope, pattern: str, glob: str | None, max_results: int) -> SearchResult:
+    """`python_search` in a child process (`search_worker.py`) that is killed if the caller is cancelled (a
+    time limit): Python's `re` can backtrack for ever, and a thread running it could never be stopped."""
+    request: dict[str, object] = {"fd": scope.fd, "is_dir": scope.is_dir, "shown": scope.shown}
+    request |= {"pattern": pattern, "glob": glob, "max_results": max_results}
+    pythonpath = os.pathsep.join(p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecar.toolserver.search_worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=(scope.fd,),
+        env={**os.environ, "PYTHONPATH": pythonpath},
+    )
+    try:
+        out, err = await proc.communicate(json.dumps(request).encode())
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        answer = None
+    if proc.returncode != 0 or not isinstance(answer, dict):
+        detail = err.decode("utf-8", errors="replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise SearchError(f"the search failed ({detail[0][:300]}); retry, or narrow the pattern, path or glob")
+    if "error" in answer:
+        raise SearchError(str(answer["error"]))
+    return SearchResult([str(line) for line in answer["lines"]], bool(answer["truncated"]), "python")
 
 
 def fd_links_work() -> bool:

@@ -42,6 +42,10 @@ class SidecarSettings(BaseModel):
     list_max_entries: int = Field(1000, ge=1)
     search_max_results: int = Field(200, ge=1)
     search_backend: Literal["auto", "rg", "python"] = "auto"
+    # Every search (ripgrep, or the Python backend's worker process) is killed after this long and answered with
+    # an error: a backtracking pattern on Python's `re` (look-around, back-references) may never finish. ripgrep
+    # answers a whole repository in well under a second, so a few seconds only cut runaway patterns.
+    search_timeout_s: float = Field(3.0, gt=0)
     # Stage events: queue bound (oldest dropped when full) and per-POST timeout.
     event_queue_size: int = Field(256, ge=1)
     event_timeout_s: float = Field(2.0, gt=0)

@@ -36,7 +36,7 @@ from sidecar.toolserver.search import (
     SearchResult,
     compile_pattern,
     fd_links_work,
-    python_search,
+    python_search_process,
     rg_search,
     ripgrep,
 )
@@ -295,6 +295,24 @@ class Tools:
         return rg
 
     async def _search(self, target: Target, pattern: str, glob: str | None, limit: int, backend: str) -> SearchResult:
+        timeout = self.settings.search_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._search_scope(target, pattern, glob, limit, backend)
+        except TimeoutError as exc:  # both backends run in child processes, killed on the way out
+            raise ToolFailure(
+                f"the search for {pattern!r} in {target.shown} did not finish within {timeout:g} s and was stopped "
+                "(the sidecar's search_timeout_s). A pattern with nested repetition such as '(a+)+' backtracks "
+                "for ever on Python's engine, which runs look-around and back-references; simplify the pattern, "
+                "or narrow the path or glob",
+                paths=[target.shown],
+            ) from exc
+        except SearchError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
+
+    async def _search_scope(
+        self, target: Target, pattern: str, glob: str | None, limit: int, backend: str
+    ) -> SearchResult:
         with contextlib.ExitStack() as stack:
             try:  # search what was checked, opened without following links; never a name that can be swapped
                 fd, is_dir = stack.enter_context(self.jail.open_scope(target))
@@ -305,7 +323,7 @@ class Tools:
                 found = await rg_search(backend, scope, pattern, glob, limit)
                 if found is not None:
                     return found
-            return await asyncio.to_thread(python_search, scope, pattern, glob, limit)
+            return await python_search_process(scope, pattern, glob, limit)
 
     def _render_search(self, result: SearchResult, pattern: str, target: Target, limit: int) -> str:
         if not result.lines:

@@ -1,5 +1,5 @@
 """search's backends over a real workspace: they search what the jail opened (never a name swapped after the
-check), name lines as requested, and agree on globs, links inside and long lines."""
+check), name lines as requested, agree on globs, links inside and long lines, and stop at the time limit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sidecar.toolserver.jail import Jail
 from sidecar.toolserver.search import Scope, SearchResult, python_search, rg_search
 from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.tools import ToolFailure
 from tests.conftest import require_tool
 
 from .conftest import settle
@@ -72,3 +73,32 @@ async def test_backends_agree_on_names_globs_and_long_lines(
         assert anchored.text == "pkg/deep/more.py:1:def add_more():"
         excluded = await sc.tools.search("def add", "pkg", glob="!pkg/deep/**")
         assert excluded.text == "pkg/calc.py:1:def add(a, b):"
+
+
+def search_workers() -> list[int]:
+    """Live search worker processes started by this test process."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat[1] == str(os.getpid()) and stat[0] != "Z" and b"search_worker" in cmdline:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.parametrize("backend", ["python", "auto"])
+async def test_a_search_that_never_finishes_is_stopped_and_explained(
+    make_settings: Callable[..., SidecarSettings], workspace: Path, backend: str
+) -> None:
+    """Look-ahead sends the pattern to Python's backtracking engine (ripgrep refuses it) on either backend;
+    over 40 'a' it would not finish in any lifetime."""
+    (workspace / "aaa.txt").write_text("a" * 40 + "\n")
+    async with Sidecar(make_settings(search_backend=backend, search_timeout_s=0.5), env={}) as sc:
+        with pytest.raises(ToolFailure, match=r"did not finish within 0\.5 s.*simplify the pattern"):
+            await sc.tools.search("(?=(a+)+b)")
+        assert search_workers() == []  # killed and reaped, not left spinning
+        after = await sc.tools.search("a{40}")  # the sidecar still answers
+        assert after.text == "aaa.txt:1:" + "a" * 40
