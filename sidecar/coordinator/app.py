@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
-from sidecar.coordinator.dashboard import Board, Page, UsageTap, load_page
+from sidecar.coordinator.dashboard import Board, Page, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token, load_keys
@@ -225,8 +225,8 @@ class DispatcherCollector:
 
 
 def _routes(state: CoordinatorState) -> list[BaseRoute]:
-    chat = UsageTap(CompletionsEndpoint(state, Endpoint.CHAT), state.board)
-    completions = UsageTap(CompletionsEndpoint(state, Endpoint.COMPLETIONS), state.board)
+    chat = CompletionsEndpoint(state, Endpoint.CHAT)
+    completions = CompletionsEndpoint(state, Endpoint.COMPLETIONS)
 
     async def models(request: Request) -> Response:
         return await _models(state, request)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,10 +27,9 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from sidecar.core.stages import TIERS
+from sidecar.core.usage import Usage
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
     from sidecar.coordinator.dispatcher import Dispatcher
 
 MODEL_HEADER = b"x-goose-sidecar-model"  # the alias the coordinator chose, on every relayed answer (proxy.py)
@@ -80,34 +78,6 @@ class ModelUsage:
             "cached_prompt_tokens": self.cached_prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    cached_prompt_tokens: int
-    completion_tokens: int
-
-
-def parse_usage(tail: bytes) -> Usage | None:
-    """The last OpenAI `usage` object in the final bytes of an answer (SSE or JSON); None when there is none."""
-    text = tail.decode(errors="ignore")
-    key = text.rfind('"usage"')
-    if key < 0:
-        return None
-    brace = text.find("{", key)
-    if brace < 0:
-        return None
-    try:
-        usage, _ = json.JSONDecoder().raw_decode(text, brace)
-        details = usage.get("prompt_tokens_details") or {}
-        return Usage(
-            int(usage.get("prompt_tokens") or 0),
-            int(details.get("cached_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-        )
-    except (ValueError, AttributeError, TypeError):
-        return None
 
 
 def gpu_seconds(usage: ModelUsage, cost: TokenCost) -> float:
@@ -320,40 +290,6 @@ class Board:
                 },
             },
         }
-
-
-class UsageTap:
-    """ASGI wrapper around a completions endpoint: notes which model alias answered (the coordinator's
-    `x-goose-sidecar-model` header) and the `usage` object at the end of each 200 answer, for `Board.record_answer`.
-    Every message passes through unchanged and unbuffered; only the last `USAGE_TAIL_BYTES` are kept."""
-
-    def __init__(self, app: ASGIApp, board: Board) -> None:
-        self.app = app
-        self.board = board
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        alias: str | None = None
-        tail = b""
-        complete = False
-
-        async def tap(message: Message) -> None:
-            nonlocal alias, tail, complete
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                for name, value in message.get("headers", ()):
-                    if name.lower() == MODEL_HEADER:
-                        alias = value.decode(errors="replace")
-            elif message["type"] == "http.response.body" and alias is not None:
-                body = message.get("body", b"")
-                if body:
-                    tail = (tail + body)[-USAGE_TAIL_BYTES:]
-                complete = not message.get("more_body", False)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tap)
-        finally:
-            if alias is not None:
-                self.board.record_answer(alias, parse_usage(tail) if complete else None)
 
 
 @dataclass(frozen=True)

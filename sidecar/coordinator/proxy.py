@@ -12,7 +12,6 @@ after the response started, an SSE stream gets vLLM's in-band error frame and `[
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import uuid
@@ -34,6 +33,7 @@ from sidecar.core.breaker import backoff_s
 from sidecar.core.identity import Identity, IdentityConflict, resolve_identity
 from sidecar.core.openai_request import Endpoint, ParsedRequest, RequestError, encode_body, parse_request
 from sidecar.core.stages import native_priority
+from sidecar.core.usage import Usage, parse_usage
 from sidecar.obs import bind_request, clear_request, get_logger
 
 if TYPE_CHECKING:
@@ -206,6 +206,7 @@ class Exchange:
         self.upstream = plan.upstream
         self.slot: Slot | None = None
         self.tail = b""  # the last bytes relayed, where the usage chunk is
+        self.usage: Usage | None = None
         self.request_id = request_id
         self.client_headers = headers
         self.started = started
@@ -283,7 +284,7 @@ class Exchange:
                     await response.aclose()
         finally:
             if self.slot is not None:
-                self.slot.release(usage_tokens(self.tail, self.parsed.stream))
+                self.slot.release(self._gpu_tokens())
             self.agent.in_flight -= 1
             self.agent.queued_since = None
             telemetry.in_flight_total -= 1
@@ -420,10 +421,10 @@ class Exchange:
                     self.frames.append(chunk)
                     if self.bytes_out > KEEP_FRAMES_BYTES:
                         self.frames = None  # too long to be worth predicting from
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if chunk.endswith(b"data: [DONE]\n\n"):
-                    self.relayed_all = True  # the client may close now, before the upstream's end of stream
-            self.relayed_all = True
+                    self._finished(response.status_code)  # before the send: clients close right after [DONE]
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self._finished(response.status_code)
         except httpx.HTTPError as exc:
             error = translate_upstream_exception(exc, response.request.url.host or "upstream")
             telemetry.error(ErrorKind.STREAM_BROKEN, self.agent)
@@ -435,6 +436,19 @@ class Exchange:
             else:
                 raise  # a JSON body cut short cannot be repaired: drop the connection so the client sees it
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _finished(self, status: int) -> None:
+        """The whole answer is relayed (or all but the upstream's end of stream): note its usage once."""
+        if not self.relayed_all:
+            self.relayed_all = True
+            self.usage = parse_usage(self.tail) if status == 200 else None
+
+    def _gpu_tokens(self) -> float:
+        """GPU work of this call for least-attained-service ordering: uncached prompt plus completion tokens from
+        the answer's usage object; the number of SSE frames when it has none."""
+        if self.usage is not None:
+            return float(self.usage.prompt_tokens - self.usage.cached_prompt_tokens + self.usage.completion_tokens)
+        return float(self.tail.count(b"data: ")) if self.parsed.stream else 0.0
 
     def _account(self) -> None:
         telemetry = self.state.telemetry
@@ -453,6 +467,11 @@ class Exchange:
         if self.status == 200 and self.relayed_all:
             telemetry.duration.labels(model).observe(total)
             telemetry.recent_total.add(total)
+        if self.status == 200:
+            self.state.board.record_answer(self.upstream.alias, self.usage)
+            if self.usage is not None:
+                self.agent.prompt_tokens += self.usage.prompt_tokens
+                self.agent.completion_tokens += self.usage.completion_tokens
         log.info(
             "request",
             status=status,
@@ -473,22 +492,6 @@ def _parse(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-def usage_tokens(tail: bytes, stream: bool) -> float:
-    """GPU work of a finished call for least-attained-service ordering: uncached prompt tokens plus completion
-    tokens, from the last usage object in the answer's final bytes; the number of SSE frames when there is none."""
-    text = tail.decode(errors="ignore")
-    key = text.rfind('"usage"')
-    if key >= 0:
-        brace = text.find("{", key)
-        try:
-            usage, _ = json.JSONDecoder().raw_decode(text, brace)
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            return float(usage.get("prompt_tokens", 0) - cached + usage.get("completion_tokens", 0))
-        except (ValueError, AttributeError, TypeError):
-            pass
-    return float(tail.count(b"data: ")) if stream else 0.0
 
 
 def forward_headers(client_headers: Headers, keys_on: bool) -> dict[str, str]:

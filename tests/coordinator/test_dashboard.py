@@ -31,12 +31,11 @@ from sidecar.coordinator.dashboard import (
     ModelUsage,
     TokenCost,
     ToolStats,
-    Usage,
     agent_order_key,
     estimate_savings,
     gpu_seconds,
-    parse_usage,
 )
+from sidecar.core.usage import Usage, parse_usage
 from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
 from sidecar.testing import serve_app

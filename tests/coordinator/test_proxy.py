@@ -255,6 +255,10 @@ async def test_metrics_and_status_count_traffic(s: Stack) -> None:
     assert status["latency_ms"]["total"]["p50"] is not None
     assert status["upstreams"][0]["replicas"][0]["healthy"] is True
     assert status["upstreams"][0]["served_names"] == [MODEL]
+    # the usage chunk of the answer is counted for its agent (and feeds least-attained-service ordering)
+    agent = status["agents"][0]
+    assert (agent["prompt_tokens"], agent["completion_tokens"]) == (12, 9)
+    assert agent["attained_service_tokens"] > 20
 
 
 async def test_model_names_with_several_upstreams() -> None:
