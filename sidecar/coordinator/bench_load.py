@@ -117,8 +117,9 @@ class Proc:
 def processes() -> Any:
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(cmd: list[str], env: dict[str, str] | None = None) -> Proc:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    def start(cmd: list[str], env: dict[str, str] | None = None, log: str | None = None) -> Proc:
+        with open(log or os.devnull, "ab") as stderr:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
         with contextlib.suppress(OSError):  # inherit this process's niceness (set by --nice)
             os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0))
         started.append(proc)
@@ -317,7 +318,7 @@ async def load(args: argparse.Namespace) -> list[Level]:
         start([*_pin(1), sys.executable, "-m", "sidecar.coordinator.bench_load", "--serve-upstream", str(up_port),
                "--chunks", str(args.chunks), "--interval-ms", str(args.interval_ms)])  # fmt: skip
         await _wait_ready(up_port, "/v1/models")
-        coordinator = start(coordinator_cmd(coord_port, f"http://127.0.0.1:{up_port}"), env)
+        coordinator = start(coordinator_cmd(coord_port, f"http://127.0.0.1:{up_port}"), env, args.coordinator_log)
         await _wait_ready(coord_port, "/v1/models")
         if (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {1})
@@ -333,7 +334,8 @@ async def load(args: argparse.Namespace) -> list[Level]:
             level.rss_per_agent = (level.rss - idle) / n
             levels.append(level)
             print(load_table([level], args.limit_ms).splitlines()[-1], file=sys.stderr, flush=True)
-            if level.errors or level.cpu_percent > 95 or not any(lv.passed(args.limit_ms) for lv in levels[-2:]):
+            over = not any(lv.passed(args.limit_ms) for lv in levels[-2:]) and not args.keep_going
+            if level.errors or level.cpu_percent > 95 or over:
                 break  # failures, a saturated core, or two levels in a row over the limit
     return levels
 
@@ -554,9 +556,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=2, help="direct/proxied block pairs per level")
     parser.add_argument("--block-s", type=float, default=5.0, help="seconds per block")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring each level")
+    parser.add_argument("--keep-going", action="store_true", help="ramp on past levels over the limit")
     parser.add_argument("--min-calls", type=int, default=300, help="calls per mode a level measures at least")
     parser.add_argument("--default-window", action="store_true", help="keep scheduling.max_window at its default")
     parser.add_argument("--nice", type=int, default=0, help="scheduling niceness of the benchmark's processes")
+    parser.add_argument("--coordinator-log", metavar="PATH", help="append the coordinator's stderr (warnings) here")
     parser.add_argument("--faults", type=int, default=50, metavar="N", help="calls per injected fault (0: skip)")
     parser.add_argument("--fuzz", action="store_true", help="also run the fuzz tests and print their case counts")
     parser.add_argument("--no-load", action="store_true", help="skip the load ramp")
