@@ -352,13 +352,19 @@ async def run(args: argparse.Namespace) -> int:
         print(report(targets))
         return 0
     finally:
-        for p in processes:
-            p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(processes)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
+    """Terminate every process, give them `grace_s` together to exit, kill and reap the rest."""
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def report(targets: list[Target]) -> str:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.coordinator.bench import _children, _free_port, _pin, _sse_body, _wait_ready
+from sidecar.coordinator.bench import _children, _free_port, _pin, _sse_body, _wait_ready, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = (25, 50, 100, 200, 400, 800, 1600, 3200)
@@ -128,14 +128,7 @@ def processes() -> Any:
     try:
         yield start
     finally:
-        for p in started:
-            p.terminate()
-        for p in started:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(started)
 
 
 def coordinator_cmd(port: int, *upstreams: str) -> list[str]:
