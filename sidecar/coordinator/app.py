@@ -64,6 +64,9 @@ class ToolEvent(BaseModel):
     # Where the sidecar answers `POST /peek` (which tool results it already has), for LLM-level speculation.
     # Not validated here: a bad one must not cost the event its stage (see `_events`).
     peek_url: str | None = None
+    # The sidecar's cumulative speculation counters (`core.speculation.SIDECAR_COUNTERS`); unknown keys and
+    # bad values are dropped, never an error (`core.speculation.sidecar_counters`).
+    speculation: dict[str, Any] | None = Field(None, max_length=32)
 
 
 HEALTH_INTERVAL_S = 5.0
@@ -355,6 +358,8 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
     peek = event.peek_url
     if peek and len(peek) <= 512 and peek.startswith(("http://", "https://")) and state.speculator is not None:
         state.speculator.note_peek_url([agent_id, event.session_id or agent_id], peek)
+    if event.speculation is not None and state.speculator is not None:
+        state.speculator.note_sidecar_counters(agent_id, event.speculation)
     if current is not None:
         record.stage = str(current.stage)
         record.tier = str(planner.stage_tiers.get(current.stage, DEFAULT_TIER))

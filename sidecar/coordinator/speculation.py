@@ -43,10 +43,17 @@ from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
 from sidecar.core.nextcall import ToolRequest, assistant_from_sse, next_request, tool_requests
-from sidecar.core.speculation import TokenBudget, canonical_request, should_speculate_llm
+from sidecar.core.speculation import (
+    TokenBudget,
+    canonical_request,
+    fleet_counters,
+    should_speculate_llm,
+    sidecar_counters,
+)
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.speculation")
+MAX_SIDECAR_REPORTS = 10_000  # agents whose sidecar counters are kept (the oldest reporter goes first)
 LOWEST_PRIORITY = 1_000_000  # vLLM serves lower values first; far below every tier's value (stages.native_priority)
 
 
@@ -116,6 +123,8 @@ class Speculator:
         self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call
         self.peek_urls: dict[str, str] = {}  # agent id or session id -> its sidecar's /peek URL (from events)
         self.real_calls: dict[str, int] = {}  # agent -> real chat calls seen, so a late follow-up knows it is late
+        # agent -> its sidecar's latest tool-level counters (test pre-runs, prediction), from its events
+        self.sidecar_reports: dict[str, dict[str, float]] = {}
         self._followups: set[asyncio.Task[None]] = set()
         for alias, dispatcher in dispatchers.items():
             dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
@@ -169,6 +178,13 @@ class Speculator:
         """A sidecar serving these agent/session keys answers peeks at `url` (the latest report wins)."""
         for key in keys:
             self.peek_urls[key] = url
+
+    def note_sidecar_counters(self, agent: str, raw: Mapping[str, Any]) -> None:
+        """An agent's sidecar reported its cumulative pre-run and prediction counters (the latest wins)."""
+        self.sidecar_reports.pop(agent, None)
+        self.sidecar_reports[agent] = sidecar_counters(raw)
+        while len(self.sidecar_reports) > MAX_SIDECAR_REPORTS:  # oldest reporter first
+            self.sidecar_reports.pop(next(iter(self.sidecar_reports)))
 
     def after_response(
         self,
@@ -366,6 +382,8 @@ class Speculator:
             "results_unknown": s.results_unknown,
             "too_late": s.too_late,
             "sidecars_known": len(set(self.peek_urls.values())),
+            # Tool-level speculation as the sidecars report it: test pre-runs and next-action prediction.
+            **fleet_counters(self.sidecar_reports),
         }
 
     async def aclose(self) -> None:
@@ -425,3 +443,25 @@ class SpeculationCollector:
         yield CounterMetricFamily(
             "goose_sidecar_speculation_time_saved_seconds", "Agent time saved by served speculation", s.time_saved_s
         )
+        fleet = fleet_counters(self.speculator.sidecar_reports)
+        runs = CounterMetricFamily(
+            "goose_sidecar_speculation_test_runs",
+            "Speculative test runs in the sidecars, by outcome (as the sidecars report them)",
+            labels=["outcome"],
+        )
+        for outcome in ("started", "used", "cancelled", "discarded", "unused"):
+            runs.add_metric([outcome], fleet["test_runs"][outcome])
+        yield runs
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_test_time_saved_seconds",
+            "Agent time saved by speculative test runs (as the sidecars report it)",
+            fleet["test_runs"]["time_saved_s"],
+        )
+        predictions = CounterMetricFamily(
+            "goose_sidecar_prediction",
+            "Next-action predictions in the sidecars, and how many were right at top-1 and top-3",
+            labels=["outcome"],
+        )
+        for outcome in ("predictions", "top1", "top3"):
+            predictions.add_metric([outcome], fleet["prediction"][outcome])
+        yield predictions

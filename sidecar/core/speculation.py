@@ -80,3 +80,52 @@ def should_speculate_llm(*, enabled: bool, spare_capacity: bool, waiting_real: i
     """Send a speculative call: enabled, the upstream has spare capacity (`admission.has_spare_capacity`),
     no real call is waiting for a slot, and the wasted-token budget has room."""
     return enabled and spare_capacity and waiting_real == 0 and budget_ok
+
+
+# What each sidecar reports of its tool-level speculation on every tool event (cumulative since it started):
+# test pre-runs by outcome, the agent time they saved, and its next-action predictor's score.
+SIDECAR_COUNTERS = (
+    "prerun_started",
+    "prerun_used",
+    "prerun_cancelled",
+    "prerun_discarded",
+    "prerun_unused",
+    "prerun_saved_s",
+    "predictions",
+    "top1",
+    "top3",
+)
+
+
+def sidecar_counters(raw: Mapping[str, Any] | None) -> dict[str, float]:
+    """The known, finite, non-negative counters of one report; anything else is left out."""
+    out: dict[str, float] = {}
+    for name in SIDECAR_COUNTERS:
+        value = (raw or {}).get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e15:
+            out[name] = float(value)
+    return out
+
+
+def fleet_counters(reports: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """Sum the latest report of every sidecar: pre-run outcomes and prediction accuracy (top-1 / top-3)."""
+    total = {name: sum(r.get(name, 0.0) for r in reports.values()) for name in SIDECAR_COUNTERS}
+    n = total["predictions"]
+    return {
+        "sidecars": len(reports),
+        "test_runs": {
+            "started": int(total["prerun_started"]),
+            "used": int(total["prerun_used"]),
+            "cancelled": int(total["prerun_cancelled"]),
+            "discarded": int(total["prerun_discarded"]),
+            "unused": int(total["prerun_unused"]),
+            "time_saved_s": round(total["prerun_saved_s"], 3),
+        },
+        "prediction": {
+            "predictions": int(n),
+            "top1": int(total["top1"]),
+            "top3": int(total["top3"]),
+            "top1_rate": total["top1"] / n if n else None,
+            "top3_rate": total["top3"] / n if n else None,
+        },
+    }

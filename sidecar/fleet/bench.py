@@ -143,6 +143,7 @@ async def _one(
         project_seed=seed,
         modules=f.modules,
         bugs=f.bugs,
+        test_delay_s=f.test_s / sim.time_scale,
         stagger_s=f.stagger_s,
         keep_recent=f.keep_recent,
         sidecar_settings=tuple(scenario.sidecar.items()),

@@ -63,6 +63,7 @@ async def _run(args: argparse.Namespace, config: Config, scenario) -> int:  # ty
         max_turns=f.max_turns,
         modules=f.modules,
         bugs=f.bugs,
+        test_delay_s=f.test_s / float(scenario.sim.get("time_scale", config.sim.time_scale)),
         stagger_s=f.stagger_s,
         model="auto" if config.routing.enabled else "large",
         project_seed=scenario.bench.seeds[0],

@@ -102,6 +102,8 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         "agent_errors": sum(1 for a in run.agents if a.error),
         "batch_mean": _batch_mean(run, "large"),
         "speculative_served": sum(1 for t in turns if t.headers.get(SPECULATIVE_HEADER) == "1"),
+        "turn_s": _ratio(sum(a.duration_s * scale for a in run.agents if a.kind == "coder"), _coder_turns(run)),
+        **_speculation(run),
         "stage_source": _most_common(t.stage_source for t in turns),
     }
     for tier in TIERS:
@@ -117,6 +119,24 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         models[label] = models.get(label, 0) + 1
     out["calls_by_model"] = models
     return out
+
+
+def _coder_turns(run: FleetRun) -> int:
+    return sum(len(a.turns) for a in run.agents if a.kind == "coder")
+
+
+def _speculation(run: FleetRun) -> dict[str, Any]:
+    """Speculation as the coordinator's /status reported it at the end of the run (None where not reported)."""
+    spec = (run.settings.get("coordinator_status") or {}).get("speculation") or {}
+    runs = spec.get("test_runs") or {}
+    prediction = spec.get("prediction") or {}
+    return {
+        "prerun_started": runs.get("started"),
+        "prerun_used": runs.get("used"),
+        "prediction_top1": prediction.get("top1_rate"),
+        "prediction_top3": prediction.get("top3_rate"),
+        "wasted_tokens": spec.get("wasted_tokens"),
+    }
 
 
 def _ratio(part: float, whole: float) -> float | None:

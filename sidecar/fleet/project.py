@@ -48,8 +48,12 @@ class Project:
         return sorted(p for p in self.files if p.startswith(self.package + "/") and p.endswith(".py"))
 
 
-def generate_project(seed: int, *, modules: int = 4, bugs: int = 2) -> Project:
-    """The sample project for `seed`: `modules` module themes (1-6) and `bugs` planted bugs (0 or more)."""
+def generate_project(seed: int, *, modules: int = 4, bugs: int = 2, test_delay_s: float = 0.0) -> Project:
+    """The sample project for `seed`: `modules` module themes (1-6) and `bugs` planted bugs (0 or more).
+
+    `test_delay_s` > 0 makes a full test run take that many real seconds longer (`tests/conftest.py` sleeps
+    before each test, spread evenly): a real repository's slower, I/O-bound suite, without burning the CPU
+    the benchmark machine needs for everything else."""
     if not 1 <= modules <= len(THEMES):
         raise ValueError(f"modules must be 1-{len(THEMES)}, got {modules}")
     rng = random.Random(f"fleet-project:{seed}")
@@ -74,6 +78,8 @@ def generate_project(seed: int, *, modules: int = 4, bugs: int = 2) -> Project:
             found.append(PlantedBug(path, snippet.bug[0], snippet.bug[1], names))
     files[f"{package}/__init__.py"] = _init(package, themes)
     files["tests/__init__.py"] = ""
+    if test_delay_s > 0:
+        files["tests/conftest.py"] = _slow_conftest(test_delay_s / max(tests, 1))
     files["pyproject.toml"] = _pyproject(package)
     files["README.md"] = _readme(package, themes)
     files[".gitignore"] = "__pycache__/\n*.pyc\n.pytest_cache/\n"
@@ -174,6 +180,17 @@ def write_project(project: Project, root: Path) -> Path:
 
 def _test_names(tests: str) -> list[str]:
     return [line[4:].split("(", 1)[0] for line in tests.split("\n") if line.startswith("def test_")]
+
+
+def _slow_conftest(per_test_s: float) -> str:
+    return (
+        '"""Shared fixtures: each test waits on a slow service, as the real suite does."""\n\n'
+        "import time\n\nimport pytest\n\n\n"
+        "@pytest.fixture(autouse=True)\n"
+        "def slow_service():\n"
+        f"    time.sleep({per_test_s:.6f})\n"
+        "    yield\n"
+    )
 
 
 def _init(package: str, themes: list[Theme]) -> str:

@@ -48,6 +48,7 @@ class FleetOptions:
     project_seed: int = 0
     modules: int = 4
     bugs: int = 2
+    test_delay_s: float = 0.0  # real seconds a full test run of each project takes beyond pytest's own time
     stagger_s: float = 0.0
     compress: bool = False
     keep_recent: int = 2
@@ -217,7 +218,12 @@ def _prepare(options: FleetOptions, workdir: Path) -> list[AgentSpec]:
     workdir.mkdir(parents=True, exist_ok=True)
     specs = []
     for k in range(options.agents):
-        project = generate_project(options.project_seed * 1000 + k, modules=options.modules, bugs=options.bugs)
+        project = generate_project(
+            options.project_seed * 1000 + k,
+            modules=options.modules,
+            bugs=options.bugs,
+            test_delay_s=options.test_delay_s,
+        )
         workspace = write_project(project, workdir / f"agent-{k + 1}")
         specs.append(
             AgentSpec(

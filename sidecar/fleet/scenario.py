@@ -30,6 +30,9 @@ class FleetSection(BaseModel):
     max_turns: int = Field(30, ge=1)
     modules: int = Field(4, ge=1, le=6)
     bugs: int = Field(2, ge=0)
+    # Simulated seconds a full test run takes beyond pytest's own time (a sleep spread over the tests, so an
+    # I/O-bound suite: no CPU); real seconds = test_s / the simulator's time_scale.
+    test_s: float = Field(0.0, ge=0)
     stagger_s: float = Field(0.0, ge=0)
     keep_recent: int = Field(2, ge=0)
 

@@ -3,7 +3,9 @@
 `POST {coordinator}/v1/agents/{agent_id}/events` with
 `{session_id, seq, tool, ok, exit_code?, paths, duration_ms, ts}` plus `cached` and, for `run_command`,
 `command` (the command line, capped; e.g. "git commit -m fix"), and `peek_url` once the sidecar serves
-`/peek` (where the coordinator asks which tool results are already known). Never file contents. With an API key (the
+`/peek` (where the coordinator asks which tool results are already known), and `speculation`: the sidecar's
+cumulative test pre-run and next-action prediction counters (`core.speculation.SIDECAR_COUNTERS`). Never file
+contents. With an API key (the
 coordinator's keys file), each POST carries `Authorization: Bearer KEY`. The coordinator answers
 `{stage, tier}`; the last answer is kept in `last_answer`.
 
@@ -97,6 +99,7 @@ class EventReporter:
         exit_code: int | None = None,
         cached: bool = False,
         command: str | None = None,
+        speculation: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         """Queue one event without waiting; returns it (with its `seq`)."""
         session = session_id or self.default_session_id or ""
@@ -118,6 +121,8 @@ class EventReporter:
             event["command"] = command
         if self.peek_url is not None:
             event["peek_url"] = self.peek_url
+        if speculation is not None:
+            event["speculation"] = speculation
         if self.url is None:
             return event
         while True:

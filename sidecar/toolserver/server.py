@@ -198,20 +198,24 @@ class Sidecar:
             if inspect.isawaitable(result):
                 result = await result
         except ToolFailure as exc:
-            self._report(tool, session, t0, ok=False, paths=exc.paths)
             self._observe(tool, ok=False, paths=exc.paths, target=target)
+            self._report(tool, session, t0, ok=False, paths=exc.paths)
             raise ToolError(str(exc)) from exc
         except (JailError, OSError) as exc:
             # A body that let a filesystem error through (a path changed under it mid-call): still tell the
             # model what happened and what to do, never only "Error executing tool".
             log.warning("unmapped tool error", tool=tool, error=repr(exc))
-            self._report(tool, session, t0, ok=False, paths=[])
             self._observe(tool, ok=False, paths=[], target=target)
+            self._report(tool, session, t0, ok=False, paths=[])
             raise ToolError(unmapped_message(tool, exc)) from exc
         except BaseException:
             self._report(tool, session, t0, ok=False, paths=[])
             raise
         assert isinstance(result, ToolOutput)
+        # Observed before it is reported, so the event's speculation counters already score this call.
+        self._observe(
+            tool, ok=True, paths=result.paths, exit_code=result.exit_code, command=result.command, target=target
+        )
         self._report(
             tool,
             session,
@@ -221,9 +225,6 @@ class Sidecar:
             exit_code=result.exit_code,
             cached=result.cached,
             command=result.command,
-        )
-        self._observe(
-            tool, ok=True, paths=result.paths, exit_code=result.exit_code, command=result.command, target=target
         )
         return result.text
 
@@ -235,7 +236,13 @@ class Sidecar:
 
     def _report(self, tool: str, session: str | None, t0: float, **fields: Any) -> None:
         try:
-            self.reporter.report(tool=tool, session_id=session, duration_ms=(time.perf_counter() - t0) * 1000, **fields)
+            self.reporter.report(
+                tool=tool,
+                session_id=session,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                speculation=self.prerunner.counters(),
+                **fields,
+            )
         except Exception as exc:  # reporting must never fail a tool call
             log.warning("event not queued", error=str(exc))
 

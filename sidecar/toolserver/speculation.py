@@ -1,7 +1,9 @@
 """Tool-level speculation: pre-run the tests after an edit, on idle CPU, for exactly the state they ran on.
 
 `TestPrerunner` watches the agent's tool calls (`observe`, called by `Sidecar.invoke` after every call). It
-feeds the next-action predictor (`core.prediction`) and, after an edit, when the predictor gives the next
+feeds the next-action predictor (`core.prediction`) and, after any call but a test run (mostly an edit: the
+seed's table gives edit -> run tests 50%; other states once the agent's habits are learnt), when the predictor
+gives the next
 `run_tests` at least `min_probability`, the 1-minute load average per core is under `max_load_per_core`, no
 pre-run is in progress (one at a time: one sidecar is one agent) and the result is not already cached, it
 starts the test command in the background through `Tools.run_tests(..., speculative=True)`.
@@ -94,7 +96,9 @@ class TestPrerunner:
         self.predictor.observe(self.agent, self.workspace, action, state_of(action, ok, exit_code))
         if tool == "run_tests" and ok:
             self.last_target = target
-        if action is Action.EDIT and ok and self.enabled:
+        # After any call but a test run (an edit above all, but also e.g. a session's first listing once the
+        # agent's habits are learnt): a result already known for this state is never re-run (`_run` peeks).
+        if action is not Action.RUN_TESTS and ok and self.enabled:
             self.maybe_start()
 
     def maybe_start(self) -> bool:
@@ -145,6 +149,22 @@ class TestPrerunner:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def counters(self) -> dict[str, float]:
+        """The cumulative numbers each tool event carries to the coordinator (`core.speculation.SIDECAR_COUNTERS`)."""
+        d = self.as_dict()
+        accuracy = self.predictor.accuracy
+        return {
+            "prerun_started": d["started"],
+            "prerun_used": d["used"],
+            "prerun_cancelled": d["cancelled"],
+            "prerun_discarded": d["discarded"],
+            "prerun_unused": d["unused"],
+            "prerun_saved_s": d["time_saved_s"],
+            "predictions": accuracy.predictions,
+            "top1": accuracy.top1,
+            "top3": accuracy.top3,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         s = self.stats

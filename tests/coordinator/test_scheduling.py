@@ -213,6 +213,29 @@ async def test_sidecar_events_set_the_stage_of_the_agents_next_call() -> None:
         assert agent["stage"] == "explore" and agent["events"] == 2
 
 
+async def test_sidecar_speculation_counters_are_summed_in_status_and_metrics() -> None:
+    async with coordinator() as (client, _):
+        base = {"seq": 1, "tool": "edit_file", "ok": True, "paths": ["a.py"], "duration_ms": 1.0}
+        one = {"prerun_started": 3, "prerun_used": 2, "predictions": 10, "top1": 6, "top3": 9, "prerun_saved_s": 1.5}
+        two = {"prerun_started": 1, "prerun_cancelled": 1, "predictions": 10, "top1": 2, "top3": 5,
+               "prerun_used": "lots", "top2": 7, "prerun_unused": -4}  # fmt: skip
+        for agent, counters in (("a-1", {"prerun_started": 1}), ("a-1", one), ("a-2", two)):
+            answer = await client.post(f"/v1/agents/{agent}/events", json={**base, "speculation": counters})
+            assert answer.status_code == 200, answer.text
+        spec = (await client.get("/status")).json()["speculation"]
+        assert spec["sidecars"] == 2  # a-1's latest report replaced its first
+        assert spec["test_runs"] == {
+            "started": 4, "used": 2, "cancelled": 1, "discarded": 0, "unused": 0, "time_saved_s": 1.5
+        }  # fmt: skip
+        assert spec["prediction"]["predictions"] == 20 and spec["prediction"]["top1_rate"] == 0.4
+        assert spec["prediction"]["top3_rate"] == 0.7
+        text = (await client.get("/metrics")).text
+        assert 'goose_sidecar_speculation_test_runs_total{outcome="started"} 4.0' in text
+        assert 'goose_sidecar_prediction_total{outcome="top1"} 8.0' in text
+        bad = await client.post("/v1/agents/a-3/events", json={**base, "speculation": "nope"})
+        assert bad.status_code == 400 and "speculation" in bad.json()["error"]["message"]
+
+
 async def test_pools_policy_limits_hot_and_cold_slots() -> None:
     async with coordinator({"policy": "pools", "hot_pool": 1, "cold_pool": 1}) as (client, state):
         dispatcher = state.dispatchers["large"]

@@ -151,6 +151,8 @@ async def test_identical_next_requests_are_served_speculatively_and_every_answer
     served = [i for i, t in enumerate(turns) if t.speculative]
     assert len(served) >= 2, stats
     assert stats["served"] == len(served) and stats["results_known"] >= len(served)
+    # The sidecar's own counters came with its events: one sidecar, its predictions scored.
+    assert stats["sidecars"] == 1 and stats["prediction"]["predictions"] >= 5, stats
     # The changed file: its read was predicted from the old content, so the next request differed: not served.
     assert changed is not None and changed < len(turns), "no predicted read after the hits; pick another seed"
     assert "# changed by someone else" in json.dumps(turns[changed].body["messages"][-3:])

@@ -107,3 +107,31 @@ async def test_predictions_are_scored(spec: Sidecar) -> None:
     await run_tests(spec)  # edit -> run_tests: the seed's top-1
     report = spec.stats()["speculation"]["prediction"]
     assert report["predictions"] == 1 and report["top1"] == 1
+
+
+async def test_a_learnt_habit_prerun_after_a_read_only_when_the_state_is_new(spec: Sidecar, workspace: Path) -> None:
+    source = workspace / "pkg/calc.py"
+    read = lambda: spec.invoke("read_file", None, lambda: spec.tools.read_file("pkg/calc.py"))  # noqa: E731
+    await read()  # nothing learnt about "after a read" yet: no pre-run
+    assert spec.prerunner.task is None
+    await run_tests(spec)  # read -> run_tests, learnt for this agent
+    await read()  # the result for this exact state is known: nothing to pre-run
+    await asyncio.sleep(0.2)
+    assert spec.prerunner.stats.started == 0
+    source.write_text(source.read_text().replace("a + b", "a * b"))  # changed outside the sidecar's tools
+    settle()
+    await read()
+    await prerun_done(spec)
+    assert spec.prerunner.stats.started == 1 and spec.prerunner.stats.finished == 1
+    text = await run_tests(spec)
+    assert "1 failed" in text and spec.tools.speculative_used == 1
+
+
+async def test_every_event_carries_the_speculation_counters(spec: Sidecar) -> None:
+    await edit(spec, "pkg/calc.py", "return a - b", "return b - a")
+    await prerun_done(spec)
+    await run_tests(spec)
+    counters = spec.prerunner.counters()
+    assert counters["prerun_started"] == 1 and counters["prerun_used"] == 1
+    assert counters["predictions"] == 1 and counters["top1"] == 1  # this call already scored (observed first)
+    assert counters["prerun_saved_s"] > 0
