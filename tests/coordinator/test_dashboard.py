@@ -574,6 +574,7 @@ async def test_dashboard_in_chromium_stays_usable_with_200_agents() -> None:
         async def report(i: int) -> None:
             tool = ("read_file", "edit_file", "search", "run_tests")[i % 4]
             body = {"seq": 1, "tool": tool, "ok": i % 7 != 0, "paths": [f"m{i}.py"], "cached": i % 3 == 0}
+            body["speculation"] = {"prerun_started": 1, "prerun_used": i % 2, "predictions": 4, "top1": 2, "top3": 3}
             assert (await client.post(f"/v1/agents/agent-{i:03d}/events", json=body)).status_code == 200
 
         await gather_limited([report(i) for i in range(200)], 20)
@@ -598,6 +599,11 @@ async def test_dashboard_in_chromium_stays_usable_with_200_agents() -> None:
         )
         assert await browser.evaluate("document.querySelectorAll('#agents tbody tr').length") == 10
         assert await browser.evaluate("document.querySelector('[data-k=\"speculation.started\"]').dataset.v") == "0"
+        shown = await browser.evaluate(
+            """['speculation.test_runs.started', 'speculation.test_runs.used', 'speculation.prediction.top1_rate']
+                 .map(k => document.querySelector(`[data-k="${k}"]`).dataset.v)"""
+        )
+        assert [float(v) for v in shown] == [200, 100, 0.5]  # the sidecars' counters, summed
         assert not [e for e in browser.events if e["method"] == "Runtime.exceptionThrown"]
 
 

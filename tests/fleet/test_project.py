@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,16 @@ def test_written_project_is_a_clean_git_repository(tmp_path: Path) -> None:
     assert status.stdout == ""
     log = subprocess.run(["git", "log", "--oneline"], cwd=root, capture_output=True, text=True, check=True)
     assert len(log.stdout.splitlines()) == 1
+
+
+def test_a_slower_suite_takes_at_least_its_delay_and_still_fails_on_the_bugs(tmp_path: Path) -> None:
+    assert "tests/conftest.py" not in generate_project(3, modules=1).files
+    project = generate_project(3, modules=1, bugs=1, test_delay_s=1.0)
+    root = write_project(project, tmp_path / "slow")
+    started = time.monotonic()
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    argv = [sys.executable, "-m", "pytest", "-q"]
+    run = subprocess.run(argv, cwd=root, capture_output=True, text=True, env=env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1 and "failed" in run.stdout, run.stdout  # the planted bug still fails
+    assert elapsed >= 1.0  # a lower bound only: the sleeps add up to the delay, whatever the machine

@@ -387,6 +387,16 @@
         el("dt", {}, "agent time saved"), el("dd", {}, num("speculation.time_saved_s", spec.time_saved_s, fmtDuration(spec.time_saved_s))),
         el("dt", {}, "GPU tokens wasted"), el("dd", {}, num("speculation.wasted_tokens", spec.wasted_tokens, fmtInt(spec.wasted_tokens)),
           " (" + fmtInt(spec.wasted_tokens_last_minute) + " in the last minute)")) : null,
+      spec && spec.sidecars ? el("dl", { class: "facts" },
+        el("dt", {}, "test pre-runs (sidecars)"), el("dd", {},
+          num("speculation.test_runs.started", spec.test_runs.started, fmtInt(spec.test_runs.started)), " started · ",
+          num("speculation.test_runs.used", spec.test_runs.used, fmtInt(spec.test_runs.used)), " used · ",
+          fmtInt(spec.test_runs.cancelled + spec.test_runs.discarded), " cancelled or stale · ",
+          num("speculation.test_runs.time_saved_s", spec.test_runs.time_saved_s, fmtDuration(spec.test_runs.time_saved_s)), " saved"),
+        el("dt", {}, "next-action prediction"), el("dd", {},
+          num("speculation.prediction.top1_rate", spec.prediction.top1_rate, fmtPct(spec.prediction.top1_rate)), " top-1 · ",
+          num("speculation.prediction.top3_rate", spec.prediction.top3_rate, fmtPct(spec.prediction.top3_rate)), " top-3 of ",
+          num("speculation.prediction.predictions", spec.prediction.predictions, fmtInt(spec.prediction.predictions)), " predictions")) : null,
       toolRows.length
         ? el("table", { class: "compact" }, el("thead", {}, el("tr", {}, ["tool", "calls", "hits", "hit rate", "hit mean", "miss mean"]
           .map((h, i) => el("th", { class: i ? "num" : "" }, h)))), el("tbody", {}, toolRows))
@@ -395,7 +405,8 @@
         "Agent time saved = hits × (mean miss time − mean hit time): wall-clock time of the agents, not GPU time. " +
         "Prefix cache: prompt tokens vLLM served from its cache, over all prompt tokens answered. " +
         "Speculation: next LLM calls sent early on spare capacity, served only when the agent's real request is identical; " +
-        "it saves agent time and spends GPU tokens on misses."));
+        "it saves agent time and spends GPU tokens on misses. Test pre-runs: the sidecars run the tests on idle CPU when a test run " +
+        "is likely next, and answer the agent's run_tests with it only for the exact workspace state it ran on."));
   }
 
   // --- interaction ---------------------------------------------------------------------------------------------
