@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from sidecar.core.speculation import SIDECAR_COUNTERS
 from sidecar.testing import free_port, serve_app
 from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
@@ -71,7 +72,10 @@ async def test_each_call_is_reported_with_goose_meta(make_settings: Callable[...
             "ts",
             "cached",
             "command",
+            "speculation",
         }
+        assert set(event["speculation"]) == set(SIDECAR_COUNTERS)  # counters only, all numbers
+        assert all(isinstance(v, int | float) for v in event["speculation"].values())
         assert "def add" not in str(event)  # no file contents
 
 
