@@ -64,8 +64,8 @@ class ToolEvent(BaseModel):
     # Where the sidecar answers `POST /peek` (which tool results it already has), for LLM-level speculation.
     # Not validated here: a bad one must not cost the event its stage (see `_events`).
     peek_url: str | None = None
-    # The sidecar's cumulative speculation counters (`core.speculation.SIDECAR_COUNTERS`); unknown keys and
-    # bad values are dropped, never an error (`core.speculation.sidecar_counters`).
+    # The sidecar's cumulative speculation counters (`core.speculation.SIDECAR_COUNTERS`): an object, else a 400
+    # like any malformed field; inside it, unknown keys and bad values are dropped (`sidecar_counters`).
     speculation: dict[str, Any] | None = Field(None, max_length=32)
 
 

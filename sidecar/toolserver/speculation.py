@@ -167,18 +167,17 @@ class TestPrerunner:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        s = self.stats
-        used = self.tools.speculative_used
+        c = self.counters()
         return {
             "enabled": self.enabled,
-            "started": s.started,
-            "used": used,
-            "cancelled": s.cancelled,
-            "discarded": s.discarded,
-            "unused": max(s.finished - s.discarded - used, 0),
+            "started": c["prerun_started"],
+            "used": c["prerun_used"],
+            "cancelled": c["prerun_cancelled"],
+            "discarded": c["prerun_discarded"],
+            "unused": c["prerun_unused"],
             "running": self.running,
-            "skipped_busy_cpu": s.skipped_busy_cpu,
-            "errors": s.errors,
-            "time_saved_s": round(self.tools.speculative_saved_s, 3),
+            "skipped_busy_cpu": self.stats.skipped_busy_cpu,
+            "errors": self.stats.errors,
+            "time_saved_s": c["prerun_saved_s"],
             "prediction": self.predictor.accuracy.as_dict(),
         }

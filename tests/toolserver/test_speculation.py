@@ -127,7 +127,7 @@ async def test_a_learnt_habit_prerun_after_a_read_only_when_the_state_is_new(spe
     assert "1 failed" in text and spec.tools.speculative_used == 1
 
 
-async def test_every_event_carries_the_speculation_counters(spec: Sidecar) -> None:
+async def test_counters_already_score_the_call_just_made(spec: Sidecar) -> None:
     await edit(spec, "pkg/calc.py", "return a - b", "return b - a")
     await prerun_done(spec)
     await run_tests(spec)
