@@ -258,8 +258,18 @@ async def run_stress(
     burst_rounds: int = 1,
     overflow_rounds: int = 1,
     seed: int = 1,
+    min_reads: int = 0,
+    min_searches: int = 0,
+    writer_kinds: tuple[str, ...] = (),
+    max_seconds: float | None = None,
 ) -> StressResult:
-    """Run the stress on `sidecar` (started, over an empty workspace); returns counts, stale reads included."""
+    """Run the stress on `sidecar` (started, over an empty workspace); returns counts, stale reads included.
+
+    It runs for `seconds`, then on until at least `min_reads` reads and `min_searches` searches were made and the
+    writers did every change in `writer_kinds`, but never past `max_seconds` (default: `seconds`). So a test can
+    ask for a minimum amount of exercise and still pass on a slow or busy machine, where less work fits in a
+    fixed time; a cap still ends a run that makes no progress.
+    """
     root = Path(sidecar.jail.root)
     history = setup(root, files, dirs)
     await asyncio.sleep(0.15)  # past the racy window, so that reads can be cached from the start
@@ -273,11 +283,20 @@ async def run_stress(
     burster = asyncio.create_task(asyncio.to_thread(burst, root, burst_files, stop, burst_rounds))
     overflower = asyncio.create_task(asyncio.to_thread(overflow, sidecar, history, files, stop, overflow_rounds))
     counts = {"transient": 0, "reads": 0, "stale": 0, "absent": 0, "searches": 0, "lines": 0, "stale_lines": 0}
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline, cap = started + seconds, started + max(seconds, max_seconds or seconds)
+
+    def exercised() -> bool:
+        done = {kind for t in threads for kind, n in dict(t.ops).items() if n > 0}  # dict(): one atomic copy
+        return counts["reads"] >= min_reads and counts["searches"] >= min_searches and done >= set(writer_kinds)
+
+    def running() -> bool:
+        now = time.monotonic()
+        return now < deadline or (now < cap and not exercised())
 
     async def read_loop(k: int) -> None:
         rng = random.Random(seed * 100 + k)
-        while time.monotonic() < deadline:
+        while running():
             index = rng.randrange(files)
             t0 = time.monotonic_ns()
             try:
@@ -295,7 +314,7 @@ async def run_stress(
 
     async def search_loop() -> None:
         turn = 0
-        while time.monotonic() < deadline:
+        while running():
             turn += 1
             t0 = time.monotonic_ns()
             try:
@@ -328,7 +347,7 @@ async def run_stress(
     ops["forced_overflows"] = overflower.result()
     stats = sidecar.cache.lru.stats
     return StressResult(
-        seconds=seconds,
+        seconds=round(time.monotonic() - started, 1),
         files=files,
         writer_ops=ops,
         reads=counts["reads"],
