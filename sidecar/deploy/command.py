@@ -5,6 +5,7 @@
   deploy coordinator-config --workspace-name W [--environment-suffix S] [--auth | --no-auth] [--format toml|env]
   deploy coordinator-config --simulator      the same, pointing at the compose file's simulator services
   deploy compose --agents N [--simulator] [-o FILE]
+  deploy k8s --agents N [--simulator] [--service-monitor] [--image IMG] [--namespace NS] [-o FILE]
 
 Exit codes: 0 done, 1 `modal deploy` failed, 2 bad usage or settings, or modal missing / not logged in.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from sidecar.config import Config
 
-HELP = "Deploy: vLLM on Modal (32B + 7B), the coordinator config for it, docker-compose for a fleet."
+HELP = "Deploy: vLLM on Modal (32B + 7B), the coordinator config for it, docker-compose or Kubernetes for a fleet."
 MODAL_MODULE = "sidecar.deploy.modal_vllm"
 TOKEN_ENV = ("SIDECAR_MODAL_PROXY_KEY", "SIDECAR_MODAL_PROXY_SECRET")
 
@@ -58,6 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compose.add_argument("--simulator", action="store_true", help="add the simulator services (profile 'sim')")
     compose.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
 
+    k8s = sub.add_parser(
+        "k8s",
+        help="write Kubernetes manifests for N agents (Kubernetes >= 1.29)",
+        description="The coordinator (Deployment, Service, probes) and per agent a Job whose Pod runs Goose with "
+        "its sidecar as a native sidecar container on the Pod's loopback, sharing the agent's workspace volume. "
+        "Apply with `kubectl apply -f FILE`; upstreams come from the Secret goose-sidecar-models (docs/deploy.md).",
+    )
+    k8s.add_argument("--agents", type=int, default=2, metavar="N", help="agents, each a Job with its own Pod (2)")
+    k8s.add_argument("--simulator", action="store_true", help="add the simulator Deployments as the upstreams")
+    k8s.add_argument(
+        "--service-monitor", action="store_true", help="add a Prometheus Operator ServiceMonitor (needs its CRD)"
+    )
+    k8s.add_argument("--image", default=None, metavar="IMG", help="the goose-sidecar image (goose-sidecar:latest)")
+    k8s.add_argument("--namespace", metavar="NS", help="set metadata.namespace (default: kubectl's namespace)")
+    k8s.add_argument("--workspace-size", default="10Gi", metavar="SIZE", help="each agent's workspace claim (10Gi)")
+    k8s.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
+
 
 def run(args: argparse.Namespace, config: Config) -> int:
     del config  # deployment settings are SIDECAR_MODAL_* variables, shared with `modal deploy`
@@ -65,7 +83,31 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return deploy_modal(args.env, dry_run=args.dry_run, env=os.environ)
     if args.deploy_command == "coordinator-config":
         return coordinator_config(args, os.environ)
+    if args.deploy_command == "k8s":
+        return write_kubernetes(args)
     return write_compose(args.agents, simulator=args.simulator, output=args.output)
+
+
+def write_kubernetes(args: argparse.Namespace) -> int:
+    from sidecar.deploy.kubernetes import IMAGE, render_manifests
+
+    if args.agents < 1:
+        return _fail(f"--agents must be at least 1 (got {args.agents})")
+    text = render_manifests(
+        args.agents,
+        simulator=args.simulator,
+        service_monitor=args.service_monitor,
+        image=args.image or IMAGE,
+        namespace=args.namespace,
+        workspace_size=args.workspace_size,
+    )
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        done = f"wrote {args.output}: {args.agents} agent(s); apply with: kubectl apply -f {args.output}"
+        print(done, file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def modal_deploy_argv(environment: str | None = None) -> list[str]:

@@ -226,8 +226,9 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 def render_yaml(data: Mapping[str, Any], indent: int = 0, *, spaced: int = 2) -> str:
     """Block-style YAML for maps of maps, lists and scalars. Lists of scalars are inline (JSON flow style) when
-    they fit in 120 columns, one item per line otherwise. Entries of the first `spaced` levels of maps whose values
-    are maps (the file's sections and services) are separated by a blank line."""
+    they fit in 120 columns, one item per line otherwise; lists of maps are block sequences. Entries of the first
+    `spaced` levels of maps whose values are maps (the file's sections and services) are separated by a blank
+    line."""
     pad = " " * indent
     out = []
     for key, value in data.items():
@@ -235,6 +236,8 @@ def render_yaml(data: Mapping[str, Any], indent: int = 0, *, spaced: int = 2) ->
         if isinstance(value, Mapping):
             body = " {}\n" if not value else "\n" + render_yaml(value, indent + 2, spaced=spaced - 1)
             out.append(f"{pad}{name}:{body}")
+        elif isinstance(value, list) and any(isinstance(v, Mapping) for v in value):
+            out.append(f"{pad}{name}:\n" + "".join(_map_item(v, indent) for v in value))
         elif isinstance(value, list):
             flow = f"{pad}{name}: [" + ", ".join(_scalar(v) for v in value) + "]\n"
             block = f"{pad}{name}:\n" + "".join(f"{pad}  - {_scalar(v)}\n" for v in value)
@@ -243,6 +246,16 @@ def render_yaml(data: Mapping[str, Any], indent: int = 0, *, spaced: int = 2) ->
             out.append(f"{pad}{name}: {_scalar(value)}\n")
     sections = spaced > 0 and all(isinstance(v, Mapping) and v for v in data.values())
     return ("\n" if sections else "").join(out)
+
+
+def _map_item(item: Any, indent: int) -> str:
+    """One `- ` entry of a block sequence of maps, its keys aligned under the first."""
+    if not isinstance(item, Mapping):
+        return f"{' ' * (indent + 2)}- {_scalar(item)}\n"
+    if not item:
+        return f"{' ' * (indent + 2)}- {{}}\n"
+    body = render_yaml(item, indent + 4, spaced=0)
+    return f"{' ' * (indent + 2)}- " + body[indent + 4 :]
 
 
 def _scalar(value: Any) -> str:
