@@ -3,7 +3,8 @@
 Routes (each chat/completions/models route also answers under `/agents/{agent_id}/...` and without `/v1`,
 because Goose's provider code drops `/v1` for non-OpenAI hosts):
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models
-    GET  /healthz   GET /status   GET /metrics   GET /dashboard
+    GET  /livez (= /healthz: the process serves)   GET /readyz (an upstream answers; 503 until one does)
+    GET  /status   GET /metrics   GET /dashboard
 """
 
 from __future__ import annotations
@@ -234,9 +235,15 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
     async def models(request: Request) -> Response:
         return await _models(state, request)
 
-    async def healthz(request: Request) -> Response:
-        healthy = any(r.healthy for u in state.pool.upstreams for r in u.replicas)
-        return JSONResponse({"ok": healthy}, status_code=200 if healthy else 503)
+    async def livez(request: Request) -> Response:
+        # Liveness: the process serves. Never tied to an upstream, or an orchestrator would restart a healthy
+        # coordinator while Modal scales to zero.
+        return JSONResponse({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        ready = {u.alias: any(r.healthy for r in u.replicas) for u in state.pool.upstreams}
+        ok = any(ready.values())
+        return JSONResponse({"ok": ok, "upstreams": ready}, status_code=200 if ok else 503)
 
     async def status(request: Request) -> Response:
         if denied := _admin_denied(state, request):
@@ -273,7 +280,9 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
             routes.append(Route(f"{base}/models", models, methods=["GET"]))
     routes += [
         Route("/v1/agents/{agent_id}/events", events, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/healthz", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),

@@ -87,9 +87,11 @@ def coordinator_service() -> dict[str, Any]:
         # Passed through from the shell or .env when set; unset, the coordinator embeds its simulator.
         "environment": ["GOOSE_SIDECAR_MODELS"],
         "ports": [f"127.0.0.1:{COORDINATOR_PORT}:{COORDINATOR_PORT}"],
-        # /healthz is 503 until an upstream answers; a cold Modal endpoint may take its whole start-up budget
-        # (SIDECAR_MODAL_STARTUP_TIMEOUT, 30 min), and agents wait for it rather than fail.
-        "healthcheck": _healthcheck(f"http://127.0.0.1:{COORDINATOR_PORT}/healthz", start_period="30m"),
+        # Readiness (/readyz: 503 until an upstream answers): here the healthcheck only gates the agents'
+        # depends_on (Docker never restarts on it), and a cold Modal endpoint may take its whole start-up budget
+        # (SIDECAR_MODAL_STARTUP_TIMEOUT, 30 min), which agents wait out rather than fail. A liveness probe
+        # (Kubernetes) uses /livez, which never depends on an upstream.
+        "healthcheck": _healthcheck(f"http://127.0.0.1:{COORDINATOR_PORT}/readyz", start_period="30m"),
         "restart": "unless-stopped",
     }
 

@@ -149,7 +149,7 @@ async def test_unreachable_upstream_is_502() -> None:
         assert response.status_code == 502
         error = response.json()["error"]
         assert "unreachable" in error["message"] and error["type"] == "BadGatewayError"
-        assert (await client.get("/healthz")).status_code == 503
+        assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/v1/models")).status_code == 502
 
 

@@ -117,8 +117,10 @@ async def surface(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 ROUTES = [
     "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/v1/models", "/models",
     "/agents/{id}/v1/chat/completions", "/agents/{id}/chat/completions", "/agents/{id}/v1/models",
-    "/v1/agents/{id}/events", "/healthz", "/status", "/metrics", "/dashboard", "/", "/v1", "/v2/chat/completions",
+    "/v1/agents/{id}/events", "/healthz", "/livez", "/readyz", "/status", "/metrics", "/dashboard", "/", "/v1",
+    "/v2/chat/completions",
 ]  # fmt: skip
+PUBLIC_PATHS = ("/models", "/healthz", "/livez", "/readyz")  # answer without a key even when locked
 SKIP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "x-sim-fault", "expect", "upgrade", "te",
                 "keep-alive", "trailer", "proxy-connection"}  # fmt: skip
 token = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=16)
@@ -250,7 +252,7 @@ async def test_routes_answer_without_coordinator_5xx_or_hangs(surface: Surface, 
     await check_answer(surface, response, f"{method} {path} {headers} {body[:300]!r}")
     if surface.locked and 200 <= response.status_code < 300 and "/status" not in path and "/metrics" not in path:
         keyed = headers.get("authorization", "").removeprefix("Bearer ") in (KEY, OTHER_KEY)
-        public = path.rstrip("/").endswith(("/models", "/healthz")) or method in ("HEAD", "OPTIONS")
+        public = path.rstrip("/").endswith(PUBLIC_PATHS) or method in ("HEAD", "OPTIONS")
         assert keyed or public, f"locked coordinator served {method} {path} without a key"
 
 
