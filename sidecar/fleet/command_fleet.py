@@ -47,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speculate-tests", action="store_true", help="the sidecars pre-run tests after edits (tool-level speculation)"
     )
     parser.add_argument("--workdir", type=Path, help="where the agents' projects go (default: a temporary dir)")
-    parser.add_argument("--output", type=Path, help="write every turn and the summary as JSON here")
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="write every turn and the summary as JSON to this file, or to PATH/fleet.json for a directory",
+    )
     parser.add_argument("--no-live", action="store_true", help="no live view (just the summary)")
 
 
@@ -57,8 +61,23 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print("goose-sidecar fleet: --policy/--routing/--batch-window-ms configure an in-process coordinator; "
               "with --coordinator, configure that coordinator instead", file=sys.stderr)  # fmt: skip
         return 2
+    if args.output is not None:
+        # Decided before the run, so a bad path fails in a second and not after the whole fleet has run.
+        args.output = output_file(args.output)
+        if args.output.is_dir():
+            print(f"goose-sidecar fleet: --output {args.output} is a directory", file=sys.stderr)
+            return 2
     quiet_logs(args, config)
     return asyncio.run(_run(args, config))
+
+
+def output_file(given: str) -> Path:
+    """The JSON file `--output PATH` means: PATH itself, or `PATH/fleet.json` for a directory (existing, or
+    written with a trailing slash)."""
+    path = Path(given).expanduser()
+    if path.is_dir() or given.endswith(("/", "\\")):
+        return path / "fleet.json"
+    return path
 
 
 def quiet_logs(args: argparse.Namespace, config: Config) -> None:
