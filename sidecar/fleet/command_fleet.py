@@ -30,11 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--embedded", action="store_true", help="the built-in simulator (default)")
     where.add_argument("--upstream", metavar="URL", help="an OpenAI-compatible server (vLLM) serving every model")
     where.add_argument("--coordinator", metavar="URL", help="a running coordinator (goose-sidecar up)")
-    parser.add_argument("--policy", dest="scheduling.policy", default=s, choices=["fcfs", "pools", "priority"])
+    parser.add_argument(
+        "--policy",
+        dest="scheduling.policy",
+        default=s,
+        choices=["fcfs", "pools", "priority"],
+        help="the in-process coordinator's ordering (priority)",
+    )
     parser.add_argument(
         "--routing", dest="routing.enabled", default=s, action=argparse.BooleanOptionalAction, help="model routing"
     )
-    parser.add_argument("--batch-window-ms", dest="scheduling.batch_window_ms", type=float, default=s)
+    parser.add_argument(
+        "--batch-window-ms",
+        dest="scheduling.batch_window_ms",
+        type=float,
+        default=s,
+        help="hold calls this long to batch them (an experiment; 0 = off)",
+    )
     parser.add_argument("--time-scale", dest="sim.time_scale", type=float, default=s, help="simulator speed-up")
     parser.add_argument("--model", help="model the agents ask for (default: auto when routed, else large)")
     parser.add_argument("--max-turns", type=int, default=30, help="turn cap per agent (30)")

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sidecar-url", metavar="URL", default="http://127.0.0.1:8765/mcp", help="for --transport http"
     )
     parser.add_argument("--model", default=None, metavar="NAME", help="model name Goose asks for")
-    parser.add_argument("--context-limit", type=int, default=None, metavar="TOKENS")
+    parser.add_argument(
+        "--context-limit", type=int, default=None, metavar="TOKENS", help="GOOSE_CONTEXT_LIMIT for the model (32768)"
+    )
     parser.add_argument("--timeout", type=int, default=900, metavar="SECONDS", help="Goose's per-tool-call timeout")
     parser.add_argument(
         "--sidecar-arg",
