@@ -1,5 +1,6 @@
-"""Liveness and readiness: `/livez` (= `/healthz`) answers while the process serves, whatever the upstreams do;
-`/readyz` is 503 until an upstream answers, through `/health` or, for servers without it, `/v1/models`."""
+"""The coordinator's own routes. Liveness: `/livez` (= `/healthz`) answers while the process serves; readiness:
+`/readyz` is 503 until an upstream answers (`/health`, or `/v1/models` for servers without it). Unknown routes
+answer JSON errors; the model list offers `auto` and the aliases."""
 
 from __future__ import annotations
 
@@ -51,3 +52,23 @@ async def test_an_upstream_whose_model_list_fails_is_not_ready() -> None:
             assert (await client.get("/readyz")).status_code == 503
             replica = app.state.coordinator.pool.upstreams[0].replicas[0]
             assert replica.last_error == "/health answered 404, /v1/models answered 500"
+
+
+async def test_unknown_routes_and_methods_answer_json_errors() -> None:
+    app = build_app(make_config(f"http://127.0.0.1:{free_port()}"))
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        missing = await client.get("/v2/chat/completions")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"
+        assert missing.json()["error"]["code"] == 404 and "/v2/chat/completions" in missing.json()["error"]["message"]
+        wrong = await client.get("/v1/chat/completions")
+        assert wrong.status_code == 405 and wrong.json()["error"]["code"] == 405 and "POST" in wrong.headers["allow"]
+
+
+async def test_the_model_list_offers_routing_names() -> None:
+    async with serve_app(openai_server_without_health()) as upstream:
+        app = build_app(make_config(upstream))
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+            listed = (await client.get("/v1/models")).json()["data"]
+            assert [m["id"] for m in listed] == ["m", "auto", "default"]
+            assert listed[0] == MODELS["data"][0]  # the upstream's own entry, unchanged
+            assert listed[2]["root"] == "m"
