@@ -75,3 +75,10 @@ def test_bench_lists_the_packaged_scenarios(installed: Path, tmp_path: Path) -> 
 def test_the_wheel_holds_every_scenario_of_the_checkout(installed: Path) -> None:
     shipped = {p.name for p in (ROOT / "sidecar" / "fleet" / "scenarios").glob("*.toml")}
     assert shipped and shipped == {p.name for p in (installed / "sidecar" / "fleet" / "scenarios").glob("*.toml")}
+
+
+def test_the_wheel_carries_the_license_it_declares(installed: Path) -> None:
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").lstrip().startswith("Apache License")
+    (info,) = installed.glob("goose_sidecar-*.dist-info")
+    assert "License-Expression: Apache-2.0" in (info / "METADATA").read_text(encoding="utf-8")
+    assert (info / "licenses" / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
