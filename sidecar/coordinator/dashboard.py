@@ -55,8 +55,9 @@ class TokenCost:
 LARGE_COST = TokenCost(prefill_s=0.0004, decode_s=1 / 170)
 SMALL_COST = TokenCost(prefill_s=0.0003, decode_s=1 / 700)
 COST_BASIS = (
-    "Qwen2.5-Coder-32B vs -7B on one A100-80GB at batch 8 (reference/calibration.md): prefill 0.40 vs 0.30 ms per "
-    "uncached prompt token, decode 5.9 vs 1.4 ms per output token"
+    "Qwen2.5-Coder-32B vs -7B on one A100-80GB at batch 8 (decode: a roofline estimate from the GPU's published "
+    "bandwidth; prefill: the GPUStack benchmark): prefill 0.40 vs 0.30 ms per uncached prompt token, decode 5.9 vs "
+    "1.4 ms per output token"
 )
 
 
