@@ -5,6 +5,7 @@
   deploy coordinator-config --workspace-name W [--environment-suffix S] [--auth | --no-auth] [--format toml|env]
   deploy coordinator-config --simulator      the same, pointing at the compose file's simulator services
   deploy compose --agents N [--simulator] [-o FILE]
+  deploy keys --agents N -o FILE [--env-file .env]   a coordinator keys file with a fresh key per agent
 
 Exit codes: 0 done, 1 `modal deploy` failed, 2 bad usage or settings, or modal missing / not logged in.
 """
@@ -58,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compose.add_argument("--simulator", action="store_true", help="add the simulator services (profile 'sim')")
     compose.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
 
+    keys = sub.add_parser("keys", help="write a coordinator keys file with a fresh API key for each of N agents")
+    keys.add_argument("--agents", type=int, required=True, metavar="N", help="agents agent-1 ... agent-N")
+    keys.add_argument("-o", "--output", required=True, metavar="FILE", help="the keys file (mode 600; not replaced)")
+    keys.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="also append AGENT_N_API_KEY=... lines to this .env (what the generated compose file gives each Goose)",
+    )
+
 
 def run(args: argparse.Namespace, config: Config) -> int:
     del config  # deployment settings are SIDECAR_MODAL_* variables, shared with `modal deploy`
@@ -65,7 +75,33 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return deploy_modal(args.env, dry_run=args.dry_run, env=os.environ)
     if args.deploy_command == "coordinator-config":
         return coordinator_config(args, os.environ)
+    if args.deploy_command == "keys":
+        return write_keys(args.agents, Path(args.output), Path(args.env_file) if args.env_file else None)
     return write_compose(args.agents, simulator=args.simulator, output=args.output)
+
+
+def write_keys(agents: int, output: Path, env_file: Path | None) -> int:
+    """A keys file for agent-1 ... agent-N (and their .env lines); never overwrites an existing keys file."""
+    from sidecar.deploy.compose import agent_id, api_key_variable
+    from sidecar.deploy.keys_file import env_lines, generate_keys, keys_file_text
+
+    if agents < 1:
+        print("goose-sidecar deploy keys: --agents must be at least 1", file=sys.stderr)
+        return 2
+    keys = generate_keys([agent_id(n) for n in range(1, agents + 1)])
+    try:
+        with os.fdopen(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+            f.write(keys_file_text(keys))
+        if env_file is not None:
+            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(env_lines(keys, api_key_variable))
+    except OSError as exc:
+        print(f"goose-sidecar deploy keys: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {agents} keys to {output}" + (f" and {env_file}" if env_file else ""), file=sys.stderr)
+    print(f"start the coordinator with --keys-file {output} (or [coordinator] keys_file)", file=sys.stderr)
+    return 0
 
 
 def modal_deploy_argv(environment: str | None = None) -> list[str]:

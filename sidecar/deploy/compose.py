@@ -187,7 +187,9 @@ def goose_environment(n: int) -> dict[str, str]:
         "OPENAI_HOST": coordinator_url(),
         "OPENAI_BASE_PATH": "v1/chat/completions",
         "OPENAI_TIMEOUT": "600",
-        "OPENAI_API_KEY": "goose-sidecar",  # a dummy: Goose drops OPENAI_CUSTOM_HEADERS unless some key is set
+        # The agent's key from .env (`goose-sidecar deploy keys --agents N --env-file .env`) for a coordinator with
+        # a keys file; else a dummy: Goose drops OPENAI_CUSTOM_HEADERS unless some key is set.
+        "OPENAI_API_KEY": f"${{{api_key_variable(agent_id(n))}:-goose-sidecar}}",
         "OPENAI_CUSTOM_HEADERS": f"X-Agent-Id={agent_id(n)}",
         "GOOSE_MODE": "auto",
         "GOOSE_DISABLE_KEYRING": "1",
@@ -196,6 +198,11 @@ def goose_environment(n: int) -> dict[str, str]:
         "AGENT_ID": agent_id(n),
         "GOOSE_PATH_ROOT": GOOSE_ROOT,
     }
+
+
+def api_key_variable(agent: str) -> str:
+    """The .env variable holding an agent's API key: agent-3 -> AGENT_3_API_KEY."""
+    return re.sub(r"[^A-Z0-9]", "_", agent.upper()) + "_API_KEY"
 
 
 def _workspace_volume(n: int) -> str:
