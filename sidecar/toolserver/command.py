@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 HELP = "Run the per-agent MCP sidecar (cached workspace tools, stage events) over stdio or streamable HTTP"
@@ -89,10 +90,17 @@ def run(args: argparse.Namespace, config: Any) -> int:
 
     # Watchdog warns when it re-adds a watch while directories move under it; harmless, and noisy on stderr.
     warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+    from sidecar.toolserver.watcher import InotifyLimitError, probe_inotify
+
     settings = config.sidecar
-    if settings.http:
-        return asyncio.run(_serve_http(settings))
-    return asyncio.run(_serve_stdio(settings))
+    try:
+        probe_inotify()
+        if settings.http:
+            return asyncio.run(_serve_http(settings))
+        return asyncio.run(_serve_stdio(settings))
+    except InotifyLimitError as exc:
+        print(f"goose-sidecar mcp: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 async def _serve_stdio(settings: Any) -> int:
