@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "demo": "sidecar.fleet.command_demo",
     "status": "sidecar.coordinator.status_command",
     "deploy": "sidecar.deploy.command",
+    "doctor": "sidecar.doctor",
 }
 
 
