@@ -33,6 +33,7 @@ from sidecar.coordinator.dashboard import Board, Page, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token, load_keys
+from sidecar.coordinator.ledger import UsageLedger
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.speculation import SpeculationCollector, Speculator
@@ -117,7 +118,11 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
     telemetry.registry.register(DispatcherCollector(dispatchers))
-    board = Board(gpu_hour_usd=config.coordinator.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias)
+    c, large = config.coordinator, config.routing.default_alias
+    # The routing aliases beside the large one are priced as the small model; a lone upstream as the large one.
+    small = frozenset(config.models) - {large} if large in config.models else frozenset()
+    ledger = UsageLedger(c.dashboard_gpu_hour_usd, small, c.usage_log)
+    board = Board(gpu_hour_usd=c.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias, ledger=ledger)
     planner = Planner(config, pool, dispatchers)
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
     state.speculator = Speculator(config.speculation, http, pool, dispatchers)

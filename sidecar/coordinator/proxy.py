@@ -470,7 +470,7 @@ class Exchange:
             telemetry.duration.labels(*served).observe(total)
             telemetry.recent_total.add(total)
         if self.status == 200:
-            self.state.board.record_answer(self.upstream.alias, self.usage)
+            self.state.board.record_answer(self.upstream.alias, self.usage, self.identity.agent_id, str(self.plan.tier))
             if self.usage is not None:
                 telemetry.prompt_tokens.labels(*served).inc(self.usage.prompt_tokens)
                 telemetry.cached_prompt_tokens.labels(*served).inc(self.usage.cached_prompt_tokens)
