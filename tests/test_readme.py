@@ -67,3 +67,35 @@ def test_readme_goose_lines_run_against_what_goose_config_writes(tmp_path: Path)
     printed = [line.strip().replace(str(home), "~") for line in printed if line.strip()]
     readme_lines = [line for line in block.splitlines() if line and not line.startswith(("goose-sidecar", " "))]
     assert readme_lines == printed
+
+
+DOCS = [
+    README,
+    *sorted((ROOT / "docs").rglob("*.md")),
+    ROOT / "scenarios" / "README.md",
+    ROOT / "goose_config" / "README.md",
+]
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = (doc.parent / target.split("#", 1)[0]).resolve()
+            assert path.exists(), f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
+
+
+def test_the_readme_speaks_to_users() -> None:
+    """No development-workspace words; the report it grows out of named; status, versions and simulated figures
+    stated; the benchmark tables live in docs/benchmarks.md."""
+    text = README.read_text(encoding="utf-8")
+    for doc in (README, ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "how-it-works.md"):
+        internal = re.search(r"\bthe seed\b|\bseed's\b|the issue's|seed report|DESIGN\.md", doc.read_text())
+        assert internal is None, f"{doc.name}: {internal.group(0)!r}"
+    assert "silly-goose" in text and "Background Agent Optimizations" in text and "Siddharth Ramakrishnan" in text
+    status = text[text.index("\n## Status\n") : text.index("\n## Quickstart\n")]
+    assert all(word in status for word in ("Goose", "vLLM", "Modal", "goose-sdk"))
+    bench = text[text.index("\n## Benchmarks\n") :]
+    assert "simulated seconds" in bench and "docs/benchmarks.md" in bench and "| condition |" not in text
+    assert "simulated seconds" in (ROOT / "docs" / "benchmarks.md").read_text()
