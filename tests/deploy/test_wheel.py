@@ -52,7 +52,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def run_from_wheel(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_from_wheel(site: Path, cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`goose-sidecar ARGS` with the wheel's package first on the path (dependencies from this environment)."""
     code = (
         "import sys, sidecar; from pathlib import Path; "
@@ -61,7 +61,13 @@ def run_from_wheel(site: Path, cwd: Path, *args: str) -> subprocess.CompletedPro
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -82,3 +88,16 @@ def test_the_wheel_carries_the_license_it_declares(installed: Path) -> None:
     (info,) = installed.glob("goose_sidecar-*.dist-info")
     assert "License-Expression: Apache-2.0" in (info / "METADATA").read_text(encoding="utf-8")
     assert (info / "licenses" / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_runs_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """The quick tour as a user of the wheel runs it (one agent, to keep it short): scenario, simulator,
+    coordinator, sidecar processes and the results table, all from the installed package."""
+    from sidecar.testing import free_port
+
+    done = run_from_wheel(installed, tmp_path, "demo", "--agents", "1", "--port", str(free_port()), timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "dashboard: http://127.0.0.1:" in done.stdout + done.stderr
+    assert "calls by model" in done.stdout + done.stderr
