@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sidecar import __version__
-from sidecar.config import Config, ConfigError, load_config
+from sidecar.config import ENV_PREFIX, Config, ConfigError, load_config
 
 # Registered explicitly, in the order `--help` lists them.
 COMMANDS: dict[str, str] = {
@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "demo": "sidecar.fleet.command_demo",
     "status": "sidecar.coordinator.status_command",
     "deploy": "sidecar.deploy.command",
+    "doctor": "sidecar.doctor",
 }
 
 
@@ -54,16 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
             dest="log.level",
             default=argparse.SUPPRESS,
             choices=["debug", "info", "warning", "error"],
+            help="log lines at this level and above, on stderr (info)",
         )
         command.add_argument(
-            "--log-format", dest="log.format", default=argparse.SUPPRESS, choices=["auto", "json", "console"]
+            "--log-format",
+            dest="log.format",
+            default=argparse.SUPPRESS,
+            choices=["auto", "json", "console"],
+            help="auto = readable on a terminal, JSON lines otherwise (auto)",
         )
         module.add_arguments(command)
-        for action in command._actions:
-            if "." in action.dest and action.metavar is None and action.nargs != 0:
-                action.metavar = action.dest.rsplit(".", 1)[1].upper()
+        name_settings(command)
         command.set_defaults(_module=module)
     return parser
+
+
+def name_settings(parser: argparse.ArgumentParser) -> None:
+    """Say in each setting flag's help which environment variable sets the same thing; a flag with a fixed set
+    of values keeps argparse's `{a,b,c}` so the values show, others are named after their field."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                name_settings(child)
+        if "." not in action.dest or not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        if action.metavar is None and action.choices is None and action.nargs != 0:
+            action.metavar = action.dest.rsplit(".", 1)[1].upper()
+        env = ENV_PREFIX + action.dest.replace(".", "_").upper()
+        action.help = f"{action.help}; env {env}" if action.help else f"env {env}"
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

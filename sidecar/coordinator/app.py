@@ -3,7 +3,8 @@
 Routes (each chat/completions/models route also answers under `/agents/{agent_id}/...` and without `/v1`,
 because Goose's provider code drops `/v1` for non-OpenAI hosts):
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models
-    GET  /healthz   GET /status   GET /metrics   GET /dashboard
+    GET  /livez (= /healthz: the process serves)   GET /readyz (an upstream answers; 503 until one does)
+    GET  /status   GET /metrics   GET /dashboard
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,6 +33,7 @@ from sidecar.coordinator.dashboard import Board, Page, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token, load_keys
+from sidecar.coordinator.ledger import UsageLedger
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.speculation import SpeculationCollector, Speculator
@@ -115,7 +118,11 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
     telemetry.registry.register(DispatcherCollector(dispatchers))
-    board = Board(gpu_hour_usd=config.coordinator.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias)
+    c, large = config.coordinator, config.routing.default_alias
+    # The routing aliases beside the large one are priced as the small model; a lone upstream as the large one.
+    small = frozenset(config.models) - {large} if large in config.models else frozenset()
+    ledger = UsageLedger(c.dashboard_gpu_hour_usd, small, c.usage_log)
+    board = Board(gpu_hour_usd=c.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias, ledger=ledger)
     planner = Planner(config, pool, dispatchers)
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
     state.speculator = Speculator(config.speculation, http, pool, dispatchers)
@@ -141,9 +148,22 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
             if owns_client:
                 await http.aclose()
 
-    app = Starlette(routes=_routes(state), lifespan=lifespan)
+    app = Starlette(routes=_routes(state), lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.coordinator = state
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes (404) and wrong methods (405) answer in the same JSON error shape as everything else."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such route: {request.method} {request.url.path} (the API is under /v1: chat/completions, models)"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    body = error_body(exc.status_code, message)
+    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type="application/json")
 
 
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
@@ -234,9 +254,15 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
     async def models(request: Request) -> Response:
         return await _models(state, request)
 
-    async def healthz(request: Request) -> Response:
-        healthy = any(r.healthy for u in state.pool.upstreams for r in u.replicas)
-        return JSONResponse({"ok": healthy}, status_code=200 if healthy else 503)
+    async def livez(request: Request) -> Response:
+        # Liveness: the process serves. Never tied to an upstream, or an orchestrator would restart a healthy
+        # coordinator while Modal scales to zero.
+        return JSONResponse({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        ready = {u.alias: any(r.healthy for r in u.replicas) for u in state.pool.upstreams}
+        ok = any(ready.values())
+        return JSONResponse({"ok": ok, "upstreams": ready}, status_code=200 if ok else 503)
 
     async def status(request: Request) -> Response:
         if denied := _admin_denied(state, request):
@@ -273,7 +299,9 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
             routes.append(Route(f"{base}/models", models, methods=["GET"]))
     routes += [
         Route("/v1/agents/{agent_id}/events", events, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/healthz", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/status", status, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
@@ -294,8 +322,21 @@ def _admin_denied(state: CoordinatorState, request: Request, query_token: bool =
     return Response(body, status_code=401, media_type="application/json")
 
 
+def _coordinator_models(state: CoordinatorState) -> list[dict[str, Any]]:
+    """The names the coordinator resolves itself: `auto` (routed) and each model alias (`large`, `small`, ...),
+    so clients that offer only listed models can offer routing too."""
+    entries = [{"id": "auto", "object": "model", "created": 0, "owned_by": "goose-sidecar"}]
+    for upstream in state.pool.upstreams:
+        entry: dict[str, Any] = {"id": upstream.alias, "object": "model", "created": 0, "owned_by": "goose-sidecar"}
+        if upstream.served_names:
+            entry["root"] = upstream.served_names[0]
+        entries.append(entry)
+    return entries
+
+
 async def _models(state: CoordinatorState, request: Request) -> Response:
-    """One upstream: its answer unchanged. Several: the union of their model lists."""
+    """The upstreams' model lists (one: its entries unchanged; several: their union), then `auto` and the aliases.
+    An upstream's error answer (one upstream) passes through unchanged."""
     data: list[dict[str, Any]] = []
     seen: set[str] = set()
     for upstream in state.pool.upstreams:
@@ -308,21 +349,34 @@ async def _models(state: CoordinatorState, request: Request) -> Response:
             if len(state.pool.upstreams) == 1:
                 return Response(error.body(), status_code=error.status, media_type="application/json")
             continue
-        if len(state.pool.upstreams) == 1:
+        listed = _model_list(response)
+        if listed is None and len(state.pool.upstreams) == 1:
             return Response(
                 response.content,
                 status_code=response.status_code,
                 media_type=response.headers.get("content-type", "application/json"),
             )
-        if response.status_code == 200:
-            for model in response.json().get("data", []):
-                if isinstance(model, dict) and model.get("id") not in seen:
-                    seen.add(str(model.get("id")))
-                    data.append(model)
+        for model in listed or []:
+            if model.get("id") not in seen:
+                seen.add(str(model.get("id")))
+                data.append(model)
     if not data:
         error = ProxyError(502, ErrorKind.UNREACHABLE, "no upstream answered /v1/models")
         return Response(error.body(), status_code=502, media_type="application/json")
+    data += [m for m in _coordinator_models(state) if m["id"] not in seen]
     return JSONResponse({"object": "list", "data": data})
+
+
+def _model_list(response: httpx.Response) -> list[dict[str, Any]] | None:
+    """The entries of a 200 OpenAI model list, or None for anything else."""
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else None
 
 
 async def _events(state: CoordinatorState, request: Request) -> Response:

@@ -69,13 +69,13 @@ from typing import Any
 
 import httpx
 
+from sidecar import citations
 from sidecar.core.stats import percentile
 
 # --- the workload --------------------------------------------------------------------------------------------
 
-SEED_REPORT = "seed/000_bc7af0ed774b52c4.txt"
+SEED_REPORT = citations.SEED_REPORT_SHORT
 SIMPLE_STAGES = ("commit_msg", "docs")  # what the default route table sends to the small model
-CALIBRATION = "reference/calibration.md"
 
 TIER_OF = {
     "code_edit": "hot",
@@ -869,7 +869,7 @@ def format_report(rows: Sequence[dict[str, Any]], options: Options) -> str:
             ]
             lines.append(f"| {cond}: fcfs / {cond} | " + " | ".join(cells) + " |")
         lines.append(
-            f'| the seed: none / its pools (`{SEED_REPORT}`, mean latencies) | 1.22x (-18%; its "1.22x") '
+            f'| the seed: none / its pools ({SEED_REPORT}, mean latencies) | 1.22x (-18%; its "1.22x") '
             "| | 3.89x (-74%) | | 1.13x (22.33 -> 19.83 s) |"
         )
     routed = [c for c in ("routed", "routed_nospill") if c in grouped]

@@ -21,7 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="URL",
         help="an OpenAI-compatible upstream (vLLM) serving every model; repeat for replicas. "
-        "Several models: [models.<alias>] in goose-sidecar.toml. Default: the embedded simulator",
+        "Several models: [models.<alias>] in goose-sidecar.toml. Default: the embedded simulator; "
+        "env GOOSE_SIDECAR_UPSTREAM",
+    )
+    parser.add_argument(
+        "--policy",
+        dest="scheduling.policy",
+        default=argparse.SUPPRESS,
+        choices=["fcfs", "pools", "priority"],
+        help="ordering: strict tiers with aging (priority), the seed report's semaphores (pools), passthrough (fcfs)",
     )
     parser.add_argument(
         "--keys-file", dest="coordinator.keys_file", default=argparse.SUPPRESS, help="API keys file (KEY AGENT_ID)"

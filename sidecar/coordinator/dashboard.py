@@ -31,6 +31,7 @@ from sidecar.core.usage import Usage
 
 if TYPE_CHECKING:
     from sidecar.coordinator.dispatcher import Dispatcher
+    from sidecar.coordinator.ledger import UsageLedger
 
 MODEL_HEADER = b"x-goose-sidecar-model"  # the alias the coordinator chose, on every relayed answer (proxy.py)
 USAGE_TAIL_BYTES = 4096
@@ -55,8 +56,9 @@ class TokenCost:
 LARGE_COST = TokenCost(prefill_s=0.0004, decode_s=1 / 170)
 SMALL_COST = TokenCost(prefill_s=0.0003, decode_s=1 / 700)
 COST_BASIS = (
-    "Qwen2.5-Coder-32B vs -7B on one A100-80GB at batch 8 (reference/calibration.md): prefill 0.40 vs 0.30 ms per "
-    "uncached prompt token, decode 5.9 vs 1.4 ms per output token"
+    "Qwen2.5-Coder-32B vs -7B on one A100-80GB at batch 8 (decode: a roofline estimate from the GPU's published "
+    "bandwidth; prefill: the GPUStack benchmark): prefill 0.40 vs 0.30 ms per uncached prompt token, decode 5.9 vs "
+    "1.4 ms per output token"
 )
 
 
@@ -205,16 +207,28 @@ class Board:
     """The dashboard's own bookkeeping (see the module docstring). Bounded: at most `MAX_AGENTS` agents kept."""
 
     def __init__(
-        self, *, gpu_hour_usd: float, large_alias: str, interval_s: float = 2.0, span_s: float = 300.0
+        self,
+        *,
+        gpu_hour_usd: float,
+        large_alias: str,
+        interval_s: float = 2.0,
+        span_s: float = 300.0,
+        ledger: UsageLedger | None = None,
     ) -> None:
         self.gpu_hour_usd = gpu_hour_usd
         self.large_alias = large_alias
+        self.ledger = ledger  # per-agent usage and cost (ledger.py); None: not kept
         self.history = History(interval_s, span_s)
         self.usage: dict[str, ModelUsage] = {}
         self.tools: dict[str, ToolStats] = {}
         self.agents: OrderedDict[str, AgentCache] = OrderedDict()
 
-    def record_answer(self, alias: str, usage: Usage | None) -> None:
+    def record_answer(
+        self, alias: str, usage: Usage | None, agent_id: str | None = None, tier: str | None = None
+    ) -> None:
+        """One 200 answer of model `alias`; charged to `agent_id` too when it is given and a ledger is kept."""
+        if self.ledger is not None and agent_id is not None:
+            self.ledger.record(agent_id, alias, tier or "", usage)
         u = self.usage.setdefault(alias, ModelUsage())
         u.calls += 1
         if usage is None:
@@ -249,12 +263,15 @@ class Board:
 
     def agent_fields(self, agent_id: str) -> dict[str, Any]:
         a = self.agents.get(agent_id) or AgentCache()
-        return {
+        fields: dict[str, Any] = {
             "tool_calls": a.tool_calls,
             "cacheable_calls": a.cacheable_calls,
             "cache_hits": a.cache_hits,
             "cache_hit_rate": hit_rate(a.cache_hits, a.cacheable_calls),
         }
+        if self.ledger is not None:
+            fields["usage"] = self.ledger.account(agent_id)
+        return fields
 
     def sample(self, now: float, dispatchers: Mapping[str, Dispatcher]) -> None:
         self.history.add(now, {alias: snapshot(d) for alias, d in dispatchers.items()})
@@ -273,6 +290,7 @@ class Board:
             "history": self.history.view(now),
             "usage": {alias: u.as_dict() for alias, u in self.usage.items()},
             "savings": estimate_savings(self.usage, self.large_alias, self.gpu_hour_usd),
+            "agent_usage_pricing": None if self.ledger is None else self.ledger.summary(),
             "tool_cache": {
                 "calls": calls,
                 "hits": hits,

@@ -351,6 +351,7 @@ class Exchange:
         self.slot = await self.plan.dispatcher.acquire(self.identity.agent_id, self.plan.tier)
         self.agent.queued_since = None
         self.agent.last_wait_s = self.slot.waited_s
+        self.state.telemetry.queue_wait.labels(self.upstream.alias, str(self.plan.tier)).observe(self.slot.waited_s)
 
     async def _send_upstream(self, replica: Replica) -> httpx.Response | ProxyError:
         """Send the call; a ProxyError when the upstream could not be reached. Retries once
@@ -460,16 +461,20 @@ class Exchange:
         telemetry.total_requests += 1
         self.agent.requests += 1
         telemetry.relayed_bytes.labels("response").inc(self.bytes_out)
+        served = (self.upstream.alias, str(self.plan.tier))
         if self.first_byte is not None:
             ttfb = self.first_byte - self.started
-            telemetry.ttfb.labels(model).observe(ttfb)
+            telemetry.ttfb.labels(*served).observe(ttfb)
             telemetry.recent_ttfb.add(ttfb)
         if self.status == 200 and self.relayed_all:
-            telemetry.duration.labels(model).observe(total)
+            telemetry.duration.labels(*served).observe(total)
             telemetry.recent_total.add(total)
         if self.status == 200:
-            self.state.board.record_answer(self.upstream.alias, self.usage)
+            self.state.board.record_answer(self.upstream.alias, self.usage, self.identity.agent_id, str(self.plan.tier))
             if self.usage is not None:
+                telemetry.prompt_tokens.labels(*served).inc(self.usage.prompt_tokens)
+                telemetry.cached_prompt_tokens.labels(*served).inc(self.usage.cached_prompt_tokens)
+                telemetry.generation_tokens.labels(*served).inc(self.usage.completion_tokens)
                 self.agent.prompt_tokens += self.usage.prompt_tokens
                 self.agent.completion_tokens += self.usage.completion_tokens
         log.info(

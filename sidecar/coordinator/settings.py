@@ -38,9 +38,12 @@ class CoordinatorSettings(BaseModel):
     admin_token: str | None = None
     # Log prompt and completion content (off by default; for debugging only).
     log_content: bool = False
-    # Price of one GPU-hour for the dashboard's "cost saved" estimate: the seed's Modal A100 price, ~$3.50/hr
-    # (000_bc7af0ed774b52c4.txt, "Cost baseline").
+    # Price of one GPU-hour for the dashboard's "cost saved" estimate: the Modal A100 price the silly-goose report
+    # used, ~$3.50/hr ("Background Agent Optimizations", 2026, "Cost baseline").
     dashboard_gpu_hour_usd: float = Field(3.50, ge=0)
+    # Append every answered call's tokens, estimated GPU seconds and cost, per agent, to this JSONL file
+    # (for charge-back; /status shows the running totals per agent either way).
+    usage_log: Path | None = None
 
 
 class ModelUpstream(BaseModel):

@@ -410,11 +410,17 @@ class SpeculationCollector:
         from prometheus_client.core import CounterMetricFamily
 
         s = self.speculator.stats
+        # A total and its parts never share a metric (a sum over the label would count calls twice): the calls
+        # started have their own name, the outcome label holds disjoint outcomes only.
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_calls_started", "Speculative LLM calls sent upstream", s.started
+        )
         calls = CounterMetricFamily(
-            "goose_sidecar_speculation_calls", "Speculative LLM calls by outcome", labels=["outcome"]
+            "goose_sidecar_speculation_calls",
+            "Speculative LLM calls by outcome (skipped ones were never sent)",
+            labels=["outcome"],
         )
         for outcome, value in (
-            ("started", s.started),
             ("warmed", s.warmed),
             ("served", s.served),
             ("mismatched", s.mismatched),
@@ -444,12 +450,17 @@ class SpeculationCollector:
             "goose_sidecar_speculation_time_saved_seconds", "Agent time saved by served speculation", s.time_saved_s
         )
         fleet = fleet_counters(self.speculator.sidecar_reports)
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_test_runs_started",
+            "Speculative test runs started in the sidecars (as the sidecars report them)",
+            fleet["test_runs"]["started"],
+        )
         runs = CounterMetricFamily(
             "goose_sidecar_speculation_test_runs",
             "Speculative test runs in the sidecars, by outcome (as the sidecars report them)",
             labels=["outcome"],
         )
-        for outcome in ("started", "used", "cancelled", "discarded", "unused"):
+        for outcome in ("used", "cancelled", "discarded", "unused"):
             runs.add_metric([outcome], fleet["test_runs"][outcome])
         yield runs
         yield CounterMetricFamily(
@@ -457,11 +468,10 @@ class SpeculationCollector:
             "Agent time saved by speculative test runs (as the sidecars report it)",
             fleet["test_runs"]["time_saved_s"],
         )
-        predictions = CounterMetricFamily(
-            "goose_sidecar_prediction",
-            "Next-action predictions in the sidecars, and how many were right at top-1 and top-3",
-            labels=["outcome"],
-        )
-        for outcome in ("predictions", "top1", "top3"):
-            predictions.add_metric([outcome], fleet["prediction"][outcome])
-        yield predictions
+        # Three names, not one label: top-3 hits include the top-1 hits, and both are a part of the predictions.
+        for name, key, help_text in (
+            ("goose_sidecar_predictions", "predictions", "Next-action predictions made in the sidecars"),
+            ("goose_sidecar_prediction_top1_hits", "top1", "Predictions whose first choice was the next action"),
+            ("goose_sidecar_prediction_top3_hits", "top3", "Predictions with the next action among the first three"),
+        ):
+            yield CounterMetricFamily(name, help_text, fleet["prediction"][key])

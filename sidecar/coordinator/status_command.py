@@ -1,4 +1,5 @@
-"""`goose-sidecar status [--watch]`: the coordinator's `/status` as terminal tables (for SSH sessions).
+"""`goose-sidecar status [--watch | --json]`: the coordinator's `/status` as terminal tables (for SSH sessions),
+or as JSON for scripts (per-agent usage and cost for charge-back: `agents[].usage`).
 
 The same essentials as `/dashboard`: agents (the dashboard's order: queued longest-waiting first, then running,
 then idle), queues and latency per model and tier, upstream health and saturation, savings and cache rates.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="the coordinator's admin token, if it has one",
     )
-    parser.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    mode.add_argument(
+        "--json",
+        action="store_true",
+        help="print /status as JSON instead (each agent's tokens, GPU seconds and cost under agents[].usage)",
+    )
     parser.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between redraws (2)")
     parser.add_argument("--agents", type=int, default=25, metavar="N", help="show at most N agents (25)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="HTTP timeout in seconds (5)")
@@ -58,7 +66,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
             except StatusError as exc:
                 Console(stderr=True).print(f"[red]goose-sidecar status:[/] {exc}", highlight=False)
                 return 1
-            console.print(render(status, url, args.agents))
+            if args.json:
+                print(json.dumps(status, indent=1))
+            else:
+                console.print(render(status, url, args.agents))
             return 0
         with contextlib.suppress(KeyboardInterrupt):
             _watch(console, client, url, token, args)

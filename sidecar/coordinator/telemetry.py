@@ -6,13 +6,15 @@ share counters. Agent records are bounded (least recently seen evicted) so a flo
 
 from __future__ import annotations
 
+import platform
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from sidecar import __version__
 from sidecar.coordinator.errors import ErrorKind
 from sidecar.core.stats import SampleWindow, Summary
 
@@ -66,19 +68,46 @@ class Telemetry:
         )
         self.errors = Counter("goose_sidecar_errors", "Calls that failed, by kind", ["kind"], registry=r)
         self.in_flight = Gauge("goose_sidecar_in_flight", "Calls being relayed now", ["model"], registry=r)
+        # Histograms, queue wait and token counters are labelled by the model alias that served the call (the
+        # `model` of goose_sidecar_queued and goose_sidecar_window) and its tier, so hot and cold latency can be
+        # graphed per GPU pool; goose_sidecar_requests keeps the model name the client asked for.
         self.ttfb = Histogram(
             "goose_sidecar_time_to_first_byte_seconds",
             "From request received to first upstream byte relayed",
-            ["model"],
+            ["model", "tier"],
             buckets=_BUCKETS,
             registry=r,
         )
         self.duration = Histogram(
             "goose_sidecar_request_duration_seconds",
             "From request received to last byte relayed",
-            ["model"],
+            ["model", "tier"],
             buckets=_BUCKETS,
             registry=r,
+        )
+        self.queue_wait = Histogram(
+            "goose_sidecar_queue_wait_seconds",
+            "Time a call waited in the coordinator's queue for an upstream slot (like vllm:request_queue_time_seconds)",
+            ["model", "tier"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        # Tokens of answered calls, from their usage objects (mirroring vllm:prompt_tokens_total and
+        # vllm:generation_tokens_total; cached prompt tokens are a subset of prompt tokens, hence their own name).
+        self.prompt_tokens = Counter(
+            "goose_sidecar_prompt_tokens", "Prompt tokens of answered calls", ["model", "tier"], registry=r
+        )
+        self.cached_prompt_tokens = Counter(
+            "goose_sidecar_prompt_tokens_cached",
+            "Prompt tokens the upstream served from its prefix cache (a part of goose_sidecar_prompt_tokens)",
+            ["model", "tier"],
+            registry=r,
+        )
+        self.generation_tokens = Counter(
+            "goose_sidecar_generation_tokens", "Generated tokens of answered calls", ["model", "tier"], registry=r
+        )
+        Info("goose_sidecar_build", "The running goose-sidecar", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
         )
         self.relayed_bytes = Counter(
             "goose_sidecar_relayed_bytes", "Bytes relayed, by direction", ["direction"], registry=r

@@ -2,7 +2,8 @@
 
 One `UpstreamPool` per app. Each configured alias (`[models.<alias>]`) is an `Upstream` with one or more
 `Replica`s. Served model names come from config or are discovered from each replica's `/v1/models`.
-A background task re-checks health (`/health`, as vLLM and the simulator serve it) on an interval.
+A background task re-checks health (`/health`, as vLLM and the simulator serve it; `/v1/models` for a server
+without `/health`) on an interval.
 """
 
 from __future__ import annotations
@@ -111,10 +112,20 @@ class UpstreamPool:
             response = await self.client.get(f"{replica.url}/health", headers=upstream.headers, timeout=check_timeout)
             healthy = response.status_code == 200
             error = None if healthy else f"/health answered {response.status_code}"
-            if healthy and not upstream.served_names:
+            models = None
+            if response.status_code in (404, 405):
+                # An OpenAI-compatible server without vLLM's /health (a hosted API, another proxy): a model list
+                # that answers is its health.
                 models = await self.client.get(
                     f"{replica.url}/v1/models", headers=upstream.headers, timeout=check_timeout
                 )
+                healthy = models.status_code == 200
+                error = None if healthy else f"{error}, /v1/models answered {models.status_code}"
+            if healthy and not upstream.served_names:
+                if models is None:
+                    models = await self.client.get(
+                        f"{replica.url}/v1/models", headers=upstream.headers, timeout=check_timeout
+                    )
                 if models.status_code == 200:
                     data = models.json().get("data", [])
                     upstream.served_names = [m["id"] for m in data if isinstance(m, dict) and "id" in m]

@@ -5,7 +5,9 @@
   deploy coordinator-config --workspace-name W [--environment-suffix S] [--auth | --no-auth] [--format toml|env]
   deploy coordinator-config --simulator      the same, pointing at the compose file's simulator services
   deploy compose --agents N [--simulator] [-o FILE]
-  deploy k8s --agents N [--simulator] [--service-monitor] [--image IMG] [--namespace NS] [-o FILE]
+  deploy k8s --agents N [--simulator] [--service-monitor] [--image IMG] [--namespace NS] [--api-keys-secret S]
+             [-o FILE]
+  deploy keys --agents N -o FILE [--env-file .env]   a coordinator keys file with a fresh key per agent
 
 Exit codes: 0 done, 1 `modal deploy` failed, 2 bad usage or settings, or modal missing / not logged in.
 """
@@ -74,7 +76,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k8s.add_argument("--image", default=None, metavar="IMG", help="the goose-sidecar image (goose-sidecar:latest)")
     k8s.add_argument("--namespace", metavar="NS", help="set metadata.namespace (default: kubectl's namespace)")
     k8s.add_argument("--workspace-size", default="10Gi", metavar="SIZE", help="each agent's workspace claim (10Gi)")
+    k8s.add_argument(
+        "--api-keys-secret",
+        metavar="NAME",
+        help="each Goose's OPENAI_API_KEY from this Secret's AGENT_N_API_KEY (see `deploy keys`); default: a dummy",
+    )
     k8s.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
+
+    keys = sub.add_parser("keys", help="write a coordinator keys file with a fresh API key for each of N agents")
+    keys.add_argument("--agents", type=int, required=True, metavar="N", help="agents agent-1 ... agent-N")
+    keys.add_argument("-o", "--output", required=True, metavar="FILE", help="the keys file (mode 600; not replaced)")
+    keys.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="also append AGENT_N_API_KEY=... lines to this .env (what the generated compose file gives each Goose)",
+    )
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -85,6 +101,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return coordinator_config(args, os.environ)
     if args.deploy_command == "k8s":
         return write_kubernetes(args)
+    if args.deploy_command == "keys":
+        return write_keys(args.agents, Path(args.output), Path(args.env_file) if args.env_file else None)
     return write_compose(args.agents, simulator=args.simulator, output=args.output)
 
 
@@ -100,6 +118,7 @@ def write_kubernetes(args: argparse.Namespace) -> int:
         image=args.image or IMAGE,
         namespace=args.namespace,
         workspace_size=args.workspace_size,
+        api_keys_secret=args.api_keys_secret,
     )
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -107,6 +126,30 @@ def write_kubernetes(args: argparse.Namespace) -> int:
         print(done, file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def write_keys(agents: int, output: Path, env_file: Path | None) -> int:
+    """A keys file for agent-1 ... agent-N (and their .env lines); never overwrites an existing keys file."""
+    from sidecar.deploy.compose import agent_id, api_key_variable
+    from sidecar.deploy.keys_file import env_lines, generate_keys, keys_file_text
+
+    if agents < 1:
+        print("goose-sidecar deploy keys: --agents must be at least 1", file=sys.stderr)
+        return 2
+    keys = generate_keys([agent_id(n) for n in range(1, agents + 1)])
+    try:
+        with os.fdopen(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+            f.write(keys_file_text(keys))
+        if env_file is not None:
+            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.write(env_lines(keys, api_key_variable))
+    except OSError as exc:
+        print(f"goose-sidecar deploy keys: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {agents} keys to {output}" + (f" and {env_file}" if env_file else ""), file=sys.stderr)
+    print(f"start the coordinator with --keys-file {output} (or [coordinator] keys_file)", file=sys.stderr)
     return 0
 
 

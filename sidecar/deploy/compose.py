@@ -87,9 +87,11 @@ def coordinator_service() -> dict[str, Any]:
         # Passed through from the shell or .env when set; unset, the coordinator embeds its simulator.
         "environment": ["GOOSE_SIDECAR_MODELS"],
         "ports": [f"127.0.0.1:{COORDINATOR_PORT}:{COORDINATOR_PORT}"],
-        # /healthz is 503 until an upstream answers; a cold Modal endpoint may take its whole start-up budget
-        # (SIDECAR_MODAL_STARTUP_TIMEOUT, 30 min), and agents wait for it rather than fail.
-        "healthcheck": _healthcheck(f"http://127.0.0.1:{COORDINATOR_PORT}/healthz", start_period="30m"),
+        # Readiness (/readyz: 503 until an upstream answers): here the healthcheck only gates the agents'
+        # depends_on (Docker never restarts on it), and a cold Modal endpoint may take its whole start-up budget
+        # (SIDECAR_MODAL_STARTUP_TIMEOUT, 30 min), which agents wait out rather than fail. A liveness probe
+        # (Kubernetes) uses /livez, which never depends on an upstream.
+        "healthcheck": _healthcheck(f"http://127.0.0.1:{COORDINATOR_PORT}/readyz", start_period="30m"),
         "restart": "unless-stopped",
     }
 
@@ -185,7 +187,9 @@ def goose_environment(n: int) -> dict[str, str]:
         "OPENAI_HOST": coordinator_url(),
         "OPENAI_BASE_PATH": "v1/chat/completions",
         "OPENAI_TIMEOUT": "600",
-        "OPENAI_API_KEY": "goose-sidecar",  # a dummy: Goose drops OPENAI_CUSTOM_HEADERS unless some key is set
+        # The agent's key from .env (`goose-sidecar deploy keys --agents N --env-file .env`) for a coordinator with
+        # a keys file; else a dummy: Goose drops OPENAI_CUSTOM_HEADERS unless some key is set.
+        "OPENAI_API_KEY": f"${{{api_key_variable(agent_id(n))}:-goose-sidecar}}",
         "OPENAI_CUSTOM_HEADERS": f"X-Agent-Id={agent_id(n)}",
         "GOOSE_MODE": "auto",
         "GOOSE_DISABLE_KEYRING": "1",
@@ -194,6 +198,11 @@ def goose_environment(n: int) -> dict[str, str]:
         "AGENT_ID": agent_id(n),
         "GOOSE_PATH_ROOT": GOOSE_ROOT,
     }
+
+
+def api_key_variable(agent: str) -> str:
+    """The .env variable holding an agent's API key: agent-3 -> AGENT_3_API_KEY."""
+    return re.sub(r"[^A-Z0-9]", "_", agent.upper()) + "_API_KEY"
 
 
 def _workspace_volume(n: int) -> str:

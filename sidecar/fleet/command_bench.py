@@ -67,10 +67,12 @@ async def _run(scenario, config, experiments, outdir: Path) -> int:  # type: ign
     from rich.console import Console
 
     from sidecar.fleet.bench import BenchRun, availability, plan, run_bench, write_runs
-    from sidecar.fleet.plots import write_plots
+    from sidecar.fleet.plots import missing_library, write_plots
     from sidecar.fleet.report import write_report
 
     console = Console(stderr=True)
+    if why := missing_library():
+        console.print(f"[yellow]{why}; the report and results.json are written as usual[/yellow]")
     order = plan(experiments, scenario.bench.seeds)
     for name, why in availability(experiments).items():
         if why:

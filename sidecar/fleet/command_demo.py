@@ -24,7 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agents", type=int, help="coding agents (default: the scenario's)")
     parser.add_argument("--host", dest="coordinator.host", default=s, help="coordinator bind address (127.0.0.1)")
     parser.add_argument("--port", dest="coordinator.port", type=int, default=s, help="coordinator port (8080)")
-    parser.add_argument("--policy", dest="scheduling.policy", default=s, choices=["fcfs", "pools", "priority"])
+    parser.add_argument(
+        "--policy",
+        dest="scheduling.policy",
+        default=s,
+        choices=["fcfs", "pools", "priority"],
+        help="the coordinator's ordering (priority)",
+    )
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -30,11 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--embedded", action="store_true", help="the built-in simulator (default)")
     where.add_argument("--upstream", metavar="URL", help="an OpenAI-compatible server (vLLM) serving every model")
     where.add_argument("--coordinator", metavar="URL", help="a running coordinator (goose-sidecar up)")
-    parser.add_argument("--policy", dest="scheduling.policy", default=s, choices=["fcfs", "pools", "priority"])
+    parser.add_argument(
+        "--policy",
+        dest="scheduling.policy",
+        default=s,
+        choices=["fcfs", "pools", "priority"],
+        help="the in-process coordinator's ordering (priority)",
+    )
     parser.add_argument(
         "--routing", dest="routing.enabled", default=s, action=argparse.BooleanOptionalAction, help="model routing"
     )
-    parser.add_argument("--batch-window-ms", dest="scheduling.batch_window_ms", type=float, default=s)
+    parser.add_argument(
+        "--batch-window-ms",
+        dest="scheduling.batch_window_ms",
+        type=float,
+        default=s,
+        help="hold calls this long to batch them (an experiment; 0 = off)",
+    )
     parser.add_argument("--time-scale", dest="sim.time_scale", type=float, default=s, help="simulator speed-up")
     parser.add_argument("--model", help="model the agents ask for (default: auto when routed, else large)")
     parser.add_argument("--max-turns", type=int, default=30, help="turn cap per agent (30)")
@@ -47,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speculate-tests", action="store_true", help="the sidecars pre-run tests after edits (tool-level speculation)"
     )
     parser.add_argument("--workdir", type=Path, help="where the agents' projects go (default: a temporary dir)")
-    parser.add_argument("--output", type=Path, help="write every turn and the summary as JSON here")
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="write every turn and the summary as JSON to this file, or to PATH/fleet.json for a directory",
+    )
     parser.add_argument("--no-live", action="store_true", help="no live view (just the summary)")
 
 
@@ -57,8 +73,23 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print("goose-sidecar fleet: --policy/--routing/--batch-window-ms configure an in-process coordinator; "
               "with --coordinator, configure that coordinator instead", file=sys.stderr)  # fmt: skip
         return 2
+    if args.output is not None:
+        # Decided before the run, so a bad path fails in a second and not after the whole fleet has run.
+        args.output = output_file(args.output)
+        if args.output.is_dir():
+            print(f"goose-sidecar fleet: --output {args.output} is a directory", file=sys.stderr)
+            return 2
     quiet_logs(args, config)
     return asyncio.run(_run(args, config))
+
+
+def output_file(given: str) -> Path:
+    """The JSON file `--output PATH` means: PATH itself, or `PATH/fleet.json` for a directory (existing, or
+    written with a trailing slash)."""
+    path = Path(given).expanduser()
+    if path.is_dir() or given.endswith(("/", "\\")):
+        return path / "fleet.json"
+    return path
 
 
 def quiet_logs(args: argparse.Namespace, config: Config) -> None:

@@ -34,7 +34,19 @@ def _pyplot() -> Any:
     return plt
 
 
+def missing_library() -> str | None:
+    """Why no plots can be drawn (matplotlib absent: it is the optional `bench` extra), or None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError:
+        return "matplotlib is not installed, so no plots (pip install 'goose-sidecar[bench]' adds it)"
+    return None
+
+
 def write_plots(result: BenchResult, outdir: Path) -> list[str]:
+    """The PNG files written into `outdir`; none when matplotlib is missing (`missing_library` says why)."""
+    if missing_library() is not None:
+        return []
     written = []
     for plot in (latency_by_tier, timeline, cache, speedups):
         path = plot(result, outdir)

@@ -2,7 +2,8 @@
 
 Every cell is the median over seeds with the min-max spread in brackets; changes are paired by seed (see
 `analysis.py`). Times are simulated seconds (the scenario's time scale; `scenarios/README.md`, "One clock").
-The seed's figures are quoted from `seed/000_bc7af0ed774b52c4.txt`, in the section each experiment names.
+The seed's figures are quoted from the silly-goose report (`sidecar.citations.SEED_REPORT`), in the section each
+experiment names.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sidecar import citations
 from sidecar.fleet import analysis
 from sidecar.fleet.bench import BenchResult
 from sidecar.fleet.experiments import CONDITIONS, Experiment, Row
 from sidecar.fleet.semantic import PAIRS, THRESHOLDS, CacheOutcome, evaluate_all
 
-SEED_REPORT = "seed/000_bc7af0ed774b52c4.txt"
+SEED_REPORT = citations.SEED_REPORT
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -170,8 +172,8 @@ def render(result: BenchResult, plots: list[str]) -> str:
         "All times are **simulated seconds** (LLM calls on the simulator's clock; tool and wall time are real "
         f"time x{scale:g}; the coordinator's own time constants are divided by {scale:g}; see `scenarios/README.md`, "
         f"'One clock'). {_tool_note(runs)} Each cell is the median over seeds with the "
-        "min–max in brackets; changes are paired seed by seed. Seed figures are quoted from the seed report "
-        f"(`{SEED_REPORT}`), in the section each table names.",
+        "min–max in brackets; changes are paired seed by seed. Seed figures are quoted from "
+        f"{SEED_REPORT}, in the section each table names.",
         "",
         "## Summary",
         "",
@@ -226,7 +228,7 @@ def _tool_note(runs: list[dict[str, Any]]) -> str:
         return ""
     return (
         f"A tool call took {stats['median']:.2f} s (median over runs of each run's median) on this clock; "
-        "real agents' tool calls take 0.3 s median, 13.6 s p90 (TraceLab, `shared/reference/calibration.md`)."
+        f"real agents' tool calls take 0.3 s median, 13.6 s p90 ({citations.TRACELAB})."
     )
 
 

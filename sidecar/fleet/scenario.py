@@ -5,8 +5,9 @@ documentation agents, turns, project size), the simulator (time scale, profile o
 experiments, and extra coordinator settings applied to every condition. `scenarios/README.md` documents
 each field and why the shipped values are what they are.
 
-`load_scenario("small")` reads `scenarios/small.toml` from the current directory's `scenarios/`, else from
-the repository this package was installed from; a path to a `.toml` file works too.
+`load_scenario("small")` reads `small.toml` from the first of: the current directory's `scenarios/`, the
+`scenarios/` folder of the checkout this package runs from (if any), the scenarios shipped as package data
+(`sidecar/fleet/scenarios/`, so a built wheel and the Docker image have them); a `.toml` path works too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sidecar.config import ConfigError
 
+# A checkout's own folder (extra or edited scenarios beside the repository); absent in an installed wheel.
 REPO_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+PACKAGED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+
+def _folders() -> tuple[Path, ...]:
+    return (Path.cwd() / "scenarios", REPO_SCENARIOS, PACKAGED_SCENARIOS)
 
 
 class FleetSection(BaseModel):
@@ -62,16 +69,18 @@ def scenario_path(name: str) -> Path:
     candidate = Path(name)
     if candidate.suffix == ".toml":
         return candidate
-    for folder in (Path.cwd() / "scenarios", REPO_SCENARIOS):
+    for folder in _folders():
         path = folder / f"{name}.toml"
         if path.is_file():
             return path
-    return REPO_SCENARIOS / f"{name}.toml"
+    return PACKAGED_SCENARIOS / f"{name}.toml"
 
 
 def load_scenario(name: str) -> Scenario:
     """The scenario `name` (or a `.toml` path); raises ConfigError with every problem found."""
     path = scenario_path(name)
+    if not path.is_file() and Path(name).suffix != ".toml":
+        raise ConfigError([f"no scenario {name!r}; available: {', '.join(available_scenarios())} (or a .toml path)"])
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -85,10 +94,5 @@ def load_scenario(name: str) -> Scenario:
 
 
 def available_scenarios() -> list[str]:
-    names = {
-        p.stem
-        for folder in (Path.cwd() / "scenarios", REPO_SCENARIOS)
-        if folder.is_dir()
-        for p in folder.glob("*.toml")
-    }
+    names = {p.stem for folder in _folders() if folder.is_dir() for p in folder.glob("*.toml")}
     return sorted(names)

@@ -21,13 +21,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--served-model-name", dest="sim.served_model_names", nargs="+", default=s, help="names served (first reported)"
     )
-    parser.add_argument("--scheduling-policy", dest="sim.scheduling_policy", choices=["fcfs", "priority"], default=s)
+    parser.add_argument(
+        "--scheduling-policy",
+        dest="sim.scheduling_policy",
+        choices=["fcfs", "priority"],
+        default=s,
+        help="vLLM's --scheduling-policy; under fcfs a request's priority field is accepted and ignored (priority)",
+    )
     parser.add_argument(
         "--time-scale", dest="sim.time_scale", type=float, default=s, help="simulated seconds per real second"
     )
     parser.add_argument("--seed", dest="sim.seed", type=int, default=s, help="seed of the synthetic agent")
     parser.add_argument("--api-key", dest="sim.api_key", default=s, help="require this bearer token on /v1/*")
-    parser.add_argument("--max-agent-steps", dest="sim.max_agent_steps", type=int, default=s)
+    parser.add_argument(
+        "--max-agent-steps",
+        dest="sim.max_agent_steps",
+        type=int,
+        default=s,
+        help="the synthetic agent answers with a final text after this many tool calls (40)",
+    )
     for fault in ("500", "503", "error_frame", "drop", "stall"):
         flag = fault.replace("_", "-")
         parser.add_argument(

@@ -2,7 +2,7 @@
 
 A profile is everything the engine needs to time a step and size the KV cache, plus the published figures
 it was calibrated against (`targets`, compared by `goose-sidecar sim --calibrate`). Every number below comes
-from `shared/reference/calibration.md` (which names the primary sources) or is derived from one there; the
+from a published source (`sidecar.citations`, named in each profile's `sources`) or is derived from one; the
 derivation is written next to it. Profiles are selected by name and overridden field by field
 (`resolve_profile(name, {"num_gpu_blocks": 4096})`), e.g. from `[sim] profile_overrides`.
 
@@ -22,6 +22,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from sidecar import citations
 
 STAGES = ("explore", "plan", "code_edit", "test_analyze", "docs", "commit_msg")
 
@@ -92,11 +94,11 @@ _OUTPUT_TOKENS = {
     "commit_msg": 60,
 }
 
-_QWEN_SPEED = "Qwen2.5 speed benchmark (qwen.readthedocs.io, vLLM 0.6.3, A100-80GB BF16, 2048 generated tokens)"
-_GPUSTACK = "GPUStack benchmark of a 32B-class model (64 layers, 8 KV heads), vLLM 0.11, A100"
-_ROOFLINE = "calibration.md roofline estimate (not measured)"
-_LLMD = "llm-d-inference-sim latency profiles"
-_SEED = "the seed, 000_bc7af0ed774b52c4.txt (Qwen2.5-Coder-32B on Modal A100)"
+_QWEN_SPEED = f"{citations.QWEN_SPEED}, 2048 generated tokens"
+_GPUSTACK = citations.GPUSTACK
+_ROOFLINE = citations.ROOFLINE
+_LLMD = citations.LLMD_SIM
+_SEED = citations.SEED_REPORT
 
 QWEN_32B_A100 = Profile(
     name="qwen2.5-coder-32b-a100",

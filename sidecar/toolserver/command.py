@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 HELP = "Run the per-agent MCP sidecar (cached workspace tools, stage events) over stdio or streamable HTTP"
@@ -29,7 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coordinator", dest="sidecar.coordinator", default=s, metavar="URL", help="events go here")
     parser.add_argument("--agent-id", dest="sidecar.agent_id", default=s, metavar="ID", help="agent id for events")
     parser.add_argument("--test-command", dest="sidecar.test_command", default=s, metavar="CMD", help="for run_tests")
-    parser.add_argument("--test-timeout", dest="sidecar.test_timeout_s", default=s, type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--test-timeout",
+        dest="sidecar.test_timeout_s",
+        default=s,
+        type=float,
+        metavar="SECONDS",
+        help="run_tests is killed (its whole process group) after this long (600)",
+    )
     parser.add_argument(
         "--allow-command",
         dest="sidecar.allow_commands",
@@ -47,7 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="over stdio, also serve POST /peek on 127.0.0.1:PORT (0: any free port) so the coordinator can "
         "speculate the next LLM call when tool results are already cached (over --http, /peek is always on)",
     )
-    parser.add_argument("--search-backend", dest="sidecar.search_backend", default=s, choices=["auto", "rg", "python"])
+    parser.add_argument(
+        "--search-backend",
+        dest="sidecar.search_backend",
+        default=s,
+        choices=["auto", "rg", "python"],
+        help="search with ripgrep, the Python fallback (same output), or rg when installed (auto)",
+    )
     parser.add_argument(
         "--search-timeout",
         dest="sidecar.search_timeout_s",
@@ -56,7 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="kill a search that runs longer and answer with an error (default 3)",
     )
-    parser.add_argument("--cache-max-bytes", dest="sidecar.cache_max_bytes", default=s, type=int, metavar="BYTES")
+    parser.add_argument(
+        "--cache-max-bytes",
+        dest="sidecar.cache_max_bytes",
+        default=s,
+        type=int,
+        metavar="BYTES",
+        help="size of the tool-output cache, least recently used out first; 0 turns it off (64 MiB)",
+    )
 
 
 def _csv(value: str) -> list[str]:
@@ -69,10 +90,17 @@ def run(args: argparse.Namespace, config: Any) -> int:
 
     # Watchdog warns when it re-adds a watch while directories move under it; harmless, and noisy on stderr.
     warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+    from sidecar.toolserver.watcher import InotifyLimitError, probe_inotify
+
     settings = config.sidecar
-    if settings.http:
-        return asyncio.run(_serve_http(settings))
-    return asyncio.run(_serve_stdio(settings))
+    try:
+        probe_inotify()
+        if settings.http:
+            return asyncio.run(_serve_http(settings))
+        return asyncio.run(_serve_stdio(settings))
+    except InotifyLimitError as exc:
+        print(f"goose-sidecar mcp: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 async def _serve_stdio(settings: Any) -> int:

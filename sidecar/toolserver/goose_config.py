@@ -64,6 +64,8 @@ class AgentSetup:
     timeout_s: int = 900  # above the sidecar's default test timeout (600 s)
     provider_timeout_s: int = 600
     env: dict[str, str] = field(default_factory=dict)
+    # The agent's coordinator API key (a keys-file key, when the coordinator has --keys-file); else a dummy.
+    api_key: str = DUMMY_API_KEY
 
     @property
     def coordinator_base(self) -> str:
@@ -152,7 +154,7 @@ def provider_params(setup: AgentSetup) -> dict[str, Any]:
 
 
 def provider_secrets(setup: AgentSetup) -> dict[str, str]:
-    return {"OPENAI_API_KEY": DUMMY_API_KEY, "OPENAI_CUSTOM_HEADERS": f"X-Agent-Id={setup.agent_id}"}
+    return {"OPENAI_API_KEY": setup.api_key, "OPENAI_CUSTOM_HEADERS": f"X-Agent-Id={setup.agent_id}"}
 
 
 def provider_env(setup: AgentSetup, goose_root: str | None = None) -> dict[str, str]:

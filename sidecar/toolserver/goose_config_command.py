@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sidecar-url", metavar="URL", default="http://127.0.0.1:8765/mcp", help="for --transport http"
     )
     parser.add_argument("--model", default=None, metavar="NAME", help="model name Goose asks for")
-    parser.add_argument("--context-limit", type=int, default=None, metavar="TOKENS")
+    parser.add_argument(
+        "--context-limit", type=int, default=None, metavar="TOKENS", help="GOOSE_CONTEXT_LIMIT for the model (32768)"
+    )
     parser.add_argument("--timeout", type=int, default=900, metavar="SECONDS", help="Goose's per-tool-call timeout")
     parser.add_argument(
         "--sidecar-arg",
@@ -33,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ARG",
         help="extra argument for 'goose-sidecar mcp' (repeatable), e.g. --sidecar-arg=--allow-command='git log *'",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="the agent's key for a coordinator started with --keys-file (one from 'goose-sidecar deploy keys'); "
+        "default: a dummy key, for a coordinator without keys, which takes the agent from X-Agent-Id",
     )
     parser.add_argument("--write-examples", metavar="DIR", help=argparse.SUPPRESS)
 
@@ -54,6 +62,9 @@ def run(args: argparse.Namespace, config: Any) -> int:
     if root is None and args.config_file is None:
         print("goose-sidecar goose-config: pass --goose-root DIR or --config-file FILE", file=sys.stderr)
         return 2
+    if args.api_key is not None and (not args.api_key or any(c.isspace() for c in args.api_key)):
+        print("goose-sidecar goose-config: --api-key must be a non-empty key without spaces", file=sys.stderr)
+        return 2
     setup = gc.AgentSetup(
         agent_id=agent_id,
         workspace=str(Path(workspace).resolve()),
@@ -64,6 +75,7 @@ def run(args: argparse.Namespace, config: Any) -> int:
         sidecar_url=args.sidecar_url,
         extra_args=tuple(args.sidecar_arg),
         timeout_s=args.timeout,
+        api_key=args.api_key or gc.DUMMY_API_KEY,
     )
     try:
         written = gc.write_goose_config(

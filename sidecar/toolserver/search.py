@@ -32,8 +32,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sidecar.core import gitignore
 from sidecar.core.toolformat import format_search_line
+from sidecar.toolserver import gitignore
 from sidecar.toolserver.walk import COOKIE_PREFIX, walk
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -80,9 +80,13 @@ def python_search(scope: Scope, pattern: str, glob: str | None, max_results: int
     if not scope.is_dir:
         complete = _grep_data(_pread_all(scope.fd, MAX_FILE_BYTES + 1), scope.shown, regex, lines, max_results)
         return SearchResult(lines, not complete, "python")
+    try:
+        selected = gitignore.compile_glob(glob) if glob else None
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None
     prefix = "" if scope.shown == "." else scope.shown
     for node in walk(scope.fd, prefix=prefix):
-        if node.kind != "file" or node.size > MAX_FILE_BYTES or (glob and not gitignore.matches_glob(node.rel, glob)):
+        if node.kind != "file" or node.size > MAX_FILE_BYTES or (selected and not selected(node.rel)):
             continue
         if not _grep_file(node.dir_fd, node.name, node.rel, regex, lines, max_results):
             return SearchResult(lines, True, "python")

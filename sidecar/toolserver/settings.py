@@ -34,7 +34,8 @@ class SidecarSettings(BaseModel):
     # Directories whose events never invalidate (build and tool caches); `.git` internals always.
     ignore_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_DIRS))
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
-    # Files changed this recently are not cached (git's "racily clean" rule; reference/mcp.md).
+    # Files changed this recently are not cached (git's "racily clean" rule: a change within the timestamp
+    # granularity of the last check may not show in the file's metadata; git's Documentation/technical/racy-git.txt).
     racy_window_ms: float = Field(100.0, ge=0)
     read_max_lines: int = Field(2000, ge=1)
     read_max_chars: int = Field(100_000, ge=1000)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -119,10 +122,13 @@ class Watcher:
         self._start_observer()
 
     def _start_observer(self) -> None:
-        observer = Observer()
-        observer.schedule(_Handler(self), self.root, recursive=True, event_filter=_EVENTS)
-        observer.daemon = True
-        observer.start()
+        try:  # watchdog opens its inotify instance in Observer() (newer) or in start() (older)
+            observer = Observer()
+            observer.schedule(_Handler(self), self.root, recursive=True, event_filter=_EVENTS)
+            observer.daemon = True
+            observer.start()
+        except OSError as exc:
+            raise explain_inotify_error(exc) from exc
         self._observer = observer
 
     async def stop(self) -> None:
@@ -238,6 +244,48 @@ class Watcher:
 def _stop_and_join(observer: Any) -> None:
     observer.stop()
     observer.join(5.0)
+
+
+class InotifyLimitError(OSError):
+    """The kernel refused an inotify instance or watch; the message names the sysctl that raises the limit."""
+
+
+def explain_inotify_error(exc: OSError) -> OSError:
+    """`exc` as an InotifyLimitError naming the limit it hit (EMFILE: instances, ENOSPC: watches), else unchanged.
+
+    Each sidecar holds one inotify instance and one watch per directory of its workspace. The limits count per
+    user: containers without a user namespace of their own that run their sidecars as one uid (compose runs all
+    as 1000) share the host's count, and only the host can raise it."""
+    if exc.errno == errno.EMFILE:
+        return InotifyLimitError(
+            errno.EMFILE,
+            "cannot watch the workspace: the kernel's inotify instance limit is reached "
+            "(fs.inotify.max_user_instances, 128 per user by default; each sidecar uses one, and all sidecars of one "
+            "uid on a host share the count; "
+            "or this process's open-file limit). Raise it on the host: "
+            "sudo sysctl -w fs.inotify.max_user_instances=1024 (persist it in /etc/sysctl.d/).",
+        )
+    if exc.errno == errno.ENOSPC:
+        return InotifyLimitError(
+            errno.ENOSPC,
+            "cannot watch the workspace: the kernel's inotify watch limit is reached (fs.inotify.max_user_watches; "
+            "one watch per directory, shared by all sidecars of one uid on a host). Raise it on the host: "
+            "sudo sysctl -w fs.inotify.max_user_watches=1048576 (persist it in /etc/sysctl.d/).",
+        )
+    return exc
+
+
+def probe_inotify() -> None:
+    """Open and close one inotify instance (Linux), so a sidecar at the kernel's limit fails at start-up with the
+    limit named (InotifyLimitError) instead of deep inside a server's start-up."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise explain_inotify_error(OSError(err, os.strerror(err)))
+    os.close(fd)
 
 
 class _Handler(FileSystemEventHandler):

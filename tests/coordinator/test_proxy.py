@@ -149,7 +149,7 @@ async def test_unreachable_upstream_is_502() -> None:
         assert response.status_code == 502
         error = response.json()["error"]
         assert "unreachable" in error["message"] and error["type"] == "BadGatewayError"
-        assert (await client.get("/healthz")).status_code == 503
+        assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/v1/models")).status_code == 502
 
 
@@ -288,4 +288,6 @@ async def test_model_names_with_several_upstreams() -> None:
             await client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
             assert a.received[-1]["model"] == "nope" and len(b.received) == 1
             models = (await client.get("/v1/models")).json()
-            assert [m["id"] for m in models["data"]] == [MODEL]  # both scripted upstreams serve the same id
+            # both scripted upstreams serve the same id; then the names the coordinator resolves itself
+            assert [m["id"] for m in models["data"]] == [MODEL, "auto", "large", "small"]
+            assert models["data"][2]["root"] == "big"

@@ -44,7 +44,7 @@ async def test_openai_client_non_streaming_models_and_errors(s: Stack) -> None:
     )
     assert completion.choices[0].message.content == COMPLETION["choices"][0]["message"]["content"]  # type: ignore[index]
     models = await client.models.list()
-    assert [m.id for m in models.data] == [MODEL]
+    assert [m.id for m in models.data] == [MODEL, "auto", "default"]  # the upstream's, then routing's names
     try:
         await client.chat.completions.create(model=MODEL, messages="nope")  # type: ignore[arg-type]
     except openai.BadRequestError as exc:

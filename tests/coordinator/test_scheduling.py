@@ -230,8 +230,9 @@ async def test_sidecar_speculation_counters_are_summed_in_status_and_metrics() -
         assert spec["prediction"]["predictions"] == 20 and spec["prediction"]["top1_rate"] == 0.4
         assert spec["prediction"]["top3_rate"] == 0.7
         text = (await client.get("/metrics")).text
-        assert 'goose_sidecar_speculation_test_runs_total{outcome="started"} 4.0' in text
-        assert 'goose_sidecar_prediction_total{outcome="top1"} 8.0' in text
+        assert "goose_sidecar_speculation_test_runs_started_total 4.0" in text
+        assert "goose_sidecar_prediction_top1_hits_total 8.0" in text
+        assert 'goose_sidecar_speculation_test_runs_total{outcome="used"} 2.0' in text
         bad = await client.post("/v1/agents/a-3/events", json={**base, "speculation": "nope"})
         assert bad.status_code == 400 and "speculation" in bad.json()["error"]["message"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -97,7 +98,8 @@ def test_goose_config_writes_what_goose_reads(tmp_path: Path, n: int) -> None:
         line.split("=", 1) for line in shlex.split((recipe.parent / "goose-sidecar.env").read_text(), comments=True)
     )
     assert written.pop("GOOSE_PATH_ROOT") == str(tmp_path)
-    expected = dict(goose["environment"])
+    # What compose makes of `${VAR:-default}` with VAR unset (no per-agent key in .env).
+    expected = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in goose["environment"].items()}
     assert expected.pop("GOOSE_PATH_ROOT") == GOOSE_ROOT
     assert expected == written
 
@@ -130,3 +132,14 @@ def test_docker_compose_rejects_a_broken_file(tmp_path: Path) -> None:
     path = tmp_path / "docker-compose.yml"
     path.write_text(render_compose(1).replace("depends_on:", "depends_onn:"), encoding="utf-8")
     assert compose_config(path).returncode != 0
+
+
+def test_the_coordinator_healthcheck_is_its_readiness_route() -> None:
+    """Compose's healthcheck gates the agents, so it is readiness; the route must exist on the coordinator."""
+    from sidecar.coordinator.app import build_app
+    from tests.coordinator.conftest import make_config
+
+    url = compose_project(1)["services"]["coordinator"]["healthcheck"]["test"][-1]
+    assert url.endswith("/readyz")
+    paths = {getattr(r, "path", None) for r in build_app(make_config("http://127.0.0.1:9")).routes}
+    assert {"/readyz", "/livez", "/healthz"} <= paths

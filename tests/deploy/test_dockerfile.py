@@ -72,10 +72,27 @@ def test_final_stage_runs_goose_sidecar_as_a_non_root_user_with_a_healthcheck() 
     assert "goose-sidecar" in scripts
 
 
-def test_no_build_tools_or_package_managers_in_the_final_stage() -> None:
-    final_text = " ".join(args for _, args in stages()[-1])
-    for tool in ("apt-get", "apk ", "gcc", "build-essential", "pip install", "curl", "wget"):
+def test_no_build_tools_in_the_final_stage_and_only_git_from_apt() -> None:
+    final = stages()[-1]
+    final_text = " ".join(args for _, args in final)
+    for tool in ("apk ", "gcc", "build-essential", "pip install", "curl", "wget"):
         assert tool not in final_text
+    (install,) = [args for name, args in final if name == "RUN" and "apt-get" in args]
+    command = install.split("apt-get install", 1)[1].split("&&")[0]
+    assert {word for word in command.split() if not word.startswith("-")} == {"git"}
+    assert "--no-install-recommends" in command and "rm -rf /var/lib/apt/lists/*" in install
+
+
+def test_the_image_has_git_and_ripgrep_for_the_sidecars_tools() -> None:
+    """git_status/git_diff run `git`; search runs `rg` when it is on PATH (else a slower Python fallback)."""
+    build, final = stages()[0], stages()[-1]
+    build_args = dict(args.split("=", 1) for name, args in build if name == "ARG" and "=" in args)
+    assert re.fullmatch(r'"ripgrep==\d+\.\d+\.\d+"', build_args["RIPGREP"])
+    (pip,) = [args for name, args in build if name == "RUN" and "pip install" in args]
+    assert "${RIPGREP}" in pip and "--only-binary ripgrep" in pip  # a wheel with the binary, never a Rust build
+    path = next(args for name, args in final if name == "ENV" and args.startswith("PATH="))
+    assert path.startswith("PATH=/opt/venv/bin:")  # where the wheel puts rg
+    assert any(name == "RUN" and "install -y --no-install-recommends git" in args for name, args in final)
 
 
 def docker_ignored(path: str, patterns: list[str]) -> bool:
@@ -101,7 +118,14 @@ def dockerignore_patterns() -> list[str]:
 
 @pytest.mark.parametrize(
     "path",
-    ["pyproject.toml", "README.md", "sidecar/__init__.py", "sidecar/deploy/healthcheck.py", "sidecar/cli.py"],
+    [
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "sidecar/__init__.py",
+        "sidecar/deploy/healthcheck.py",
+        "sidecar/cli.py",
+    ],
 )
 def test_the_context_keeps_what_the_build_copies(path: str) -> None:
     assert not docker_ignored(path, dockerignore_patterns())

@@ -26,7 +26,9 @@ CRDS = {"ServiceMonitor"}  # custom resources: no schema in the core API
 
 
 def every_option() -> list[dict[str, Any]]:
-    return manifests(3, simulator=True, service_monitor=True, namespace="fleet", image="registry.example/gs:1")
+    return manifests(
+        3, simulator=True, service_monitor=True, namespace="fleet", image="registry.example/gs:1", api_keys_secret="k"
+    )
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -54,9 +56,11 @@ def test_the_validator_rejects_what_kubernetes_would() -> None:
 
 def test_the_rendered_yaml_is_the_data() -> None:
     """Parsed back by a real YAML parser, the file is exactly the documents (the renderer quotes everything)."""
-    text = render_manifests(3, simulator=True, service_monitor=True, namespace="fleet", image="registry.example/gs:1")
+    text = render_manifests(
+        3, simulator=True, service_monitor=True, namespace="fleet", image="registry.example/gs:1", api_keys_secret="k"
+    )
     assert [d for d in yaml.safe_load_all(text) if d is not None] == every_option()
-    assert "--agents 3 --simulator --service-monitor --namespace fleet --image registry.example/gs:1" in text
+    assert "--simulator --service-monitor --namespace fleet --image registry.example/gs:1 --api-keys-secret k" in text
 
 
 def test_the_committed_file_is_the_generator_output_for_two_agents_with_simulators() -> None:
@@ -77,9 +81,11 @@ def test_each_agent_pod_runs_goose_beside_a_native_sidecar_on_loopback(agents: i
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Job"] == [f"agent-{n}" for n in range(1, agents + 1)]
     for n in range(1, agents + 1):
         pod = job_pod(n, docs)
-        config, sidecar = pod["initContainers"]
+        wait, config, sidecar = pod["initContainers"]
         (goose,) = pod["containers"]
-        assert (config["name"], sidecar["name"], goose["name"]) == ("goose-config", "sidecar", "goose")
+        names = (wait["name"], config["name"], sidecar["name"], goose["name"])
+        assert names == ("wait-for-coordinator", "goose-config", "sidecar", "goose")
+        assert "http://coordinator:8080/readyz" in wait["command"][-1]
         assert "restartPolicy" not in config and sidecar["restartPolicy"] == "Always"  # runs once / runs beside
         args = sidecar["args"]
         assert args[args.index("--http") + 1] == f"127.0.0.1:{compose.SIDECAR_PORT}"
@@ -88,7 +94,8 @@ def test_each_agent_pod_runs_goose_beside_a_native_sidecar_on_loopback(agents: i
         assert config["args"][config["args"].index("--sidecar-url") + 1] == f"{SIDECAR_LOCAL}/mcp"
         # Goose's provider settings are compose's, plus the task it is given.
         env = {e["name"]: e["value"] for e in goose["env"]}
-        assert env == {"AGENT_TASK": compose.DEFAULT_TASK, **compose.goose_environment(n)}
+        expected = {**compose.goose_environment(n), "OPENAI_API_KEY": "goose-sidecar"}  # no compose ${...} here
+        assert env == {"AGENT_TASK": compose.DEFAULT_TASK, **expected}
         assert "task=$(AGENT_TASK)" in goose["args"]
         # Goose and its sidecar share the workspace claim at the same path.
         workspace = {"name": "workspace", "mountPath": compose.WORKSPACE}
@@ -96,6 +103,16 @@ def test_each_agent_pod_runs_goose_beside_a_native_sidecar_on_loopback(agents: i
         claim = next(v for v in pod["volumes"] if v["name"] == "workspace")["persistentVolumeClaim"]["claimName"]
         assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim for d in docs)
         assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_api_keys_come_from_a_secret_when_one_is_named() -> None:
+    goose = job_pod(2, manifests(2, api_keys_secret="agent-keys"))["containers"][0]
+    (key,) = [e for e in goose["env"] if e["name"] == "OPENAI_API_KEY"]
+    assert key == {
+        "name": "OPENAI_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "agent-keys", "key": "AGENT_2_API_KEY"}},
+    }
+    assert not any("${" in str(e.get("value", "")) for e in goose["env"])  # no compose interpolation leaks in
 
 
 def test_only_the_coordinator_and_simulators_are_services() -> None:
@@ -132,7 +149,7 @@ def test_the_service_monitor_scrapes_the_coordinators_metrics_port() -> None:
 
 def test_the_sidecar_probe_command_passes_against_the_real_sidecar_it_probes(tmp_path: Path) -> None:
     """The Pod's sidecar arguments, run for real (workspace and port moved here), answer the exec probe."""
-    sidecar = job_pod(1, manifests(1))["initContainers"][1]
+    sidecar = job_pod(1, manifests(1))["initContainers"][2]
     port = free_port()
     args = [a.replace(compose.WORKSPACE, str(tmp_path)) for a in sidecar["args"]]
     args[args.index("--http") + 1] = f"127.0.0.1:{port}"

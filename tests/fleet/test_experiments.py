@@ -18,7 +18,7 @@ from sidecar.fleet.experiments import (
 from sidecar.fleet.metrics import summarize
 from sidecar.fleet.records import FleetRun
 from sidecar.fleet.runner import FleetOptions
-from sidecar.fleet.scenario import REPO_SCENARIOS, load_scenario
+from sidecar.fleet.scenario import PACKAGED_SCENARIOS, REPO_SCENARIOS, load_scenario
 from sidecar.fleet.stack import supports, with_overrides
 
 
@@ -75,7 +75,14 @@ def test_supports() -> None:
     assert not supports("scheduling.nope") and not supports("nope.policy") and not supports("log.level.deeper")
 
 
-@pytest.mark.parametrize("path", sorted(REPO_SCENARIOS.glob("*.toml")), ids=lambda p: p.stem)
+SHIPPED = sorted([*PACKAGED_SCENARIOS.glob("*.toml"), *REPO_SCENARIOS.glob("*.toml")])
+
+
+def test_the_packaged_scenarios_are_there() -> None:
+    assert {"small", "demo", "full"} <= {p.stem for p in SHIPPED}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_scenarios_load(path: Path) -> None:
     scenario = load_scenario(str(path))
     assert scenario.name == path.stem and scenario.description
@@ -90,6 +97,8 @@ def test_small_is_the_default_and_problems_are_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_scenario(str(bad))
     assert len(caught.value.problems) == 2
+    with pytest.raises(ConfigError, match=r"no scenario 'nope'; available: .*small"):
+        load_scenario("nope")
 
 
 def test_time_constants_follow_the_simulator_clock() -> None:

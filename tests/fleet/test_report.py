@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+import pytest
 
 from sidecar.fleet.bench import BenchResult, BenchRun, write_runs
 from sidecar.fleet.experiments import select
 from sidecar.fleet.metrics import summarize
-from sidecar.fleet.plots import write_plots
+from sidecar.fleet.plots import missing_library, write_plots
 from sidecar.fleet.records import AgentRun, FleetRun, Turn
 from sidecar.fleet.report import fmt, write_report
 from sidecar.fleet.scenario import Scenario
@@ -28,7 +31,7 @@ def fake_run(condition: str, seed: int, slow: float) -> FleetRun:
     return FleetRun(condition, agents, time_scale=30.0, wall_s=10.0 * slow, timeline=timeline)
 
 
-def test_report_files(tmp_path: Path) -> None:
+def bench_result() -> BenchResult:
     experiments = select(["priority", "routing", "semantic_cache"])
     scenario = Scenario(name="t", description="a test scenario", sim={"time_scale": 30.0})
     scenario.bench.seeds = [1, 2]
@@ -43,7 +46,11 @@ def test_report_files(tmp_path: Path) -> None:
             result.fleet_runs[(condition, seed)] = run
             result.runs.append(BenchRun(condition, seed, summarize(run)))
     result.runs.append(BenchRun("fcfs", 3, error="RuntimeError: boom"))
+    return result
 
+
+def test_report_files(tmp_path: Path) -> None:
+    result = bench_result()
     write_runs(result, tmp_path)
     plots = write_plots(result, tmp_path)
     report, data = write_report(result, tmp_path, plots)
@@ -74,3 +81,17 @@ def test_fmt() -> None:
     assert fmt(None, "s") == "-"
     assert fmt(12.345, "s") == "12.3 s" and fmt(1.234, "s") == "1.23 s"
     assert fmt(0.123, "share") == "12%" and fmt(5000.4, "tokens") == "5,000" and fmt(3.0, "count") == "3"
+
+
+def test_without_matplotlib_the_report_is_written_without_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ModuleNotFoundError
+    why = missing_library()
+    assert why is not None and "goose-sidecar[bench]" in why
+    result = bench_result()
+    plots = write_plots(result, tmp_path)
+    report, _ = write_report(result, tmp_path, plots)
+    assert plots == [] and "![" not in report.read_text()
