@@ -39,6 +39,7 @@ import httpx
 from starlette.types import Send
 
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.early import EarlyStarter
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
@@ -126,6 +127,8 @@ class Speculator:
         # agent -> its sidecar's latest tool-level counters (test pre-runs, prediction), from its events
         self.sidecar_reports: dict[str, dict[str, float]] = {}
         self._followups: set[asyncio.Task[None]] = set()
+        # Streaming tool execution: the sidecar URLs it needs are the ones learnt here.
+        self.early = EarlyStarter(settings, client, self.peek_urls)
         for alias, dispatcher in dispatchers.items():
             dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
 
@@ -382,11 +385,13 @@ class Speculator:
             "results_unknown": s.results_unknown,
             "too_late": s.too_late,
             "sidecars_known": len(set(self.peek_urls.values())),
-            # Tool-level speculation as the sidecars report it: test pre-runs and next-action prediction.
+            # Tool-level speculation as the sidecars report it: test pre-runs, next-action prediction, early runs.
             **fleet_counters(self.sidecar_reports),
+            "stream_tools": self.early.status(),
         }
 
     async def aclose(self) -> None:
+        await self.early.aclose()
         for task in list(self._followups):
             task.cancel()
         for task in list(self._followups):
@@ -465,3 +470,30 @@ class SpeculationCollector:
         for outcome in ("predictions", "top1", "top3"):
             predictions.add_metric([outcome], fleet["prediction"][outcome])
         yield predictions
+        early = CounterMetricFamily(
+            "goose_sidecar_speculation_early_runs",
+            "Tool calls the sidecars started while their answer streamed, by outcome (as the sidecars report them)",
+            labels=["outcome"],
+        )
+        for outcome in ("started", "used", "wasted"):
+            early.add_metric([outcome], fleet["early_runs"][outcome])
+        yield early
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_early_time_saved_seconds",
+            "Agent time saved by tool calls started while their answer streamed (as the sidecars report it)",
+            fleet["early_runs"]["time_saved_s"],
+        )
+        starter = self.speculator.early.stats
+        starts = CounterMetricFamily(
+            "goose_sidecar_speculation_early_starts",
+            "Complete sidecar tool calls seen in streamed answers, and the starts sent for them, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, value in (
+            ("calls_seen", starter.calls_seen),
+            ("sent", starter.starts_sent),
+            ("failed", starter.starts_failed),
+            ("dropped", starter.dropped),
+        ):
+            starts.add_metric([outcome], value)
+        yield starts
