@@ -107,6 +107,10 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         # Tool time of a turn is the agent's wait for all of its answer's calls (run concurrently, as Goose does).
         "tool_s_per_answer": mean(t.tool_s * scale for t in turns if t.tools),
         "tool_s_per_multi_answer": mean(t.tool_s * scale for t in turns if len(t.tools) > 1),
+        # Answers whose test run has other calls after it: the case streaming tool execution can overlap.
+        "tool_s_tests_first": mean(
+            t.tool_s * scale for t in turns if len(t.tools) > 1 and t.tools[0].endswith("run_tests")
+        ),
         **_speculation(run),
         "stage_source": _most_common(t.stage_source for t in turns),
     }
