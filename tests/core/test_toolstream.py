@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar.core.nextcall import ToolRequest, assistant_from_sse
 from sidecar.core.toolstream import StreamedCall, ToolCallStream, early_request, early_url
@@ -140,3 +142,44 @@ def test_early_request_keeps_only_the_sidecars_calls_with_object_arguments(
 )
 def test_early_url_sits_beside_the_peek_url(peek: str, expected: str | None) -> None:
     assert early_url(peek) == expected
+
+
+CALLS = st.lists(
+    st.tuples(
+        st.sampled_from(["sidecar__read_file", "sidecar__search", "developer__shell"]),
+        st.dictionaries(st.sampled_from(["path", "pattern", "n"]), st.text(max_size=12) | st.integers(), max_size=3),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def streamed(calls: list[tuple[str, dict[str, Any]]], piece: int) -> bytes:
+    """An answer whose calls' arguments stream in `piece`-character fragments (vLLM's order)."""
+    frames = [delta({"content": "Working."})]
+    for i, (name, args) in enumerate(calls):
+        text = json.dumps(args)
+        frames.append(call_delta(i, f"call-{i}", name, ""))
+        frames += [call_delta(i, args=text[at : at + piece]) for at in range(0, len(text), piece)]
+    frames.append(delta({}, "tool_calls"))
+    return sse(*frames)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(CALLS, st.integers(1, 9), st.lists(st.integers(0, 10_000), max_size=12))
+def test_any_split_of_any_answer_yields_exactly_the_calls_the_agent_rebuilds(
+    calls: list[tuple[str, dict[str, Any]]], piece: int, cuts: list[int]
+) -> None:
+    data = streamed(calls, piece)
+    stream = ToolCallStream()
+    found: list[StreamedCall] = []
+    at = 0
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
+        found += stream.feed(data[at:cut])
+        at = cut
+    whole = assistant_from_sse(data)
+    assert whole is not None
+    assert [(c.call_id, c.name, c.arguments) for c in found] == [
+        (t["id"], t["function"]["name"], t["function"]["arguments"]) for t in whole.message["tool_calls"]
+    ]
+    assert [c.index for c in found] == list(range(len(calls)))
