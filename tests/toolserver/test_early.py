@@ -4,6 +4,7 @@ cancelled when the workspace moves or the answer is over, and never started for 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -208,3 +209,21 @@ async def test_sidecar_events_carry_the_early_counters(make_settings: Callable[.
     counters = rec.events[0][1]["speculation"]
     assert counters["early_started"] == 1 and counters["early_used"] == 1 and counters["early_wasted"] == 0
     assert counters["early_saved_s"] >= 0
+
+
+async def test_an_early_start_after_the_real_call_began_shares_its_run_and_runs_nothing_twice(
+    make_settings: Callable[..., SidecarSettings], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.log"  # outside the workspace: counting runs must not change it
+    command = f"{sys.executable} -c \"import time; open({str(runs)!r}, 'a').write('x'); time.sleep(1)\""
+    async with live_sidecar(make_settings(test_command=command)) as live:
+        real = asyncio.create_task(live.call("run_tests", {}))
+        await until(lambda: runs.exists())  # the agent's own run is under way
+        assert await live.start("answer-1", ("run_tests", {})) == ["started"]  # the start came late
+        text = await real
+        await live.settled()
+        assert runs.read_text() == "x"  # one process: the early run joined the agent's (single flight)
+        assert text.startswith("$ ") and "cached" not in text
+        await live.start("answer-2")
+        early = live.sidecar.early.stats
+        assert early.used == 0 and early.wasted <= 1  # it gave the agent nothing: never counted as used
