@@ -11,7 +11,9 @@ the MCP server's validation fills them for the real call), or a `Refused` saying
 strict: an unknown key, a wrong type (a bool or float for an integer, a number for a string) or a value out of
 the tool's bounds is refused, never coerced. A refusal only means "not started early"; the agent's real call is
 untouched. `call_key` is the identity an early run and the agent's real call are matched by: the tool and its
-normalized arguments as canonical JSON.
+normalized arguments as canonical JSON. `decide_start` is the whole admission of one call: well formed,
+early-safe, not a duplicate of a call already started for this answer, and under the cap of concurrent runs
+(a call over the cap is refused, never queued: a late start is worth nothing).
 
 Pure: no I/O.
 """
@@ -19,7 +21,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +99,39 @@ def normalize(name: str, arguments: Mapping[str, Any]) -> dict[str, Any] | Refus
 def call_key(name: str, arguments: Mapping[str, Any]) -> str:
     """The identity of a call: tool name and normalized arguments as canonical JSON."""
     return json.dumps([name, dict(arguments)], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyStart:
+    """Start this call early: its key and its normalized arguments."""
+
+    key: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NotStarted:
+    """Why a call is not started early; `busy` when only the cap stood in the way."""
+
+    reason: str
+    busy: bool = False
+
+
+def decide_start(call: Any, *, started: Collection[str], running: int, max_concurrent: int) -> EarlyStart | NotStarted:
+    """Whether to start `call` (`{name, arguments}` as the coordinator sends it) early. `started`: the keys of the
+    calls already started for this answer; `running`: early runs in progress; `max_concurrent`: the cap."""
+    if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
+        return NotStarted("not a {name, arguments} object")
+    arguments = call.get("arguments", {})
+    if not isinstance(arguments, Mapping):
+        return NotStarted("arguments must be an object")
+    normal = normalize(call["name"], arguments)
+    if isinstance(normal, Refused):
+        return NotStarted(normal.reason)
+    key = call_key(call["name"], normal)
+    if key in started:
+        return NotStarted("already started")
+    if running >= max_concurrent:
+        return NotStarted(f"{max_concurrent} early runs are in progress", busy=True)
+    return EarlyStart(key, call["name"], normal)

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sidecar.core.earlyrun import call_key, normalize
+from sidecar.core.earlyrun import NotStarted, call_key, decide_start
 from sidecar.obs import get_logger
 from sidecar.toolserver.tools import ToolFailure, ToolOutput, Tools
 
@@ -116,24 +116,16 @@ class EarlyRunner:
         return [self._start_one(answer, call) for call in calls]
 
     def _start_one(self, answer: str, call: object) -> str:
-        if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
-            self.stats.refused += 1
-            return "refused: not a {name, arguments} object"
-        arguments = call.get("arguments", {})
-        normal = normalize(call["name"], arguments) if isinstance(arguments, Mapping) else None
-        if not isinstance(normal, dict):
-            self.stats.refused += 1
-            return f"refused: {normal.reason if normal is not None else 'arguments must be an object'}"
-        key = call_key(call["name"], normal)
-        if key in self.pending:
-            self.stats.refused += 1
-            return "refused: already started"
-        if self.running >= self.max_concurrent:
-            self.stats.busy += 1
-            return f"refused: {self.max_concurrent} early runs are in progress"
-        run = EarlyRun(key, call["name"], normal, answer, self.clock())
+        verdict = decide_start(call, started=self.pending, running=self.running, max_concurrent=self.max_concurrent)
+        if isinstance(verdict, NotStarted):
+            if verdict.busy:
+                self.stats.busy += 1
+            else:
+                self.stats.refused += 1
+            return f"refused: {verdict.reason}"
+        run = EarlyRun(verdict.key, verdict.name, verdict.arguments, answer, self.clock())
         run.task = asyncio.get_running_loop().create_task(self._run(run), name=f"sidecar-early-{run.tool}")
-        self.pending[key] = run
+        self.pending[run.key] = run
         return "started"
 
     async def _run(self, run: EarlyRun) -> None:

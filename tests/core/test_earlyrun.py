@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.core.earlyrun import EARLY_TOOLS, call_key, normalize
+from sidecar.core.earlyrun import EARLY_TOOLS, EarlyStart, NotStarted, call_key, decide_start, normalize
 from sidecar.core.paths import Refused
 
 
@@ -64,3 +64,42 @@ def test_the_key_is_the_same_for_the_same_call_whatever_the_order_of_its_argumen
     assert call_key("search", a) == call_key("search", b)
     assert call_key("search", a) != call_key("list_dir", a)
     assert call_key("read_file", {"path": "é"}) == '["read_file",{"path":"é"}]'
+
+
+CALC = {"name": "read_file", "arguments": {"path": "a.py"}}
+CALC_KEY = call_key("read_file", {"path": "a.py", "start_line": None, "end_line": None})
+
+
+@pytest.mark.parametrize(
+    ("call", "started", "running", "cap", "expected"),
+    [
+        (CALC, set(), 0, 4, EarlyStart(CALC_KEY, "read_file", {"path": "a.py", "start_line": None, "end_line": None})),
+        (
+            {"name": "list_dir"},
+            set(),
+            0,
+            4,
+            EarlyStart(call_key("list_dir", {"path": ".", "depth": 2}), "list_dir", {"path": ".", "depth": 2}),
+        ),
+        (CALC, {CALC_KEY}, 0, 4, NotStarted("already started")),
+        (CALC, set(), 4, 4, NotStarted("4 early runs are in progress", busy=True)),
+        (CALC, set(), 0, 0, NotStarted("0 early runs are in progress", busy=True)),  # cap 0: nothing starts
+        ("read_file", set(), 0, 4, NotStarted("not a {name, arguments} object")),
+        ({"name": 3}, set(), 0, 4, NotStarted("not a {name, arguments} object")),
+        ({"name": "read_file", "arguments": [1]}, set(), 0, 4, NotStarted("arguments must be an object")),
+        (
+            {"name": "edit_file", "arguments": {}},
+            set(),
+            0,
+            4,
+            NotStarted("edit_file is not safe to start early (only read_file, list_dir, search, run_tests)"),
+        ),
+    ],
+)
+def test_decide_start(call: Any, started: set[str], running: int, cap: int, expected: object) -> None:
+    assert decide_start(call, started=started, running=running, max_concurrent=cap) == expected
+
+
+def test_an_unsafe_call_is_refused_before_the_cap_is_even_looked_at() -> None:
+    verdict = decide_start({"name": "write_file", "arguments": {}}, started=set(), running=9, max_concurrent=1)
+    assert isinstance(verdict, NotStarted) and not verdict.busy
