@@ -38,6 +38,7 @@ from sidecar.obs import bind_request, clear_request, get_logger
 
 if TYPE_CHECKING:
     from sidecar.coordinator.app import CoordinatorState
+    from sidecar.coordinator.early import StreamWatch
 
 log = get_logger("sidecar.coordinator.proxy")
 
@@ -224,6 +225,10 @@ class Exchange:
         speculator = state.speculator
         keep = speculator is not None and speculator.settings.enabled and parsed.stream
         self.frames: list[bytes] | None = [] if keep and parsed.endpoint == "chat/completions" else None
+        # Streaming tool execution: reads the relayed bytes (after each is sent) to start tool calls early.
+        self.watch: StreamWatch | None = None
+        if speculator is not None and parsed.stream and parsed.endpoint == "chat/completions":
+            self.watch = speculator.early.watch(identity.agent_id, identity.session_id)
 
     def client_left(self) -> None:
         """The client went away. After the whole body was relayed (clients close right after [DONE]) that is
@@ -424,7 +429,11 @@ class Exchange:
                         self.frames = None  # too long to be worth predicting from
                 if chunk.endswith(b"data: [DONE]\n\n"):
                     self._finished(response.status_code)  # before the send: clients close right after [DONE]
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                try:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                finally:  # after the send: the client's bytes are never delayed (even if it left during it)
+                    if self.watch is not None and response.status_code == 200:
+                        self.watch.feed(chunk)
             self._finished(response.status_code)
         except httpx.HTTPError as exc:
             error = translate_upstream_exception(exc, response.request.url.host or "upstream")

@@ -130,5 +130,9 @@ class SpeculationSettings(BaseModel):
     mode: Literal["prefetch", "warm"] = "prefetch"
     # The Goose extension name of the sidecar: its tools reach the model as `<extension>__<tool>`.
     extension: str = Field("sidecar", min_length=1)
-    # How long to wait for a sidecar's /peek answer before giving up on one follow-up.
+    # How long to wait for a sidecar's /peek answer before giving up on one follow-up (also bounds /early).
     peek_timeout_s: float = Field(1.0, gt=0)
+    # Streaming tool execution (`coordinator/early.py`): while an answer streams, ask the agent's sidecar to start
+    # each of its tool calls as soon as the call is complete (the sidecar starts only read-only calls and test
+    # runs, losslessly). Independent of `enabled` (LLM-level speculation); needs the sidecar's /peek URL.
+    stream_tools: bool = False

@@ -39,6 +39,7 @@ import httpx
 from starlette.types import Send
 
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.early import EarlyStarter
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
@@ -126,6 +127,8 @@ class Speculator:
         # agent -> its sidecar's latest tool-level counters (test pre-runs, prediction), from its events
         self.sidecar_reports: dict[str, dict[str, float]] = {}
         self._followups: set[asyncio.Task[None]] = set()
+        # Streaming tool execution: the sidecar URLs it needs are the ones learnt here.
+        self.early = EarlyStarter(settings, client, self.peek_urls)
         for alias, dispatcher in dispatchers.items():
             dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
 
@@ -382,11 +385,13 @@ class Speculator:
             "results_unknown": s.results_unknown,
             "too_late": s.too_late,
             "sidecars_known": len(set(self.peek_urls.values())),
-            # Tool-level speculation as the sidecars report it: test pre-runs and next-action prediction.
+            # Tool-level speculation as the sidecars report it: test pre-runs, next-action prediction, early runs.
             **fleet_counters(self.sidecar_reports),
+            "stream_tools": self.early.status(),
         }
 
     async def aclose(self) -> None:
+        await self.early.aclose()
         for task in list(self._followups):
             task.cancel()
         for task in list(self._followups):
@@ -475,3 +480,23 @@ class SpeculationCollector:
             ("goose_sidecar_prediction_top3_hits", "top3", "Predictions with the next action among the first three"),
         ):
             yield CounterMetricFamily(name, help_text, fleet["prediction"][key])
+        # Started, used and wasted: used and wasted are parts of started, so each is its own name.
+        for outcome in ("started", "used", "wasted"):
+            yield CounterMetricFamily(
+                f"goose_sidecar_speculation_early_runs_{outcome}",
+                f"Tool calls the sidecars started while their answer streamed: {outcome} (as the sidecars report)",
+                fleet["early_runs"][outcome],
+            )
+        yield CounterMetricFamily(
+            "goose_sidecar_speculation_early_time_saved_seconds",
+            "Agent time saved by tool calls started while their answer streamed (as the sidecars report it)",
+            fleet["early_runs"]["time_saved_s"],
+        )
+        starter = self.speculator.early.stats
+        for name, help_text, value in (
+            ("calls_seen", "Complete sidecar tool calls seen in streamed answers", starter.calls_seen),
+            ("starts_sent", "Early starts sent to the sidecars for those calls", starter.starts_sent),
+            ("starts_failed", "Early starts a sidecar did not accept", starter.starts_failed),
+            ("dropped", "Early starts not sent: too many POSTs to sidecars already in flight", starter.dropped),
+        ):
+            yield CounterMetricFamily(f"goose_sidecar_speculation_early_{name}", help_text, value)

@@ -83,7 +83,8 @@ def should_speculate_llm(*, enabled: bool, spare_capacity: bool, waiting_real: i
 
 
 # What each sidecar reports of its tool-level speculation on every tool event (cumulative since it started):
-# test pre-runs by outcome, the agent time they saved, and its next-action predictor's score.
+# test pre-runs by outcome, the agent time they saved, its next-action predictor's score, and the tool calls
+# it started early while their answer streamed (streaming tool execution, `toolserver/early.py`).
 SIDECAR_COUNTERS = (
     "prerun_started",
     "prerun_used",
@@ -94,6 +95,10 @@ SIDECAR_COUNTERS = (
     "predictions",
     "top1",
     "top3",
+    "early_started",
+    "early_used",
+    "early_wasted",
+    "early_saved_s",
 )
 
 
@@ -108,7 +113,8 @@ def sidecar_counters(raw: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def fleet_counters(reports: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
-    """Sum the latest report of every sidecar: pre-run outcomes and prediction accuracy (top-1 / top-3)."""
+    """Sum the latest report of every sidecar: pre-run outcomes, prediction accuracy (top-1 / top-3) and
+    early tool runs (started, used, wasted, agent time saved)."""
     total = {name: sum(r.get(name, 0.0) for r in reports.values()) for name in SIDECAR_COUNTERS}
     n = total["predictions"]
     return {
@@ -127,5 +133,11 @@ def fleet_counters(reports: Mapping[str, Mapping[str, float]]) -> dict[str, Any]
             "top3": int(total["top3"]),
             "top1_rate": total["top1"] / n if n else None,
             "top3_rate": total["top3"] / n if n else None,
+        },
+        "early_runs": {
+            "started": int(total["early_started"]),
+            "used": int(total["early_used"]),
+            "wasted": int(total["early_wasted"]),
+            "time_saved_s": round(total["early_saved_s"], 3),
         },
     }

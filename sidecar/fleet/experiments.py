@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPECULATION_KEY = "speculation.enabled"
+STREAM_TOOLS_KEY = "speculation.stream_tools"
 
 BASELINE_CONFIG: Mapping[str, Any] = {
     "scheduling.policy": "priority",
@@ -106,6 +107,12 @@ CONDITIONS: dict[str, Condition] = {
             "speculation on (pre-runs + LLM prefetch)",
             config={SPECULATION_KEY: True, "speculation.mode": "prefetch"},
             fleet={"speculate_tests": True, "peek": True},
+        ),
+        Condition(
+            "stream_tools",
+            "streaming tool execution",
+            config={STREAM_TOOLS_KEY: True},
+            fleet={"peek": True},
         ),
         Condition(
             "all_off",
@@ -282,6 +289,39 @@ EXPERIMENTS: tuple[Experiment, ...] = (
             ("baseline", "spec_tests", "agent_s"),
             ("baseline", "spec_llm", "agent_s"),
             ("baseline", "spec_warm", "agent_s"),
+        ),
+    ),
+    Experiment(
+        "streaming",
+        "Streaming tool execution (tool calls started while their answer streams)",
+        ("baseline", "stream_tools"),
+        (
+            Row("Agent task time (mean)", "agent_s", "s"),
+            Row("Time per turn (agent time / LLM calls)", "turn_s", "s"),
+            Row("Tool wait per tool-calling answer (mean)", "tool_s_per_answer", "s"),
+            Row("... per answer with several calls (mean)", "tool_s_per_multi_answer", "s"),
+            Row("... per answer with a test run and calls after it (mean)", "tool_s_tests_first", "s"),
+            Row("Tool time (all agents)", "tool_s", "s"),
+            Row("LLM wait per agent (sum of its calls)", "llm_s_per_agent", "s"),
+            Row("Wall time", "wall_s", "s"),
+            Row("Tool calls per tool-calling answer (median)", "calls_per_answer", "count", relative=False),
+            Row("Tool calls started early", "early_started", "count", relative=False),
+            Row("... whose result the agent's call took", "early_used", "count", relative=False),
+            Row("... wasted (not asked for, stale or cancelled)", "early_wasted", "count", relative=False),
+            Row("Agent time saved by early runs (sidecars' account)", "early_saved_s", "s", relative=False),
+        ),
+        "Results Summary",
+        "untested ('Streaming Tool Execution ?')",
+        requires=(STREAM_TOOLS_KEY,),
+        note="Lossless: an early run only fills the sidecar's validated cache (read-only tools, and test runs on "
+        "the exact workspace state); the agent's own call still runs and takes the result only if a fresh call "
+        "would return the same. The overlap is bounded by what streams after a call completes: the calls after "
+        "it in the same answer. A single call, or a slow call last in its answer, leaves nothing to overlap. "
+        "Run it on a scenario whose answers carry several calls (`parallel-tools`).",
+        headlines=(
+            ("baseline", "stream_tools", "agent_s"),
+            ("baseline", "stream_tools", "tool_s_per_answer"),
+            ("baseline", "stream_tools", "tool_s_tests_first"),
         ),
     ),
     Experiment(

@@ -103,6 +103,14 @@ def summarize(run: FleetRun) -> dict[str, Any]:
         "batch_mean": _batch_mean(run, "large"),
         "speculative_served": sum(1 for t in turns if t.headers.get(SPECULATIVE_HEADER) == "1"),
         "turn_s": _ratio(sum(a.duration_s * scale for a in run.agents if a.kind == "coder"), _coder_turns(run)),
+        "calls_per_answer": median(float(len(t.tools)) for t in turns if t.tools),
+        # Tool time of a turn is the agent's wait for all of its answer's calls (run concurrently, as Goose does).
+        "tool_s_per_answer": mean(t.tool_s * scale for t in turns if t.tools),
+        "tool_s_per_multi_answer": mean(t.tool_s * scale for t in turns if len(t.tools) > 1),
+        # Answers whose test run has other calls after it: the case streaming tool execution can overlap.
+        "tool_s_tests_first": mean(
+            t.tool_s * scale for t in turns if len(t.tools) > 1 and t.tools[0].endswith("run_tests")
+        ),
         **_speculation(run),
         "stage_source": _most_common(t.stage_source for t in turns),
     }
@@ -130,7 +138,13 @@ def _speculation(run: FleetRun) -> dict[str, Any]:
     spec = (run.settings.get("coordinator_status") or {}).get("speculation") or {}
     runs = spec.get("test_runs") or {}
     prediction = spec.get("prediction") or {}
+    early = spec.get("early_runs") or {}
+    saved = early.get("time_saved_s")  # the sidecars' real seconds: on the simulator's clock like tool time
     return {
+        "early_started": early.get("started"),
+        "early_used": early.get("used"),
+        "early_wasted": early.get("wasted"),
+        "early_saved_s": None if saved is None else saved * run.time_scale,
         "prerun_started": runs.get("started"),
         "prerun_used": runs.get("used"),
         "prediction_top1": prediction.get("top1_rate"),

@@ -12,6 +12,10 @@ Contract:
   read source 35%, read test 25%, edit fix 25%); the rest (after a listing, a read, a search) is ours.
 - Episodes end: a final text (no tool call) after tests pass with nothing left to do, after a commit, when a
   commit is refused, or once `max_steps` tool calls have been made.
+- Parallel calls (`parallel_calls`, off unless a profile asks for them): a share of answers carries, after the
+  decided call, further calls that are independent of it and of each other: reads of other files (not read
+  yet, else not read since the last change or test run), never the file the decided call touches. Only with a
+  read, listing, search, test run or edit; never with a commit, a diff or a notes file.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.sim.text import Dice
-from sidecar.sim.transcript import Step, Transcript, is_test_file
+from sidecar.sim.transcript import Step, Transcript, is_test_file, tool_kind
 
 MARKER = "# sim-fix:"
 TEST_COMMAND = "python -m pytest -q"
+# Calls per answer when an answer has several: 2, then each further one with probability 1/2, at most this many.
+# TraceLab's real sessions have a median of 2 calls per request and a mean of 10.8 (calibration.md); that tail
+# needs more unread files than a sample project has, so only the median is matched.
+MAX_PARALLEL = 6
+_PARALLEL_WITH = frozenset({"read_file", "list_dir", "tree", "search", "run_tests", "edit_file", "edit"})
 _IDENT = re.compile(r"::(?:test_)?(\w+)")
 
 
@@ -102,6 +111,42 @@ def _decide(t: Transcript, dice: Dice, max_steps: int) -> Action:
     if kind in ("git_status", "git_diff"):
         return _commit(t) if t.last_test_failed is False else _run_tests(t, "code_edit")
     return _run_tests(t, "test_analyze")
+
+
+def parallel_calls(t: Transcript, action: Action, dice: Dice, share: float) -> tuple[Action, ...]:
+    """`action`, and for a `share` of answers (0..1) up to `MAX_PARALLEL - 1` independent reads that go with it
+    (module contract): files not read yet first (sources before tests), then files not read since the last
+    change or test run, then a listing if there was none. With `share` 0 it is `(action,)` and draws no dice."""
+    if share <= 0 or action.tool is None or dice.uniform("parallel") >= share:
+        return (action,)
+    if tool_kind(action.tool) not in _PARALLEL_WITH or not t.has("read_file"):
+        return (action,)
+    wanted = 1
+    while wanted < MAX_PARALLEL - 1 and dice.uniform(f"parallel-{wanted}") < 0.5:
+        wanted += 1
+    touched = str(action.arguments.get("path", "")).removeprefix("./")
+    seen = _read_paths(t)
+    recent = _read_since_change(t) | {touched}
+    files = [p for p in t.files if p.endswith(".py") and not p.endswith("__init__.py") and p not in recent]
+    unread = sorted((p for p in files if p not in seen), key=is_test_file)  # as `_read_unread` prefers them
+    again = [p for p in files if p in seen]
+    extra = [_read(t, path, action.stage, f"Let me read {path}.") for path in [*unread, *again][:wanted]]
+    listed = any(_effective_kind(s) in ("list_dir", "tree") for s in t.steps)
+    if len(extra) < wanted and not listed and t.has("list_dir") and tool_kind(action.tool) != "list_dir":
+        extra.append(_list(t))  # an agent that has not seen the layout yet looks at it meanwhile
+    return (action, *extra)
+
+
+def _read_since_change(t: Transcript) -> set[str]:
+    """Files read since the last edit, write or test run (reading one again would teach nothing new)."""
+    paths: set[str] = set()
+    for step in reversed(t.steps):
+        kind = _effective_kind(step)
+        if kind in ("run_tests", "edit_file", "edit", "write_file", "write"):
+            break
+        if kind == "read_file":
+            paths.add(str(step.args.get("path", "")).removeprefix("./"))
+    return paths
 
 
 def text_stage(text: str) -> str:

@@ -2,7 +2,9 @@
 
 Contract:
 - `chat_answer` is deterministic in (request, seed): the synthetic agent's action (`agent.py`) when tools are
-  offered, prose otherwise, with the length of its stage from the profile (+- `output_jitter`).
+  offered, prose otherwise, with the length of its stage from the profile (+- `output_jitter`); with the
+  profile's `parallel_tool_calls` a share of answers carries several calls (`agent.parallel_calls`), streamed
+  one after the other as vLLM streams them.
 - `generate` applies vLLM's `max_tokens` and `ignore_eos`: a full answer ends with the end-of-sequence token
   (finish `stop`, or `tool_calls` when it calls tools); one cut by `max_tokens` is plain content (finish
   `length`), as vLLM's hermes parser returns an unterminated tool call as text; `ignore_eos` generates exactly
@@ -20,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.sim.agent import Action, decide, text_stage
+from sidecar.sim.agent import Action, decide, parallel_calls, text_stage
 from sidecar.sim.profiles import Profile
 from sidecar.sim.text import Dice, prose
 from sidecar.sim.tokens import (
@@ -106,6 +108,10 @@ def chat_answer(
         action = decide(transcript, dice, max_steps) if transcript.tools else None
         action = _obey(action, tool_choice, tools)
         if action is not None:
+            if action.tool is not None and profile.parallel_tool_calls > 0 and transcript.tools:
+                return _render(
+                    action, profile, dice, parallel_calls(transcript, action, dice, profile.parallel_tool_calls)
+                )
             return _render(action, profile, dice)
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     stage = text_stage(content_text(last_user.get("content")) if last_user else "")
@@ -142,15 +148,21 @@ def _obey(action: Action | None, tool_choice: Any, tools: Sequence[Any]) -> Acti
     return action
 
 
-def _render(action: Action, profile: Profile, dice: Dice) -> Answer:
+def _render(action: Action, profile: Profile, dice: Dice, actions: tuple[Action, ...] = ()) -> Answer:
+    """The answer for `action` (`actions`, when given, are all its calls, `action` first)."""
     total = stage_length(profile, action.stage, dice)
     if action.tool is None:
         return Answer(action.stage, prose(max(1, total - 1), dice, action.intro))
-    arguments = json.dumps(action.arguments)
-    call = ToolCall(f"chatcmpl-tool-{dice.hex('tool-call')}", action.tool, arguments)
-    room = total - 1 - len(encode("\n" + tool_call_text(call.name, call.arguments)))
+    calls = tuple(
+        ToolCall(
+            f"chatcmpl-tool-{dice.hex('tool-call' if i == 0 else f'tool-call-{i}')}", a.tool, json.dumps(a.arguments)
+        )
+        for i, a in enumerate(actions or (action,))
+        if a.tool is not None
+    )
+    room = total - 1 - sum(len(encode("\n" + tool_call_text(c.name, c.arguments))) for c in calls)
     content = prose(max(room, len(pieces(action.intro))), dice, action.intro)
-    return Answer(action.stage, content, (call,))
+    return Answer(action.stage, content, calls)
 
 
 def generate(answer: Answer, max_tokens: int, ignore_eos: bool, dice: Dice) -> Generation:

@@ -74,6 +74,10 @@ class Profile:
     # Mean output tokens per workflow stage (before the per-request jitter), see `agent.py`.
     output_tokens: Mapping[str, int] = field(default_factory=dict)
     output_jitter: float = 0.3
+    # Share of tool-calling answers asked to carry more than one (independent) call (`agent.parallel_calls`); 0
+    # keeps one call per answer. TraceLab's median of 2 tool calls per request (calibration.md) needs more than
+    # half of them to; commits, diffs and first steps never do, so 0.65 gives that median on the sample projects.
+    parallel_tool_calls: float = 0.0
     sources: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
 
@@ -256,5 +260,7 @@ def _validate(profile: Profile) -> None:
         value = getattr(profile, f.name)
         if f.name.endswith(("_s", "_per_token")) and value < 0:
             problems.append(f"{f.name} must be >= 0")
+    if not 0 <= profile.parallel_tool_calls <= 1:
+        problems.append("parallel_tool_calls must be between 0 and 1")
     if problems:
         raise ProfileError(f"profile {profile.name}: " + "; ".join(problems))

@@ -3,13 +3,15 @@
 `Sidecar(settings)` owns the jail, the watcher, the cache, the tools and the event reporter; `async with
 sidecar:` starts the watcher (before anything is cached) and the reporter. `sidecar.mcp` is the MCP server
 (stdio: `await sidecar.mcp.run_stdio_async()` inside the `async with`); `build_http_app(sidecar, host)` is the
-streamable-HTTP app (`/mcp`, plus `/healthz`, `/stats` and `/peek`) whose lifespan does the same;
-`build_peek_app(sidecar)` serves `/peek` alone (beside stdio, `--peek-port`).
+streamable-HTTP app (`/mcp`, plus `/healthz`, `/stats`, `/peek` and `/early`) whose lifespan does the same;
+`build_peek_app(sidecar)` serves `/peek` and `/early` alone (beside stdio, `--peek-port`).
 
 `POST /peek?key=KEY` (body: a list of `{name, arguments}`; answer: a list of texts or nulls) says which tool
 results are already known, for the coordinator's LLM-level speculation: each text is exactly what that call
 would return now (`Tools.peek`: cached and still valid), never computed. The key is random per sidecar and
 travels only inside the `peek_url` of the sidecar's events, so only the coordinator it reports to can ask.
+`POST /early?key=KEY` (same key) starts an answer's tool calls while the answer still streams, for the
+coordinator's streaming tool execution (`early.py`: read-only tools and test runs only, lossless).
 
 Every tool call goes through `Sidecar.invoke`: it runs the body, turns `ToolFailure` into MCP's `ToolError`
 (the model reads the message), and reports the call (session id from the call's `_meta["agent-session-id"]`,
@@ -44,6 +46,7 @@ from sidecar import __version__
 from sidecar.core.toolcache import Generations
 from sidecar.obs import get_logger
 from sidecar.toolserver.cache import ToolCache
+from sidecar.toolserver.early import EarlyRunner, early_route
 from sidecar.toolserver.events import EventReporter
 from sidecar.toolserver.jail import Jail, JailError
 from sidecar.toolserver.settings import SidecarSettings
@@ -98,6 +101,7 @@ class Sidecar:
             min_probability=settings.speculate_min_probability,
             max_load_per_core=settings.speculate_max_load_per_core,
         )
+        self.early = EarlyRunner(self.tools, max_concurrent=settings.early_max_concurrent)
         self.calls = 0
         self.peeks = 0
         self.peek_key = secrets.token_urlsafe(18)
@@ -150,6 +154,7 @@ class Sidecar:
         self._depth -= 1
         if self._depth == 0:
             await self.prerunner.aclose()
+            await self.early.aclose()
             await self.reporter.stop()
             await self.watcher.stop()
 
@@ -175,6 +180,7 @@ class Sidecar:
                 "last_answer": self.reporter.stats.last_answer,
             },
             "speculation": self.prerunner.as_dict(),
+            "early": self.early.as_dict(),
         }
 
     async def invoke(
@@ -184,12 +190,17 @@ class Sidecar:
         body: Callable[[], ToolOutput | Awaitable[ToolOutput]],
         *,
         target: str | None = None,
+        args: Mapping[str, Any] | None = None,
     ) -> str:
         """Run one tool body: report it, and turn `ToolFailure` into the `ToolError` the model reads.
 
         Every call also goes to the test pre-runner (`speculation.py`), which learns from it and may start a
         speculative test run after an edit; `target` is `run_tests`' target, which the pre-runner reuses.
+        `args` (every parameter, for the early-safe tools) matches the call with a run started early from the
+        streamed answer (`early.py`): the body still runs, after joining that run.
         """
+        if args is not None:
+            body = await self._after_early(tool, args, body)
         self.calls += 1
         session = session_id_of(ctx)
         t0 = time.perf_counter()
@@ -228,6 +239,25 @@ class Sidecar:
         )
         return result.text
 
+    async def _after_early(
+        self, tool: str, args: Mapping[str, Any], body: Callable[[], ToolOutput | Awaitable[ToolOutput]]
+    ) -> Callable[[], Awaitable[ToolOutput]]:
+        """`body`, run after joining this call's early run (if any), with that run counted once it is done."""
+        early = self.early.claim(tool, args)
+        asked = await self.early.join(early) if early is not None else 0.0
+
+        async def run() -> ToolOutput:
+            output: ToolOutput | None = None
+            try:
+                result = body()
+                output = await result if inspect.isawaitable(result) else result
+                return output
+            finally:
+                if early is not None:
+                    self.early.settle(early, asked, output)
+
+        return run
+
     def _observe(self, tool: str, **fields: Any) -> None:
         try:
             self.prerunner.observe(tool, **fields)
@@ -240,7 +270,7 @@ class Sidecar:
                 tool=tool,
                 session_id=session,
                 duration_ms=(time.perf_counter() - t0) * 1000,
-                speculation=self.prerunner.counters(),
+                speculation={**self.prerunner.counters(), **self.early.counters()},
                 **fields,
             )
         except Exception as exc:  # reporting must never fail a tool call
@@ -330,7 +360,8 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
     async def read_file(
         path: PathArg, start_line: StartLine = None, end_line: EndLine = None, ctx: Context | None = None
     ) -> str:
-        return await invoke("read_file", ctx, lambda: tools.read_file(path, start_line, end_line))
+        args = {"path": path, "start_line": start_line, "end_line": end_line}
+        return await invoke("read_file", ctx, lambda: tools.read_file(path, start_line, end_line), args=args)
 
     @mcp.tool(
         name="list_dir",
@@ -340,7 +371,7 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         structured_output=False,
     )
     async def list_dir(path: DirArg = ".", depth: Depth = 2, ctx: Context | None = None) -> str:
-        return await invoke("list_dir", ctx, lambda: tools.list_dir(path, depth))
+        return await invoke("list_dir", ctx, lambda: tools.list_dir(path, depth), args={"path": path, "depth": depth})
 
     @mcp.tool(
         name="search",
@@ -356,7 +387,8 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         max_results: MaxResults = None,
         ctx: Context | None = None,
     ) -> str:
-        return await invoke("search", ctx, lambda: tools.search(pattern, path, glob, max_results))
+        args = {"pattern": pattern, "path": path, "glob": glob, "max_results": max_results}
+        return await invoke("search", ctx, lambda: tools.search(pattern, path, glob, max_results), args=args)
 
     @mcp.tool(
         name="write_file",
@@ -387,7 +419,7 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         structured_output=False,
     )
     async def run_tests(target: TestTarget = None, ctx: Context | None = None) -> str:
-        return await invoke("run_tests", ctx, lambda: tools.run_tests(target), target=target)
+        return await invoke("run_tests", ctx, lambda: tools.run_tests(target), target=target, args={"target": target})
 
     allowed = ", ".join(f"'{entry}'" for entry in sidecar.settings.allow_commands) or "none (disabled)"
 
@@ -501,12 +533,13 @@ def peek_route(sidecar: Sidecar) -> Route:
 
 
 def build_peek_app(sidecar: Sidecar) -> Starlette:
-    """Only `/peek`, for a stdio sidecar (`--peek-port`); the sidecar itself is started by its stdio server."""
-    return Starlette(routes=[peek_route(sidecar)])
+    """Only `/peek` and `/early`, for a stdio sidecar (`--peek-port`); the sidecar itself is started by its stdio
+    server."""
+    return Starlette(routes=[peek_route(sidecar), early_route(sidecar.early, sidecar.peek_key)])
 
 
 def build_http_app(sidecar: Sidecar) -> Starlette:
-    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats` and `/peek`; the lifespan starts the sidecar."""
+    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats`, `/peek` and `/early`; the lifespan starts the sidecar."""
     inner = sidecar.mcp.streamable_http_app(transport_security=transport_security(sidecar.settings.allowed_hosts))
 
     @contextlib.asynccontextmanager
@@ -522,4 +555,5 @@ def build_http_app(sidecar: Sidecar) -> Starlette:
         return JSONResponse(sidecar.stats())
 
     routes = [*inner.routes, Route("/healthz", healthz), Route("/stats", stats), peek_route(sidecar)]
+    routes.append(early_route(sidecar.early, sidecar.peek_key))
     return Starlette(routes=routes, middleware=inner.user_middleware, lifespan=lifespan)

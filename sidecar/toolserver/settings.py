@@ -60,6 +60,9 @@ class SidecarSettings(BaseModel):
     # computed) on 127.0.0.1 at this port (0 picks a free one); None: no peek server. Over HTTP, /peek is
     # always on the HTTP app. Either way its URL (with a random key) goes to the coordinator in every event.
     peek_port: int | None = Field(None, ge=0, le=65535)
+    # Streaming tool execution (`early.py`): at most this many tool calls started early (from the answer that
+    # asks for them, while it streams, by the coordinator) run at once; 0 refuses every early start.
+    early_max_concurrent: int = Field(4, ge=0, le=64)
 
     @field_validator("http")
     @classmethod

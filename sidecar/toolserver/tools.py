@@ -78,6 +78,7 @@ class TestRun:
     started_at: float
     timed_out: bool
     speculative: bool = False  # started by the sidecar's pre-runner (speculation.py), not by the agent
+    early: bool = False  # started while the answer that asks for it streamed (early.py), not a pre-run
 
     def render(self, cached: bool) -> str:
         when = dt.datetime.fromtimestamp(self.started_at, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -425,12 +426,16 @@ class Tools:
             raise ToolFailure(f"the test target '{resolved.shown}' does not exist", paths=[resolved.shown])
         return [*argv, resolved.shown + node], [resolved.shown]
 
-    async def run_tests(self, target: str | None = None, *, speculative: bool = False) -> ToolOutput:
+    async def run_tests(
+        self, target: str | None = None, *, speculative: bool = False, early: bool = False
+    ) -> ToolOutput:
         """Run (or reuse) the test command on the workspace as it is now.
 
         `speculative=True` is the pre-runner's call. The first time the agent receives a speculative run it is
         rendered exactly as a run of its own (not "cached": the agent never saw it), counted in
         `speculative_used`, and the part of its duration that elapsed before the agent asked is `saved`.
+        `early=True` (with `speculative=True`) is a run started from the streamed answer that asks for it
+        (`early.py`): rendered the same way on first use, but counted by the early runner, not here.
         """
         asked_at = time.time()
         argv, shown = self._test_argv(target)
@@ -452,6 +457,7 @@ class Tools:
                 result.started_at,
                 result.timed_out,
                 speculative=speculative,
+                early=early,
             )
             return run, None if result.timed_out else len(result.output) + 512
 
@@ -461,8 +467,9 @@ class Tools:
         )
         if first_use:
             self._served_runs.add((command, run.started_at))
-            self.speculative_used += 1
-            self.speculative_saved_s += min(max(asked_at - run.started_at, 0.0), run.duration_s)
+            if not run.early:
+                self.speculative_used += 1
+                self.speculative_saved_s += min(max(asked_at - run.started_at, 0.0), run.duration_s)
         return ToolOutput(
             run.render(cached and not first_use),
             shown,

@@ -575,6 +575,7 @@ async def test_dashboard_in_chromium_stays_usable_with_200_agents() -> None:
             tool = ("read_file", "edit_file", "search", "run_tests")[i % 4]
             body = {"seq": 1, "tool": tool, "ok": i % 7 != 0, "paths": [f"m{i}.py"], "cached": i % 3 == 0}
             body["speculation"] = {"prerun_started": 1, "prerun_used": i % 2, "predictions": 4, "top1": 2, "top3": 3}
+            body["speculation"].update(early_started=2, early_used=i % 2, early_wasted=1 - i % 2)
             assert (await client.post(f"/v1/agents/agent-{i:03d}/events", json=body)).status_code == 200
 
         await gather_limited([report(i) for i in range(200)], 20)
@@ -604,6 +605,11 @@ async def test_dashboard_in_chromium_stays_usable_with_200_agents() -> None:
                  .map(k => document.querySelector(`[data-k="${k}"]`).dataset.v)"""
         )
         assert [float(v) for v in shown] == [200, 100, 0.5]  # the sidecars' counters, summed
+        early = await browser.evaluate(
+            """['speculation.early_runs.started', 'speculation.early_runs.used', 'speculation.early_runs.wasted']
+                 .map(k => document.querySelector(`[data-k="${k}"]`).dataset.v)"""
+        )
+        assert [float(v) for v in early] == [400, 100, 100]
         assert not [e for e in browser.events if e["method"] == "Runtime.exceptionThrown"]
 
 

@@ -396,7 +396,13 @@
         el("dt", {}, "next-action prediction"), el("dd", {},
           num("speculation.prediction.top1_rate", spec.prediction.top1_rate, fmtPct(spec.prediction.top1_rate)), " top-1 · ",
           num("speculation.prediction.top3_rate", spec.prediction.top3_rate, fmtPct(spec.prediction.top3_rate)), " top-3 of ",
-          num("speculation.prediction.predictions", spec.prediction.predictions, fmtInt(spec.prediction.predictions)), " predictions")) : null,
+          num("speculation.prediction.predictions", spec.prediction.predictions, fmtInt(spec.prediction.predictions)), " predictions"),
+        spec.early_runs ? el("dt", {}, "tool calls started early (sidecars)") : null,
+        spec.early_runs ? el("dd", {},
+          num("speculation.early_runs.started", spec.early_runs.started, fmtInt(spec.early_runs.started)), " started · ",
+          num("speculation.early_runs.used", spec.early_runs.used, fmtInt(spec.early_runs.used)), " used · ",
+          num("speculation.early_runs.wasted", spec.early_runs.wasted, fmtInt(spec.early_runs.wasted)), " wasted · ",
+          num("speculation.early_runs.time_saved_s", spec.early_runs.time_saved_s, fmtDuration(spec.early_runs.time_saved_s)), " saved") : null) : null,
       toolRows.length
         ? el("table", { class: "compact" }, el("thead", {}, el("tr", {}, ["tool", "calls", "hits", "hit rate", "hit mean", "miss mean"]
           .map((h, i) => el("th", { class: i ? "num" : "" }, h)))), el("tbody", {}, toolRows))
@@ -406,7 +412,9 @@
         "Prefix cache: prompt tokens vLLM served from its cache, over all prompt tokens answered. " +
         "Speculation: next LLM calls sent early on spare capacity, served only when the agent's real request is identical; " +
         "it saves agent time and spends GPU tokens on misses. Test pre-runs: the sidecars run the tests on idle CPU when a test run " +
-        "is likely next, and answer the agent's run_tests with it only for the exact workspace state it ran on."));
+        "is likely next, and answer the agent's run_tests with it only for the exact workspace state it ran on. " +
+        "Tool calls started early: while an answer streams, the coordinator has each complete read-only call or test run " +
+        "started in the agent's sidecar; the agent's own call takes the result only if a fresh call would return the same."));
   }
 
   // --- interaction ---------------------------------------------------------------------------------------------
