@@ -17,7 +17,9 @@ arrival order is fixed whatever the machine's load. Ranks, not timings, are the 
 
 By default the engine is our simulator (the Qwen2.5-Coder-32B-on-A100 profile, `time_scale` engine seconds per
 real second). `--upstream URL --model NAME` runs the same against a real vLLM started with
-`--scheduling-policy priority --max-num-seqs N` (pass `--slots N` to label it; the slots are the server's).
+`--scheduling-policy priority --max-num-seqs N` (pass `--slots N` to label it; the slots are the server's), with
+`--cold-tokens`/`--hot-tokens` scaled to its decode speed so the calls keep the margins above (the tiny CPU model
+of `reference/vllm_cpu.md` decodes ~16 ms per token: about 225 and 135).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +74,7 @@ async def coordinator_count(client: httpx.AsyncClient, url: str) -> tuple[int, i
     return sum(d["in_flight"] for d in scheduling.values()), sum(d["queued"] for d in scheduling.values())
 
 
-async def _until(check: Callable[[], Any], within_s: float = 60.0) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], within_s: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + within_s
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
@@ -121,12 +124,12 @@ async def run_trial(
             in_flight, queued = await coordinator_count(client, coordinator_url)
             return in_flight + queued + len(finished) == n and await engine_count(client, engine_url) == in_flight
 
-        await _until(lambda: arrived(0))
+        await _until(functools.partial(arrived, 0))
         tasks = []
         for i in range(colds + 1):
             hot = i == colds
             tasks.append(asyncio.create_task(call("hot" if hot else f"cold-{i}", hot)))
-            await _until(lambda n=i + 1: arrived(n))
+            await _until(functools.partial(arrived, i + 1))
             if not hot:
                 await asyncio.sleep(GAP_S / time_scale)
         await asyncio.gather(*tasks)
@@ -171,14 +174,35 @@ async def simulator(slots: int, time_scale: float) -> AsyncIterator[tuple[str, s
 
 
 async def run_condition(
-    condition: str, engine_url: str, model: str, *, slots: int, colds: int, time_scale: float = 1.0
+    condition: str,
+    engine_url: str,
+    model: str,
+    *,
+    slots: int,
+    colds: int,
+    time_scale: float = 1.0,
+    cold_tokens: int = COLD_TOKENS,
+    hot_tokens: int = HOT_TOKENS,
 ) -> Trial:
-    if condition == "direct":
-        return await run_trial(condition, engine_url, model, slots=slots, colds=colds, time_scale=time_scale)
-    async with coordinator(condition, engine_url, model) as url:
-        return await run_trial(
-            condition, engine_url, model, slots=slots, colds=colds, time_scale=time_scale, coordinator_url=url
+    """One condition on an idle engine (a coordinator of its own for every condition but `direct`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        url = (
+            None
+            if condition == "direct"
+            else await stack.enter_async_context(coordinator(condition, engine_url, model))
         )
+        return await run_trial(
+            condition,
+            engine_url,
+            model,
+            slots=slots,
+            colds=colds,
+            time_scale=time_scale,
+            coordinator_url=url,
+            cold_tokens=cold_tokens,
+            hot_tokens=hot_tokens,
+        )
+    raise AssertionError("unreachable")  # mypy: the exit stack does not swallow exceptions
 
 
 async def run_experiment(
@@ -187,18 +211,24 @@ async def run_experiment(
     *,
     time_scale: float = 2.0,
     upstream: tuple[str, str] | None = None,
+    cold_tokens: int = COLD_TOKENS,
+    hot_tokens: int = HOT_TOKENS,
 ) -> list[Trial]:
     """Every condition at every (slots, colds) case, each on a fresh simulator (or on `upstream` (URL, model),
     whose slots are its own)."""
     trials = []
     for slots, colds in cases:
         for condition in conditions:
+            lengths = {"cold_tokens": cold_tokens, "hot_tokens": hot_tokens}
             if upstream is not None:
-                trials.append(await run_condition(condition, *upstream, slots=slots, colds=colds))
+                engine, model = upstream
+                trials.append(await run_condition(condition, engine, model, slots=slots, colds=colds, **lengths))
                 continue
             async with simulator(slots, time_scale) as (url, model):
                 trials.append(
-                    await run_condition(condition, url, model, slots=slots, colds=colds, time_scale=time_scale)
+                    await run_condition(
+                        condition, url, model, slots=slots, colds=colds, time_scale=time_scale, **lengths
+                    )
                 )
     return trials
 
@@ -224,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=None, help="the upstream's --max-num-seqs (with --upstream)")
     parser.add_argument("--colds", type=int, default=None, help="cold calls before the hot one")
     parser.add_argument("--time-scale", type=float, default=2.0, help="simulator seconds per real second")
+    parser.add_argument("--cold-tokens", type=int, default=COLD_TOKENS, help="tokens each cold call generates")
+    parser.add_argument("--hot-tokens", type=int, default=HOT_TOKENS, help="tokens the hot call generates")
     parser.add_argument("--json", action="store_true", help="print the trials as JSON lines too")
     args = parser.parse_args(argv)
     if args.upstream:
@@ -233,10 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         colds = args.colds or args.slots + 2
         upstream = (server_url(args.upstream), args.model)
-        trials = asyncio.run(run_experiment([(args.slots, colds)], upstream=upstream))
+        tokens = {"cold_tokens": args.cold_tokens, "hot_tokens": args.hot_tokens}
+        trials = asyncio.run(run_experiment([(args.slots, colds)], upstream=upstream, **tokens))
     else:
         cases = [(2, args.colds or 4), (4, args.colds or 6)]
-        trials = asyncio.run(run_experiment(cases, time_scale=args.time_scale))
+        trials = asyncio.run(
+            run_experiment(cases, time_scale=args.time_scale, cold_tokens=args.cold_tokens, hot_tokens=args.hot_tokens)
+        )
     print(format_table(trials))
     if args.json:
         for t in trials:
