@@ -257,6 +257,8 @@ class Dispatcher:
     def _pump(self) -> None:
         gate = self.policy.gate
         while self.queue:
+            if gate is Gate.WINDOW and not self.native_priority and self.in_flight + self.speculative >= self.window:
+                return  # nothing passes a full window without native priority: spare the pick
             now = self.clock()
             pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
             if pick is None:

@@ -25,7 +25,7 @@ from sidecar.core.ordering import make_policy
 from sidecar.core.stages import Tier
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port, serve_app
+from sidecar.testing import FakeClock, free_port, serve_app
 from tests.coordinator.conftest import make_config
 from tests.coordinator.scripted_upstream import MODEL, Upstream
 from tests.coordinator.test_proxy import wait_for
@@ -181,3 +181,32 @@ async def test_speculative_work_is_held_at_the_coordinator_without_native_priori
     assert not dispatcher.hold_speculative()  # full again
     slot.release()
     assert dispatcher.hold_speculative()
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_a_hot_call_passes_a_full_window_only_where_vllm_will_order_it(native: bool) -> None:
+    clock = FakeClock(0.0)
+    dispatcher = Dispatcher(
+        "large", make_policy("priority", aging_s=1.0), static_window=1, native_priority=native, clock=clock.now
+    )
+    running = await dispatcher.acquire("a", Tier.COLD)
+    overdue = asyncio.create_task(dispatcher.acquire("b", Tier.COLD))
+    await wait_for(lambda: len(dispatcher.queue) == 1)
+    clock.advance(10.0)  # the waiting cold call is overdue: the policy's first choice now
+    hot = asyncio.create_task(dispatcher.acquire("c", Tier.HOT))
+    await asyncio.sleep(0)
+    if native:  # vLLM puts it ahead of the cold call it holds: holding it here could only make it later
+        slot = await asyncio.wait_for(hot, 5)
+        assert dispatcher.in_flight == 2 and len(dispatcher.queue) == 1  # the overdue cold still waits here
+        hot_again = asyncio.create_task(dispatcher.acquire("d", Tier.HOT))
+        await wait_for(lambda: len(dispatcher.queue) == 2)  # hot work is bounded by the window too
+        slot.release()
+        await asyncio.wait_for(hot_again, 5)
+    else:  # vLLM would serve it in arrival order: it waits here, and the overdue cold goes first
+        assert not hot.done() and len(dispatcher.queue) == 2
+        running.release()
+        await asyncio.wait_for(overdue, 5)
+        assert not hot.done()
+    for task in (overdue, hot):
+        task.cancel()
+    await asyncio.gather(overdue, hot, return_exceptions=True)
