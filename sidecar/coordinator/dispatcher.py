@@ -230,6 +230,7 @@ class Dispatcher:
                 "running": self.metrics.running,
                 "kv_usage": self.metrics.kv_usage,
                 "preemptions_total": self.metrics.preemptions_total,
+                "kv_capacity_tokens": self.metrics.kv_capacity_tokens,
                 "age_s": round(now - self.metrics.scraped_at, 3),
             },
             "tiers": tiers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +159,7 @@ class UpstreamPool:
             kv_usage=max(s.kv_usage for s in snapshots),
             preemptions_total=sum(s.preemptions_total for s in snapshots),
             scraped_at=min(s.scraped_at for s in snapshots),
+            kv_capacity_tokens=sum(s.kv_capacity_tokens or 0 for s in snapshots) or None,
         )
 
     async def watch(self, interval: float) -> None:
@@ -172,6 +174,7 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
     """vLLM's Prometheus text -> the admission snapshot, summed over engines. None when it has no vLLM metrics
     (then the upstream is not vLLM and the window stays static)."""
     values: dict[str, float] = {}
+    kv_tokens: int | None = None
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
@@ -181,7 +184,10 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
             number = float(value)
         except ValueError:
             continue
-        if name == "vllm:kv_cache_usage_perc":  # `gpu_cache_usage_perc` is gone from vLLM (reference/vllm.md)
+        if name == "vllm:cache_config_info":
+            tokens = kv_capacity_tokens(dict(_LABEL.findall(name_labels)))
+            kv_tokens = kv_tokens if tokens is None else (kv_tokens or 0) + tokens
+        elif name == "vllm:kv_cache_usage_perc":  # `gpu_cache_usage_perc` is gone from vLLM (reference/vllm.md)
             values["kv"] = max(values.get("kv", 0.0), number)
         else:
             values[name] = values.get(name, 0.0) + number
@@ -193,4 +199,20 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
         kv_usage=values.get("kv", 0.0),
         preemptions_total=values.get("vllm:num_preemptions_total", 0.0),
         scraped_at=scraped_at,
+        kv_capacity_tokens=kv_tokens,
     )
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def kv_capacity_tokens(labels: Mapping[str, str]) -> int | None:
+    """KV cache size in tokens from `vllm:cache_config_info`'s labels: `kv_cache_size_tokens` (vLLM 0.32),
+    else `num_gpu_blocks` x `block_size` (reference/vllm.md); None when neither is a positive whole number."""
+    size = labels.get("kv_cache_size_tokens", "")
+    if size.isdigit() and int(size) > 0:
+        return int(size)
+    blocks, block = labels.get("num_gpu_blocks", ""), labels.get("block_size", "")
+    if blocks.isdigit() and block.isdigit() and int(blocks) * int(block) > 0:
+        return int(blocks) * int(block)
+    return None

@@ -24,7 +24,8 @@ class UpstreamMetrics:
     """One scrape of an upstream's `/metrics`, stamped with the coordinator's clock at `scraped_at` (seconds).
 
     `kv_usage` is `vllm:kv_cache_usage_perc` (0..1); `preemptions_total` the counter `vllm:num_preemptions_total`;
-    `max_num_seqs` the engine's batch limit when known.
+    `max_num_seqs` the engine's batch limit when known; `kv_capacity_tokens` the KV cache's size in tokens from
+    `vllm:cache_config_info` (its `kv_cache_size_tokens` label, else `num_gpu_blocks` x `block_size`) when shown.
     """
 
     waiting: int
@@ -33,6 +34,7 @@ class UpstreamMetrics:
     preemptions_total: float
     scraped_at: float
     max_num_seqs: int | None = None
+    kv_capacity_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sidecar.coordinator.app import CoordinatorState, build_app
 from sidecar.coordinator.bench_ordering import format_table, run_condition, simulator
 from sidecar.coordinator.command import upstream_lines
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.upstream import parse_vllm_metrics
 from sidecar.core.admission import AdmissionLimits
 from sidecar.core.ordering import make_policy
 from sidecar.core.stages import Tier
@@ -210,3 +211,29 @@ async def test_a_hot_call_passes_a_full_window_only_where_vllm_will_order_it(nat
     for task in (overdue, hot):
         task.cancel()
     await asyncio.gather(overdue, hot, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("info", "tokens"),
+    [
+        ('block_size="128",kv_cache_size_tokens="65536",num_gpu_blocks="512"', 65536),  # vLLM 0.32 (vllm.md)
+        ('block_size="16",enable_prefix_caching="True",num_gpu_blocks="2240"', 35840),  # blocks x block size
+        ('block_size="16",num_gpu_blocks="None"', None),  # not a number: unknown, not an error
+    ],
+)
+def test_the_kv_cache_size_is_read_from_cache_config_info(info: str, tokens: int | None) -> None:
+    text = (
+        '# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine="0",model_name="m"} 2.0\n'
+        'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
+        f"vllm:cache_config_info{{{info}}} 1.0\n"
+    )
+    snapshot = parse_vllm_metrics(text, 5.0)
+    assert snapshot is not None and (snapshot.waiting, snapshot.running) == (2, 3)
+    assert snapshot.kv_capacity_tokens == tokens
+
+
+async def test_the_simulators_kv_cache_size_reaches_status() -> None:
+    async with serve_app(build_sim_app(SimSettings())) as url, coordinator_for(url) as (client, state):
+        await wait_for(lambda: state.dispatchers["large"].admission.phase == "adaptive", within=30)
+        metrics = (await client.get("/status")).json()["scheduling"]["large"]["upstream_metrics"]
+        assert metrics["kv_capacity_tokens"] == 2240 * 16  # the 32B profile's blocks x 16 tokens
