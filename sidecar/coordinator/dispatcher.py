@@ -103,7 +103,9 @@ class Dispatcher:
         self._completions: deque[float] = deque(maxlen=4096)
         self.metrics: UpstreamMetrics | None = None
         self._prev_metrics: UpstreamMetrics | None = None
-        # Called when a real call has to wait for a slot (speculation cancels its calls on this model).
+        # Called when a real call has to wait for a slot, or starts past a full window (native priority): then
+        # speculation cancels its calls on this model. vLLM never preempts a running call at max_num_seqs; the
+        # coordinator can, for the one kind of work that loses nothing by it.
         self.on_queue: list[Callable[[], None]] = []
 
     # --- the public surface -----------------------------------------------------------------------------
@@ -270,7 +272,11 @@ class Dispatcher:
                 pick = self._passing(now)
                 if pick is None:
                     return
+            past_window = gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
             self._start(pick, now)
+            if past_window:  # the engine is full: make room for it where that loses nothing
+                for callback in self.on_queue:
+                    callback()
 
     def _passing(self, now: float) -> Pick | None:
         """The best waiting call (by tier, then the policy's order) that `admits` lets past a full window."""
