@@ -36,7 +36,7 @@ from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.speculation import SpeculationCollector, Speculator
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
-from sidecar.core.admission import AdmissionLimits
+from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
 from sidecar.core.engine_admission import Phase
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
@@ -179,15 +179,17 @@ async def _follow_metrics(state: CoordinatorState, upstream: Upstream) -> None:
     phase = dispatcher.admission.phase
     while True:
         try:
-            dispatcher.observe_metrics(await state.pool.scrape(upstream))
+            scrape = await state.pool.scrape(upstream)
+            if isinstance(scrape, UpstreamMetrics) and phase is not Phase.ADAPTIVE:
+                # It is up: mark it healthy and learn its model names before admission opens, not at the next
+                # health round (HEALTH_INTERVAL_S away), so the first calls do not go out under an alias.
+                await state.pool.check(only=upstream)
+            dispatcher.observe_metrics(scrape)
         except Exception as exc:  # the watcher must outlive any one bad scrape
             log.warning("metrics_scrape_failed", alias=upstream.alias, error=f"{type(exc).__name__}: {exc}")
         if dispatcher.admission.phase is not phase:
             phase = dispatcher.admission.phase
             log.info("upstream_metrics_state", alias=upstream.alias, state=str(phase), window=dispatcher.window)
-            if phase is Phase.ADAPTIVE:  # it is up: mark it healthy and learn its model names now, not at the
-                with contextlib.suppress(Exception):  # next health round (HEALTH_INTERVAL_S away)
-                    await state.pool.check()
         await asyncio.sleep(interval)
 
 

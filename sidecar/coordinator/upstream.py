@@ -110,9 +110,11 @@ class UpstreamPool:
         if replica.breaker.phase(time.monotonic()) != before:
             log.warning("circuit_breaker", url=replica.url, phase=str(replica.breaker.phase(time.monotonic())))
 
-    async def check(self, check_timeout: float = 5.0) -> None:
-        """Check every replica once (concurrently): health, and served names where not yet known."""
-        jobs = [self._check_replica(u, r, check_timeout) for u in self.upstreams for r in u.replicas]
+    async def check(self, check_timeout: float = 5.0, only: Upstream | None = None) -> None:
+        """Check every replica (of `only`, when given) once, concurrently: health, and served names where not
+        yet known."""
+        upstreams = self.upstreams if only is None else [only]
+        jobs = [self._check_replica(u, r, check_timeout) for u in upstreams for r in u.replicas]
         await asyncio.gather(*jobs)
 
     async def _check_replica(self, upstream: Upstream, replica: Replica, check_timeout: float) -> None:
