@@ -1,8 +1,8 @@
 """`python -m sidecar.coordinator.bench_ordering`: does a hot call get ahead of cold work, and where is it held?
 
 The experiment of issue 14 (finding 1): an engine with `--scheduling-policy priority` and few sequence slots
-(`max_num_seqs` 2, or 4); `colds` cold calls sent 0.3 s apart (4, or 6), then one hot call; the rank at which the
-hot call finishes among all of them (1 = first). Conditions:
+(`max_num_seqs` 2, and 4 for the issue's target); `colds` cold calls sent 0.3 s apart (4, or 6), then one hot
+call; the rank at which the hot call finishes among all of them (1 = first). Conditions:
 
     direct     the engine reached directly, vLLM's integer priorities (cold 2, hot 0): what vLLM alone does
     default    through the coordinator, default scheduling, the upstream declared `native_priority = true`
@@ -206,7 +206,7 @@ async def run_condition(
 
 
 async def run_experiment(
-    cases: Sequence[tuple[int, int]] = ((2, 4), (4, 6)),
+    cases: Sequence[tuple[int, int]] = ((2, 4), (2, 6), (4, 4), (4, 6)),
     conditions: Sequence[str] = CONDITIONS,
     *,
     time_scale: float = 2.0,
@@ -252,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--upstream", help="a real vLLM (base URL) instead of the simulator")
     parser.add_argument("--model", help="the model name the upstream serves (with --upstream)")
     parser.add_argument("--slots", type=int, default=None, help="the upstream's --max-num-seqs (with --upstream)")
-    parser.add_argument("--colds", type=int, default=None, help="cold calls before the hot one")
+    parser.add_argument("--colds", type=int, default=None, help="cold calls before the hot one (with --upstream)")
+    parser.add_argument(
+        "--cases", default="2x4,2x6,4x4,4x6", help="simulator cases, SLOTSxCOLDS comma-separated (2x4,2x6,4x4,4x6)"
+    )
     parser.add_argument("--time-scale", type=float, default=2.0, help="simulator seconds per real second")
     parser.add_argument("--cold-tokens", type=int, default=COLD_TOKENS, help="tokens each cold call generates")
     parser.add_argument("--hot-tokens", type=int, default=HOT_TOKENS, help="tokens the hot call generates")
@@ -268,7 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokens = {"cold_tokens": args.cold_tokens, "hot_tokens": args.hot_tokens}
         trials = asyncio.run(run_experiment([(args.slots, colds)], upstream=upstream, **tokens))
     else:
-        cases = [(2, args.colds or 4), (4, args.colds or 6)]
+        try:
+            cases = [(int(a), int(b)) for a, _, b in (c.strip().partition("x") for c in args.cases.split(","))]
+        except ValueError:
+            parser.error(f"--cases: expected SLOTSxCOLDS items such as 2x4, got {args.cases!r}")
         trials = asyncio.run(
             run_experiment(cases, time_scale=args.time_scale, cold_tokens=args.cold_tokens, hot_tokens=args.hot_tokens)
         )

@@ -34,7 +34,7 @@ from tests.coordinator.test_proxy import wait_for
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.mark.parametrize(("slots", "colds"), [(2, 4), (4, 6)])
+@pytest.mark.parametrize(("slots", "colds"), [(2, 4), (2, 6), (4, 6)])  # the two runs, and 4 slots
 async def test_a_hot_call_finishes_no_later_through_the_coordinator_than_with_vllm_alone(
     slots: int, colds: int
 ) -> None:
