@@ -19,8 +19,9 @@ waits inside vLLM, out of the coordinator's reach. So:
 - Pressure comes from the timely signals: waiting, running, KV usage. `num_preemptions_total` moves only when a
   preempted call resumes (about 10 s late, `reference/vllm.md`), so the window does not use it.
 - The watcher never gives up (`observe` takes every scrape's outcome, forever): an upstream that appears late
-  gets adaptive admission at its first answer; one that is lost (restart, scale to zero) goes back to the initial
-  window and forgets the capacity it learned (a restarted engine may run with other flags); one that answers
+  gets adaptive admission at its first answer; one that is lost (no answer for `stale_after_s`: a restart, scale
+  to zero; a single slow scrape is not a loss) goes back to the initial window and forgets the capacity it
+  learned (a restarted engine may run with other flags); one that answers
   `/metrics` without vLLM's names `not_vllm_after` times in a row gets the fixed `max_window`.
 
     initial_state(limits, configured_slots)            the state before the first scrape
@@ -81,6 +82,7 @@ class AdmissionState:
     learned_slots: int | None = None
     queued_scrapes: int = 0  # consecutive fresh scrapes with vLLM's waiting > 0
     not_vllm_answers: int = 0  # consecutive scrapes answered without vLLM metrics
+    last_seen: float | None = None  # `scraped_at` of the latest fresh snapshot
 
     @property
     def slots(self) -> int | None:
@@ -138,6 +140,8 @@ def observe(
             queued_scrapes=0,
             not_vllm_answers=answers,
         )
+    if state.phase is Phase.ADAPTIVE and state.last_seen is not None and now - state.last_seen <= limits.stale_after_s:
+        return state  # one scrape missed (a timeout under load): what was learnt still holds
     if state.phase is Phase.ADAPTIVE:  # lost: start again as at start-up, the engine may come back different
         fresh = initial_state(limits, state.configured_slots)
         return replace(fresh, window=min(state.window, fresh.window), reason=Reason.LOST, phase=Phase.LOST)
@@ -156,7 +160,13 @@ def _adapt(
     if not kv_bound and (queued >= limits.persist_scrapes or learned is not None):
         learned = max(learned or 0, snap.running) or None  # the plateau, raised whenever more run
     new = replace(
-        state, phase=Phase.ADAPTIVE, learned_slots=learned, queued_scrapes=queued, not_vllm_answers=0, window=window
+        state,
+        phase=Phase.ADAPTIVE,
+        learned_slots=learned,
+        queued_scrapes=queued,
+        not_vllm_answers=0,
+        window=window,
+        last_seen=snap.scraped_at,
     )
     allowance = limits.queue_allowance if native_priority else 0
     slots = new.slots

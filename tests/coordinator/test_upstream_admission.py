@@ -7,6 +7,7 @@ a real coordinator in front. Ranks and scrape counts are asserted, never timings
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +66,7 @@ async def test_a_coordinator_started_before_its_upstream_adapts_at_its_first_ans
     sim = SimSettings(time_scale=20.0)
     async with coordinator_for(url, native_priority=True) as (client, state):
         dispatcher = state.dispatchers["large"]
+        dispatcher.limits = dataclasses.replace(dispatcher.limits, stale_after_s=1.0)  # lost sooner than 10 s
         await wait_for(lambda: dispatcher.failed_scrapes >= 10, within=30)  # the old watcher gave up after 3
         status = (await client.get("/status")).json()["scheduling"]["large"]
         assert status["upstream_state"] == "waiting_for_upstream" and status["upstream_metrics"] is None

@@ -95,21 +95,25 @@ def test_an_upstream_that_appears_late_is_adaptive_at_its_first_answer() -> None
 def test_a_lost_upstream_starts_again_as_at_start_up() -> None:
     known = run(initial_state(), [m(waiting=4, running=8)] * 2)
     assert known.slots == 8 and known.window == 9
-    lost = run(known, [ScrapeFailure.UNREACHABLE])
+    missed = run(known, [ScrapeFailure.UNREACHABLE] * 3)  # within stale_after_s of the last answer (NOW)
+    assert missed == known  # a slow scrape under load is not a lost engine
+    later = NOW + LIMITS.stale_after_s + 1
+    lost = observe(known, ScrapeFailure.UNREACHABLE, later, native_priority=True, demand=True)
     assert (lost.phase, lost.reason, lost.window, lost.slots) == (Phase.LOST, Reason.LOST, 4, None)
     assert run(lost, [ScrapeFailure.UNREACHABLE] * 20).window == 4  # scale to zero: held, not cut
     back = run(lost, [m(running=0)])
     assert back.phase is Phase.ADAPTIVE
     old = m(waiting=4, running=8, age=LIMITS.stale_after_s + 1)
-    stale = observe(known, old, NOW, native_priority=True, demand=True)
+    stale = observe(replace(known, last_seen=None), old, NOW, native_priority=True, demand=True)
     assert stale.phase is Phase.LOST  # an old snapshot is no snapshot
 
 
 def test_configured_capacity_survives_a_restart() -> None:
     state = initial_state(configured_slots=2)
     assert state.window == 2  # never more than the engine runs, even before the first scrape
-    lost = run(run(state, [m(running=2)]), [ScrapeFailure.UNREACHABLE])
-    assert lost.slots == 2 and lost.window <= 3
+    seen = run(state, [m(running=2)])
+    lost = observe(seen, ScrapeFailure.UNREACHABLE, NOW + LIMITS.stale_after_s + 1, native_priority=True, demand=True)
+    assert lost.phase is Phase.LOST and lost.slots == 2 and lost.window <= 3
 
 
 def test_a_server_without_vllm_metrics_gets_the_fixed_max_window_and_can_still_turn_out_to_be_vllm() -> None:
@@ -120,7 +124,8 @@ def test_a_server_without_vllm_metrics_gets_the_fixed_max_window_and_can_still_t
     assert run(three, [ScrapeFailure.UNREACHABLE]).phase is Phase.NO_VLLM_METRICS  # down for a while: no flapping
     vllm = run(three, [m(running=1)])
     assert vllm.phase is Phase.ADAPTIVE and vllm.window == 8  # from the initial window (4), doubled on demand
-    adaptive_then_not = run(vllm, [ScrapeFailure.NOT_VLLM])
+    later = NOW + LIMITS.stale_after_s + 1
+    adaptive_then_not = observe(vllm, ScrapeFailure.NOT_VLLM, later, native_priority=True, demand=True)
     assert adaptive_then_not.phase is Phase.LOST  # first lost, then counted like any other start
 
 
