@@ -250,7 +250,7 @@ def _upstreams_table(status: dict[str, Any]) -> RenderableType:
 
 
 def _priority_text(d: dict[str, Any]) -> str:
-    """Native priority as configured: vLLM orders by it, or only the coordinator orders."""
+    """Native priority in effect (configured, and the policy sends it): vLLM orders too, or only the coordinator."""
     return "native" if d.get("native_priority") else "coordinator only"
 
 

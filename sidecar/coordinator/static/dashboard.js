@@ -326,7 +326,8 @@
         el("td", { class: "num" }, m ? fmtS(m.age_s) : dash)));
       body.append(el("tr", {}, el("td", { colspan: 7, class: "replica" },
         "native priority ", num("scheduling." + u.alias + ".native_priority", d.native_priority,
-          d.native_priority ? "on" : "off (configured)", d.native_priority ? "ok" : ""),
+          d.native_priority ? "on" : u.native_priority ? "declared, unused (fcfs)" : "off (not declared)",
+          d.native_priority ? "ok" : ""),
         " · metrics " + (d.upstream_state ?? dash),
         " · engine slots ", num("scheduling." + u.alias + ".engine_slots", d.engine_slots ?? null,
           d.engine_slots == null ? "unknown" : fmtInt(d.engine_slots) + " (" + d.engine_slots_source + ")"))));
