@@ -39,7 +39,8 @@ from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.speculation import SpeculationCollector, Speculator
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
-from sidecar.core.admission import AdmissionLimits
+from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
+from sidecar.core.engine_admission import Phase
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import make_policy
@@ -114,7 +115,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     owns_client = client is None
     http = client or make_client(config)
     keys = load_keys(config.coordinator.keys_file) if config.coordinator.keys_file else {}
-    pool = UpstreamPool(config.models, http)
+    pool = UpstreamPool(config.models, http, native_priority=config.scheduling.native_priority)
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
     telemetry.registry.register(DispatcherCollector(dispatchers))
@@ -122,7 +123,12 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     # The routing aliases beside the large one are priced as the small model; a lone upstream as the large one.
     small = frozenset(config.models) - {large} if large in config.models else frozenset()
     ledger = UsageLedger(c.dashboard_gpu_hour_usd, small, c.usage_log)
-    board = Board(gpu_hour_usd=c.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias, ledger=ledger)
+    board = Board(
+        gpu_hour_usd=c.dashboard_gpu_hour_usd,
+        large_alias=large,
+        ledger=ledger,
+        routing=len(pool.upstreams) > 1 and config.routing.enabled,
+    )
     planner = Planner(config, pool, dispatchers)
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
     state.speculator = Speculator(config.speculation, http, pool, dispatchers)
@@ -168,8 +174,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
     s = config.scheduling
+    model = config.models.get(alias)
     policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
     limits = AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window))
+    native = s.native_priority if model is None or model.native_priority is None else model.native_priority
     return Dispatcher(
         alias,
         policy,
@@ -177,30 +185,32 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
         static_window=None if s.window == "adaptive" else int(s.window),
         limits=limits,
         half_life_s=s.service_half_life_s,
+        native_priority=native and s.policy != "fcfs",  # fcfs sends no priority, so vLLM cannot order by it
+        engine_slots=None if model is None else model.max_num_seqs,
         clock=time.monotonic,
     )
 
 
 async def _follow_metrics(state: CoordinatorState, upstream: Upstream) -> None:
-    """Scrape the upstream's /metrics on an interval and let its dispatcher adapt the window. An upstream
-    without vLLM metrics gets a fixed window instead (stale metrics would otherwise close it)."""
+    """Scrape the upstream's /metrics every `metrics_interval_s`, forever, and let its dispatcher adapt the
+    window (`core.engine_admission.observe`): an upstream that starts late, restarts or comes back from zero is
+    adaptive again at its first answer. A scrape that raises is logged and the next one follows."""
     dispatcher = state.dispatchers[upstream.alias]
     interval = state.config.scheduling.metrics_interval_s
-    misses = 0
+    phase = dispatcher.admission.phase
     while True:
-        snapshot = await state.pool.scrape(upstream)
-        if snapshot is None:
-            misses += 1
-            if upstream.has_vllm_metrics is None and misses >= 3:
-                upstream.has_vllm_metrics = False
-                dispatcher.static_window = dispatcher.window = state.config.scheduling.max_window
-                dispatcher.window_reason = "static: upstream has no vLLM /metrics"
-                log.warning("no_vllm_metrics", alias=upstream.alias, window=dispatcher.window)
-                return
-        else:
-            misses = 0
-            upstream.has_vllm_metrics = True
-        dispatcher.observe_metrics(snapshot)
+        try:
+            scrape = await state.pool.scrape(upstream)
+            if isinstance(scrape, UpstreamMetrics) and phase is not Phase.ADAPTIVE:
+                # It is up: mark it healthy and learn its model names before admission opens, not at the next
+                # health round (HEALTH_INTERVAL_S away), so the first calls do not go out under an alias.
+                await state.pool.check(only=upstream)
+            dispatcher.observe_metrics(scrape)
+        except Exception as exc:  # the watcher must outlive any one bad scrape
+            log.warning("metrics_scrape_failed", alias=upstream.alias, error=f"{type(exc).__name__}: {exc}")
+        if dispatcher.admission.phase is not phase:
+            phase = dispatcher.admission.phase
+            log.info("upstream_metrics_state", alias=upstream.alias, state=str(phase), window=dispatcher.window)
         await asyncio.sleep(interval)
 
 
@@ -440,6 +450,8 @@ def _status(state: CoordinatorState) -> dict[str, Any]:
         {
             "alias": u.alias,
             "served_names": u.served_names,
+            "native_priority": u.native_priority,
+            "session_id": u.session_id,
             "in_flight": u.in_flight,
             "replicas": [
                 {

@@ -473,7 +473,7 @@ class Condition:
     name: str
     policy: str
     model: str = "large"
-    native_priority: str = "auto"
+    native_priority: bool = True  # the simulator runs with scheduling_policy=priority (`_stack`)
     spill_over: bool = True
 
 
@@ -481,7 +481,7 @@ CONDITIONS: dict[str, Condition] = {
     c.name: c
     for c in (
         Condition("fcfs", "fcfs"),
-        Condition("pools", "pools", native_priority="off"),
+        Condition("pools", "pools", native_priority=False),
         Condition("priority", "priority"),
         Condition("routed", "priority", model="auto"),
         Condition("routed_nospill", "priority", model="auto", spill_over=False),

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--upstream",
         action="append",
         metavar="URL",
-        help="an OpenAI-compatible upstream (vLLM) serving every model; repeat for replicas. "
-        "Several models: [models.<alias>] in goose-sidecar.toml. Default: the embedded simulator; "
-        "env GOOSE_SIDECAR_UPSTREAM",
+        help="an OpenAI-compatible upstream (vLLM) serving every model, as http://host:port or the OpenAI base URL "
+        "http://host:port/v1; repeat for replicas. Several models: [models.<alias>] in goose-sidecar.toml. "
+        "Default: the embedded simulator; env GOOSE_SIDECAR_UPSTREAM",
     )
     parser.add_argument(
         "--policy",
@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         choices=["fcfs", "pools", "priority"],
         help="ordering: strict tiers with aging (priority), the seed report's semaphores (pools), passthrough (fcfs)",
+    )
+    parser.add_argument(
+        "--native-priority",
+        dest="scheduling.native_priority",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="the upstream vLLM runs with --scheduling-policy priority (nothing can detect it; default off)",
     )
     parser.add_argument(
         "--keys-file", dest="coordinator.keys_file", default=argparse.SUPPRESS, help="API keys file (KEY AGENT_ID)"
@@ -66,7 +73,10 @@ async def _upstreams(config: Config) -> AsyncIterator[Config]:
     from sidecar.coordinator.settings import ModelUpstream
 
     async with run_embedded(config.sim) as models:
-        upstreams = {m.alias: ModelUpstream(served_name=m.served_name, replicas=[m.url]) for m in models}
+        native = config.sim.scheduling_policy == "priority"  # the simulator orders by priority exactly then
+        upstreams = {
+            m.alias: ModelUpstream(served_name=m.served_name, replicas=[m.url], native_priority=native) for m in models
+        }
         for m in models:
             print(f"simulator: {m.alias} = {m.served_name} at {m.url}", file=sys.stderr)
         yield config.model_copy(update={"models": upstreams})
@@ -91,5 +101,21 @@ async def _serve(config: Config) -> None:
                 timeout_graceful_shutdown=round(c.shutdown_grace_s),
             )
         )
+        for line in upstream_lines(resolved):
+            print(line, file=sys.stderr)
         print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)
         await server.serve()
+
+
+def upstream_lines(config: Config) -> list[str]:
+    """How each configured upstream was understood, for the start-up output: its base URL (a given `/v1` is
+    removed), where calls, health and metrics go, and whether native priority is in effect."""
+    s = config.scheduling
+    lines = []
+    for alias, model in config.models.items():
+        native = s.native_priority if model.native_priority is None else model.native_priority
+        priority = "native priority on" if native else "native priority off (no `priority` sent)"
+        for url in model.replicas:
+            where = f"calls {url}/v1/..., health {url}/health, metrics {url}/metrics"
+            lines.append(f"upstream {alias}: {url}  ({where}; {priority})")
+    return lines

@@ -12,7 +12,8 @@ Nothing here keeps prompt or file contents: only ids, model aliases, tool names,
 GPU time saved (`estimate_savings`) is an estimate, stated on the page: every token served by a model other than
 the default (large) one is priced at the large model's GPU cost per token minus the small model's, with both
 costs taken from reference/calibration.md for Qwen2.5-Coder-32B and -7B on one A100-80GB at batch 8. Tool-cache
-hits save agent time (wall clock), not GPU time, and are reported separately (`tool_time_saved_s`).
+hits save agent time (wall clock), not GPU time, and are reported separately (`tool_time_saved_s`). With one
+upstream (or routing off) nothing is routed, so nothing is counted as saved (`routing: false`).
 """
 
 from __future__ import annotations
@@ -94,12 +95,15 @@ def estimate_savings(
     gpu_hour_usd: float,
     large: TokenCost = LARGE_COST,
     small: TokenCost = SMALL_COST,
+    *,
+    routing: bool = True,
 ) -> dict[str, Any]:
     """GPU time and money the small model saved: every model alias other than `large_alias` counts as the small
-    model, and its tokens are priced at `large - small` per token. 0 when only the large model served."""
+    model, and its tokens are priced at `large - small` per token. 0 when only the large model served, and when
+    `routing` is False (one upstream serves everything, whatever its alias)."""
     routed = ModelUsage()
     for alias, u in usage.items():
-        if alias == large_alias:
+        if alias == large_alias or not routing:
             continue
         routed.calls += u.calls
         routed.calls_without_usage += u.calls_without_usage
@@ -111,6 +115,7 @@ def estimate_savings(
     saved = max(on_large - on_small, 0.0)
     return {
         "large_alias": large_alias,
+        "routing": routing,
         "routed": routed.as_dict(),
         "gpu_s_on_small": round(on_small, 3),
         "gpu_s_if_large": round(on_large, 3),
@@ -211,13 +216,16 @@ class Board:
         *,
         gpu_hour_usd: float,
         large_alias: str,
+        routing: bool = True,
         interval_s: float = 2.0,
         span_s: float = 300.0,
         ledger: UsageLedger | None = None,
     ) -> None:
+        """`routing`: more than one model is configured and routing is on (else nothing counts as saved)."""
         self.gpu_hour_usd = gpu_hour_usd
         self.large_alias = large_alias
         self.ledger = ledger  # per-agent usage and cost (ledger.py); None: not kept
+        self.routing = routing
         self.history = History(interval_s, span_s)
         self.usage: dict[str, ModelUsage] = {}
         self.tools: dict[str, ToolStats] = {}
@@ -289,7 +297,7 @@ class Board:
         return {
             "history": self.history.view(now),
             "usage": {alias: u.as_dict() for alias, u in self.usage.items()},
-            "savings": estimate_savings(self.usage, self.large_alias, self.gpu_hour_usd),
+            "savings": estimate_savings(self.usage, self.large_alias, self.gpu_hour_usd, routing=self.routing),
             "agent_usage_pricing": None if self.ledger is None else self.ledger.summary(),
             "tool_cache": {
                 "calls": calls,

@@ -4,7 +4,9 @@ A call asks for a slot with `acquire(agent, tier)`; it starts at once when the p
 better is waiting, else it waits in the `WaitQueue` until `_pump` picks it. Every slot is released exactly once
 (`Slot.release`, idempotent) whatever happens to the call, and a call cancelled while waiting (its client left)
 leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `pools` (the seed's semaphores),
-`window` (an in-flight window per upstream, static or adapted from the upstream's /metrics).
+`window` (an in-flight window per upstream, static or adapted from the upstream's /metrics by
+`core.engine_admission`, which also decides when a call may pass a full window because vLLM's native priority
+will order it ahead of worse work already inside).
 
 Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
 """
@@ -21,14 +23,8 @@ from typing import Any
 
 from sidecar.coordinator.errors import ErrorKind, ProxyError
 from sidecar.coordinator.telemetry import summary_ms
-from sidecar.core.admission import (
-    DEFAULT_LIMITS,
-    AdmissionLimits,
-    UpstreamMetrics,
-    next_window,
-    retry_after_s,
-    saturation,
-)
+from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics, retry_after_s, saturation
+from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits, initial_state, observe
 from sidecar.core.ordering import AttainedService, Gate, OrderingPolicy, Pick, Pool, PoolUsage, Waiting, WaitQueue
 from sidecar.core.stages import TIERS, Tier
 from sidecar.core.stats import SampleWindow, rate
@@ -75,16 +71,27 @@ class Dispatcher:
         static_window: int | None = None,
         limits: AdmissionLimits = DEFAULT_LIMITS,
         half_life_s: float = 60.0,
+        native_priority: bool = False,
+        engine_slots: int | None = None,
         clock: Callable[[], float],
     ) -> None:
+        """`native_priority`: the upstream orders what it holds by vLLM's `priority` (it runs with
+        `--scheduling-policy priority`; configuration says so, nothing detects it). `engine_slots`: its configured
+        running capacity (`max_num_seqs`), else learned from its metrics."""
         self.name = name
         self.policy = policy
         self.max_queue = max_queue
         self.static_window = static_window
         self.limits = limits
         self.clock = clock
-        self.window = static_window if static_window is not None else limits.initial_window
-        self.window_reason = "static" if static_window is not None else "initial"
+        self.native_priority = native_priority
+        self.admission: AdmissionState = initial_state(limits, engine_slots)
+        self.window = static_window if static_window is not None else self.admission.window
+        self.window_reason = "static" if static_window is not None else str(self.admission.reason)
+        self._waited = False  # a call waited on the window since the last scrape (demand for a larger one)
+        self.speculative = 0  # places held by speculative calls (only where native priority is off)
+        self.scrapes = 0  # metrics scrapes observed, and how many of them gave no vLLM snapshot
+        self.failed_scrapes = 0
         self.queue = WaitQueue()
         self._waiters: dict[int, asyncio.Future[Slot]] = {}
         self._seq = itertools.count(1)
@@ -96,7 +103,9 @@ class Dispatcher:
         self._completions: deque[float] = deque(maxlen=4096)
         self.metrics: UpstreamMetrics | None = None
         self._prev_metrics: UpstreamMetrics | None = None
-        # Called when a real call has to wait for a slot (speculation cancels its calls on this model).
+        # Called when a real call has to wait for a slot, or starts past a full window (native priority): then
+        # speculation cancels its calls on this model. vLLM never preempts a running call at max_num_seqs; the
+        # coordinator can, for the one kind of work that loses nothing by it.
         self.on_queue: list[Callable[[], None]] = []
 
     # --- the public surface -----------------------------------------------------------------------------
@@ -120,6 +129,7 @@ class Dispatcher:
         self._waiters[item.seq] = future
         self._pump()
         if not future.done():
+            self._waited = True
             for callback in self.on_queue:
                 callback()
         try:
@@ -143,16 +153,39 @@ class Dispatcher:
             return queued
         return max(queued, saturation(self.metrics, now, self._prev_metrics, self.limits))
 
-    def observe_metrics(self, snapshot: UpstreamMetrics | None) -> None:
-        """A fresh scrape (or None when it failed): adapt the window (adaptive mode) and pump."""
+    def observe_metrics(self, scrape: UpstreamMetrics | ScrapeFailure | None) -> None:
+        """One scrape's outcome (None: it failed, as UNREACHABLE): adapt the window (adaptive mode) and pump."""
         now = self.clock()
-        prev = self.metrics
-        if snapshot is not None:
-            self._prev_metrics, self.metrics = self.metrics, snapshot
+        self.scrapes += 1
+        if isinstance(scrape, UpstreamMetrics):
+            self._prev_metrics, self.metrics = self.metrics, scrape
+        else:
+            self.failed_scrapes += 1
         if self.static_window is None:
-            full = self.in_flight >= self.window or len(self.queue) > 0
-            update = next_window(self.window, self.metrics, prev, now, self.limits, window_full=full)
-            self.window, self.window_reason = update.window, str(update.reason)
+            demand = self._waited or len(self.queue) > 0 or self.in_flight >= self.window
+            outcome = ScrapeFailure.UNREACHABLE if scrape is None else scrape
+            self.admission = observe(
+                self.admission, outcome, now, self.limits, native_priority=self.native_priority, demand=demand
+            )
+            self.window, self.window_reason = self.admission.window, str(self.admission.reason)
+        self._waited = False
+        self._pump()
+
+    def hold_speculative(self) -> bool:
+        """Take a place for one speculative call where native priority cannot put it behind real work: only
+        when no real call waits here and the window (and the engine's known capacity) has room, so it never
+        queues inside vLLM ahead of real work. True when taken; give it back with `release_speculative`."""
+        if self.queue:
+            return False
+        if self.policy.gate is Gate.WINDOW:
+            limit = min(self.window, self.admission.slots or self.window)
+            if self.in_flight + self.speculative >= limit:
+                return False
+        self.speculative += 1
+        return True
+
+    def release_speculative(self) -> None:
+        self.speculative = max(self.speculative - 1, 0)
         self._pump()
 
     def status(self) -> dict[str, Any]:
@@ -180,6 +213,13 @@ class Dispatcher:
             "in_flight": self.in_flight,
             "window": None if self.policy.gate is not Gate.WINDOW else self.window,
             "window_reason": self.window_reason if self.policy.gate is Gate.WINDOW else None,
+            "native_priority": self.native_priority,
+            "upstream_state": self._upstream_state(),
+            "engine_slots": self.admission.slots,
+            "engine_slots_source": self.admission.slots_source,
+            "scrapes": self.scrapes,
+            "failed_scrapes": self.failed_scrapes,
+            "speculative_held": self.speculative,
             "pools_in_use": {"hot": self.pools.hot, "cold": self.pools.cold}
             if self.policy.gate is Gate.POOLS
             else None,
@@ -192,6 +232,7 @@ class Dispatcher:
                 "running": self.metrics.running,
                 "kv_usage": self.metrics.kv_usage,
                 "preemptions_total": self.metrics.preemptions_total,
+                "kv_capacity_tokens": self.metrics.kv_capacity_tokens,
                 "age_s": round(now - self.metrics.scraped_at, 3),
             },
             "tiers": tiers,
@@ -206,19 +247,47 @@ class Dispatcher:
 
     # --- internals ----------------------------------------------------------------------------------------
 
-    def _has_room(self) -> bool:
-        gate = self.policy.gate
-        if gate is Gate.NONE or gate is Gate.POOLS:
-            return True  # pools: the policy's pick decides
-        return self.in_flight < self.window
+    def _upstream_state(self) -> str:
+        if self.policy.gate is not Gate.WINDOW:
+            return "not windowed"
+        return "static window" if self.static_window is not None else str(self.admission.phase)
+
+    def _admits(self, tier: Tier) -> bool:
+        by_rank = {t.rank: n for t, n in self.in_flight_by_tier.items()}
+        by_rank[len(TIERS)] = self.speculative  # below every tier
+        return admits(tier.rank, by_rank, self.window, native_priority=self.native_priority)
 
     def _pump(self) -> None:
-        while self.queue and self._has_room():
+        gate = self.policy.gate
+        while self.queue:
+            if gate is Gate.WINDOW and not self.native_priority and self.in_flight + self.speculative >= self.window:
+                return  # nothing passes a full window without native priority: spare the pick
             now = self.clock()
             pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
             if pick is None:
                 return
+            if gate is Gate.WINDOW and not self._admits(pick.item.tier):
+                # The policy's first choice must wait (a full window; with aging it may be a promoted worse
+                # tier); a better-tier call that vLLM would order ahead of worse work inside it may still go.
+                pick = self._passing(now)
+                if pick is None:
+                    return
+            past_window = gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
             self._start(pick, now)
+            if past_window:  # the engine is full: make room for it where that loses nothing
+                for callback in self.on_queue:
+                    callback()
+
+    def _passing(self, now: float) -> Pick | None:
+        """The best waiting call (by tier, then the policy's order) that `admits` lets past a full window."""
+        if not self.native_priority:
+            return None
+        service = self.service.snapshot(now)
+        heads = [h for h in self.queue.heads() if self._admits(h.tier)]
+        if not heads:
+            return None
+        best = min(heads, key=lambda h: (h.tier.rank, self.policy.sort_key(h, now, service)))
+        return Pick(best, best.tier.rank)
 
     def _start(self, pick: Pick, now: float) -> None:
         item = pick.item

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -51,7 +51,6 @@ _DROP_HEADERS = frozenset(
         "x-agent-id", "x-priority", "x-request-id",
     }
 )  # fmt: skip
-PRIORITY_DISABLED = "Priority scheduling is not enabled"
 USAGE_TAIL_BYTES = 4096
 _RETRY_STATUSES = frozenset({502, 503})
 _RETRY_KINDS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.STREAM_BROKEN})
@@ -256,6 +255,8 @@ class Exchange:
         headers.update(self.upstream.headers)
         # Modal routes a session to one replica (best effort), keeping the agent's prefix cache warm there.
         headers["Modal-Session-ID"] = self.identity.agent_id
+        if self.upstream.session_id and self.identity.session_id:
+            headers["X-Session-ID"] = self.identity.session_id  # vLLM 0.33+'s session id (reference/vllm.md)
         # latin-1, as HTTP/1.1 reads header bytes: a client's obs-text value goes on as the bytes it sent.
         return httpx.Headers(headers, encoding="latin-1")
 
@@ -359,8 +360,7 @@ class Exchange:
         self.state.telemetry.queue_wait.labels(self.upstream.alias, str(self.plan.tier)).observe(self.slot.waited_s)
 
     async def _send_upstream(self, replica: Replica) -> httpx.Response | ProxyError:
-        """Send the call; a ProxyError when the upstream could not be reached. Retries once
-        without vLLM's native priority if the upstream says priority scheduling is not enabled."""
+        """Send the call; a ProxyError when the upstream could not be reached."""
         client = self.state.client
         with_priority = self._native_priority()
         body = self.parsed.forward_body
@@ -369,30 +369,18 @@ class Exchange:
         url = f"{replica.url}/v1/{self.parsed.endpoint}"
         headers = self.upstream_headers(replica)
         try:
-            response = await client.send(client.build_request("POST", url, content=body, headers=headers), stream=True)
-            if with_priority is not None and response.status_code == 400:
-                text = (await response.aread()).decode(errors="replace")
-                if PRIORITY_DISABLED in text:
-                    await response.aclose()
-                    self.upstream.native_priority = False
-                    log.info("native_priority_disabled", alias=self.upstream.alias, url=replica.url)
-                    request = client.build_request("POST", url, content=self.parsed.forward_body, headers=headers)
-                    return await client.send(request, stream=True)
-                self.upstream.native_priority = True
-            elif with_priority is not None and response.status_code == 200:
-                self.upstream.native_priority = True
-            return response
+            return await client.send(client.build_request("POST", url, content=body, headers=headers), stream=True)
         except httpx.HTTPError as exc:
             return translate_upstream_exception(exc, replica.url)
 
     def _native_priority(self) -> int | None:
-        """vLLM's integer priority to add, or None: only for ordering policies, never over the client's own."""
-        setting = self.state.config.scheduling.native_priority
+        """vLLM's integer priority to add, or None: only where the upstream is configured to order by it (vLLM
+        accepts and ignores it otherwise, so sending it would only pretend), only for ordering policies, never
+        over the client's own."""
         if (
-            setting == "off"
+            not self.upstream.native_priority
             or self.state.config.scheduling.policy == "fcfs"
             or "priority" in self.parsed.body
-            or self.upstream.native_priority is False
         ):
             return None
         value = native_priority(self.plan.tier)
@@ -416,9 +404,7 @@ class Exchange:
             telemetry.error(ErrorKind.UPSTREAM_STATUS, self.agent)
         is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
         try:
-            # A body read already (the native-priority check reads small 400 bodies) is relayed as it was read.
-            chunks = _single(response.content) if response.is_stream_consumed else response.aiter_raw()
-            async for chunk in chunks:
+            async for chunk in response.aiter_raw():
                 if self.first_byte is None:
                     self.first_byte = time.perf_counter()
                 self.bytes_out += len(chunk)
@@ -502,10 +488,6 @@ def _parse(raw: bytes, endpoint: Endpoint) -> ParsedRequest:
         return parse_request(raw, endpoint)
     except RequestError as exc:
         raise ProxyError(400, ErrorKind.BAD_REQUEST, exc.message, exc.param) from None
-
-
-async def _single(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def forward_headers(client_headers: Headers, keys_on: bool) -> dict[str, str]:

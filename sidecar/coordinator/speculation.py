@@ -5,8 +5,10 @@ after routing) upstream at once, when `core.speculation.should_speculate_llm` al
 the model's dispatcher sees spare capacity (`admission.has_spare_capacity` on its last vLLM metrics), no real
 call is queued there, and the wasted-token budget for the last minute has room. It never takes a dispatcher
 slot; instead the dispatcher calls `cancel_model` the moment a real call has to queue (`Dispatcher.on_queue`),
-so a speculative call never holds GPU room that a real call is waiting for. With native priority it is sent
-at vLLM's lowest priority.
+so a speculative call never holds GPU room that a real call is waiting for. Where the upstream orders by native
+priority (configuration says so) it is sent at vLLM's lowest priority; where it does not, vLLM would serve it on
+equal terms with real work, so it is held at the coordinator instead: sent only while the model's window (and
+the engine's known capacity) has a free place, which it then occupies (`Dispatcher.hold_speculative`).
 
 `take(agent, body, stream)` is asked by the proxy for every real call: the agent's pending speculative call is
 returned only when `canonical_request` of both bodies is equal and the stream flag matches (so the bytes are
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import time
@@ -135,7 +138,10 @@ class Speculator:
     def allowed(self, alias: str) -> bool:
         d = self.dispatchers[alias]
         now = self.clock()
-        spare = has_spare_capacity(d.metrics, now, d._prev_metrics, d.limits)
+        metrics = d.metrics
+        if metrics is not None and d.admission.slots is not None:  # vLLM does not export max_num_seqs
+            metrics = dataclasses.replace(metrics, max_num_seqs=d.admission.slots)
+        spare = has_spare_capacity(metrics, now, d._prev_metrics, d.limits)
         return should_speculate_llm(
             enabled=self.settings.enabled,
             spare_capacity=spare,
@@ -148,7 +154,7 @@ class Speculator:
     ) -> bool:
         """Send `body` now as `agent`'s predicted next call (replacing its previous one); True if sent.
         `headers`: extra request headers the agent's client would send (e.g. its session id)."""
-        if not self.allowed(alias):
+        if not self.allowed(alias) or not self._place(alias):
             self.stats.skipped += 1
             return False
         self._drop(agent, "replaced")
@@ -156,21 +162,35 @@ class Speculator:
         call.task = asyncio.get_running_loop().create_task(
             self._send(call, dict(body), extra=headers), name="speculative-call"
         )
+        self._give_back_place_when_done(alias, call.task)
         self.pending[agent] = call
         self.stats.started += 1
         return True
 
     def warm(self, agent: str, alias: str, body: Mapping[str, Any]) -> bool:
         """Prefix-warming only: `body` with max_tokens=1, not streamed, never served."""
-        if not self.allowed(alias):
+        if not self.allowed(alias) or not self._place(alias):
             self.stats.skipped += 1
             return False
         warm = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "max_completion_tokens")}
         warm["max_tokens"] = 1
         call = SpecCall(agent, alias, "", False, self.clock())
-        asyncio.get_running_loop().create_task(self._send(call, warm, waste=True), name="prefix-warm")
+        task = asyncio.get_running_loop().create_task(self._send(call, warm, waste=True), name="prefix-warm")
+        self._give_back_place_when_done(alias, task)
         self.stats.warmed += 1
         return True
+
+    def _place(self, alias: str) -> bool:
+        """Where the upstream has no native priority, a place at the coordinator for one speculative call (given
+        back when the call ends); elsewhere always True (vLLM serves it after every real call it holds)."""
+        upstream = next(u for u in self.pool.upstreams if u.alias == alias)
+        return upstream.native_priority or self.dispatchers[alias].hold_speculative()
+
+    def _give_back_place_when_done(self, alias: str, task: asyncio.Task[None]) -> None:
+        """A done callback, not a `finally`: a task cancelled before it first runs never enters its body."""
+        upstream = next(u for u in self.pool.upstreams if u.alias == alias)
+        if not upstream.native_priority:
+            task.add_done_callback(lambda _: self.dispatchers[alias].release_speculative())
 
     @property
     def followups_in_flight(self) -> int:

@@ -169,7 +169,9 @@ def _summary(status: dict[str, Any], url: str) -> RenderableType:
         f"{running} running, {queued} queued   "
         f"latency p50 {fmt_ms(latency.get('p50'))}, p95 {fmt_ms(latency.get('p95'))}\n"
     )
-    if savings:
+    if savings.get("routing") is False:
+        text.append("GPU time saved: none (no routing: one upstream serves every call)\n")
+    elif savings:
         text.append(
             f"GPU time saved (est.) {fmt_duration(savings.get('gpu_s_saved'))} = {fmt_usd(savings.get('usd_saved'))} "
             f"at ${savings.get('gpu_hour_usd', 0):.2f}/GPU-hour ({savings.get('routed', {}).get('calls', 0)} calls "
@@ -228,6 +230,8 @@ def _upstreams_table(status: dict[str, Any]) -> RenderableType:
     table.add_column("health")
     for name in ("in flight", "served", "KV cache", "running", "waiting", "window"):
         table.add_column(name, justify="right")
+    table.add_column("priority")
+    table.add_column("metrics")
     scheduling = status.get("scheduling", {})
     for upstream in status.get("upstreams", []):
         alias = upstream.get("alias", "?")
@@ -249,9 +253,23 @@ def _upstreams_table(status: dict[str, Any]) -> RenderableType:
                 str(metrics["running"]) if first and metrics else DASH if first else "",
                 str(metrics["waiting"]) if first and metrics else DASH if first else "",
                 str(d.get("window")) if first and d.get("window") is not None else DASH if first else "",
+                _priority_text(d) if first else "",
+                _metrics_text(d) if first else "",
             )
             label = ""
     return table
+
+
+def _priority_text(d: dict[str, Any]) -> str:
+    """Native priority in effect (configured, and the policy sends it): vLLM orders too, or only the coordinator."""
+    return "native" if d.get("native_priority") else "coordinator only"
+
+
+def _metrics_text(d: dict[str, Any]) -> str:
+    """The metrics watcher's state and the engine's running capacity when known."""
+    state = str(d.get("upstream_state") or DASH)
+    slots = d.get("engine_slots")
+    return state if slots is None else f"{state}, {slots} slots ({d.get('engine_slots_source')})"
 
 
 def _agents_table(status: dict[str, Any], max_agents: int) -> RenderableType:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import httpx
 from sidecar.coordinator.settings import ModelUpstream
 from sidecar.core.admission import UpstreamMetrics
 from sidecar.core.breaker import Breaker
+from sidecar.core.engine_admission import ScrapeFailure
 from sidecar.core.routing import ReplicaState, pick_replica
 from sidecar.obs import get_logger
 
@@ -43,9 +45,11 @@ class Upstream:
     headers: dict[str, str]
     served_names: list[str] = field(default_factory=list)
     configured_name: str | None = None
-    # vLLM's native `priority` field: None = not decided yet, False = the upstream refused it.
-    native_priority: bool | None = None
-    has_vllm_metrics: bool | None = None
+    # The upstream orders by vLLM's `priority` field (it runs with `--scheduling-policy priority`). Configuration
+    # says so: vLLM V1 accepts and ignores `priority` without that flag, so no answer can tell (reference/vllm.md).
+    native_priority: bool = False
+    # Send the agent's session id as vLLM's `X-Session-ID` (vLLM 0.33+).
+    session_id: bool = False
 
     @property
     def served_name(self) -> str:
@@ -58,7 +62,10 @@ class Upstream:
 
 
 class UpstreamPool:
-    def __init__(self, models: Mapping[str, ModelUpstream], client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, models: Mapping[str, ModelUpstream], client: httpx.AsyncClient, *, native_priority: bool = False
+    ) -> None:
+        """`native_priority`: the default for models whose `[models.<alias>] native_priority` is not set."""
         self.client = client
         self.upstreams: list[Upstream] = []
         for alias, spec in models.items():
@@ -72,6 +79,8 @@ class UpstreamPool:
                     headers=headers,
                     served_names=[spec.served_name] if spec.served_name else [],
                     configured_name=spec.served_name,
+                    native_priority=native_priority if spec.native_priority is None else spec.native_priority,
+                    session_id=spec.session_id,
                 )
             )
 
@@ -102,9 +111,11 @@ class UpstreamPool:
         if replica.breaker.phase(time.monotonic()) != before:
             log.warning("circuit_breaker", url=replica.url, phase=str(replica.breaker.phase(time.monotonic())))
 
-    async def check(self, check_timeout: float = 5.0) -> None:
-        """Check every replica once (concurrently): health, and served names where not yet known."""
-        jobs = [self._check_replica(u, r, check_timeout) for u in self.upstreams for r in u.replicas]
+    async def check(self, check_timeout: float = 5.0, only: Upstream | None = None) -> None:
+        """Check every replica (of `only`, when given) once, concurrently: health, and served names where not
+        yet known."""
+        upstreams = self.upstreams if only is None else [only]
+        jobs = [self._check_replica(u, r, check_timeout) for u in upstreams for r in u.replicas]
         await asyncio.gather(*jobs)
 
     async def _check_replica(self, upstream: Upstream, replica: Replica, check_timeout: float) -> None:
@@ -135,10 +146,12 @@ class UpstreamPool:
             log.info("upstream_health", alias=upstream.alias, url=replica.url, healthy=healthy, error=error)
         replica.healthy, replica.last_error, replica.last_check = healthy, error, time.monotonic()
 
-    async def scrape(self, upstream: Upstream, scrape_timeout: float = 2.0) -> UpstreamMetrics | None:
-        """One /metrics scrape of every healthy replica of `upstream`, merged (sums; KV usage the max).
-        None when no replica answered with vLLM metrics."""
+    async def scrape(self, upstream: Upstream, scrape_timeout: float = 2.0) -> UpstreamMetrics | ScrapeFailure:
+        """One /metrics scrape of every replica of `upstream`, merged (sums; KV usage the max). Without a
+        snapshot: NOT_VLLM when some replica answered 200 or 404 without vLLM's metrics (another kind of server),
+        else UNREACHABLE (no answer, or an error status such as a starting vLLM's or a proxy's 502/503)."""
         snapshots = []
+        failure = ScrapeFailure.UNREACHABLE
         for replica in upstream.replicas:
             try:
                 response = await self.client.get(
@@ -146,18 +159,20 @@ class UpstreamPool:
                 )
             except httpx.HTTPError:
                 continue
-            if response.status_code == 200:
-                parsed = parse_vllm_metrics(response.text, time.monotonic())
-                if parsed is not None:
-                    snapshots.append(parsed)
+            parsed = parse_vllm_metrics(response.text, time.monotonic()) if response.status_code == 200 else None
+            if parsed is not None:
+                snapshots.append(parsed)
+            elif response.status_code in (200, 404):
+                failure = ScrapeFailure.NOT_VLLM
         if not snapshots:
-            return None
+            return failure
         return UpstreamMetrics(
             waiting=sum(s.waiting for s in snapshots),
             running=sum(s.running for s in snapshots),
             kv_usage=max(s.kv_usage for s in snapshots),
             preemptions_total=sum(s.preemptions_total for s in snapshots),
             scraped_at=min(s.scraped_at for s in snapshots),
+            kv_capacity_tokens=sum(s.kv_capacity_tokens or 0 for s in snapshots) or None,
         )
 
     async def watch(self, interval: float) -> None:
@@ -172,6 +187,7 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
     """vLLM's Prometheus text -> the admission snapshot, summed over engines. None when it has no vLLM metrics
     (then the upstream is not vLLM and the window stays static)."""
     values: dict[str, float] = {}
+    kv_tokens: int | None = None
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
@@ -181,7 +197,10 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
             number = float(value)
         except ValueError:
             continue
-        if name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
+        if name == "vllm:cache_config_info":
+            tokens = kv_capacity_tokens(dict(_LABEL.findall(name_labels)))
+            kv_tokens = kv_tokens if tokens is None else (kv_tokens or 0) + tokens
+        elif name == "vllm:kv_cache_usage_perc":  # `gpu_cache_usage_perc` is gone from vLLM (reference/vllm.md)
             values["kv"] = max(values.get("kv", 0.0), number)
         else:
             values[name] = values.get(name, 0.0) + number
@@ -191,6 +210,22 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
         waiting=int(values["vllm:num_requests_waiting"]),
         running=int(values.get("vllm:num_requests_running", 0)),
         kv_usage=values.get("kv", 0.0),
-        preemptions_total=values.get("vllm:num_preemptions_total", values.get("vllm:num_preemptions", 0.0)),
+        preemptions_total=values.get("vllm:num_preemptions_total", 0.0),
         scraped_at=scraped_at,
+        kv_capacity_tokens=kv_tokens,
     )
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def kv_capacity_tokens(labels: Mapping[str, str]) -> int | None:
+    """KV cache size in tokens from `vllm:cache_config_info`'s labels: `kv_cache_size_tokens` (vLLM 0.32),
+    else `num_gpu_blocks` x `block_size` (reference/vllm.md); None when neither is a positive whole number."""
+    size = labels.get("kv_cache_size_tokens", "")
+    if size.isdigit() and int(size) > 0:
+        return int(size)
+    blocks, block = labels.get("num_gpu_blocks", ""), labels.get("block_size", "")
+    if blocks.isdigit() and block.isdigit() and int(blocks) * int(block) > 0:
+        return int(blocks) * int(block)
+    return None

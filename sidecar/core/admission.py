@@ -6,7 +6,8 @@ queues work itself (the coordinator gave it too much, and lost the chance to ord
 next long context preempts one, and a growing `num_preemptions_total` means that already happened (recompute).
 
     saturation(snapshot)        a score in [0, 1+], llm-d style: 1 or more is saturated; stale metrics count as 1.
-    next_window(current, ...)   additive increase while the upstream has room, decrease on its queue or preemptions.
+    next_window(current, ...)   the earlier AIMD window (cut on every queued scrape and on preemptions); the
+                                dispatcher now uses `engine_admission`, which cooperates with vLLM's own queue.
     has_spare_capacity(...)     room for speculative work (the conservative predicate of reference/vllm.md).
     retry_after_s(...)          `Retry-After` for a 429 from the queue's drain rate.
 """
@@ -23,7 +24,8 @@ class UpstreamMetrics:
     """One scrape of an upstream's `/metrics`, stamped with the coordinator's clock at `scraped_at` (seconds).
 
     `kv_usage` is `vllm:kv_cache_usage_perc` (0..1); `preemptions_total` the counter `vllm:num_preemptions_total`;
-    `max_num_seqs` the engine's batch limit when known.
+    `max_num_seqs` the engine's batch limit when known; `kv_capacity_tokens` the KV cache's size in tokens from
+    `vllm:cache_config_info` (its `kv_cache_size_tokens` label, else `num_gpu_blocks` x `block_size`) when shown.
     """
 
     waiting: int
@@ -32,6 +34,7 @@ class UpstreamMetrics:
     preemptions_total: float
     scraped_at: float
     max_num_seqs: int | None = None
+    kv_capacity_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,16 @@ class AdmissionLimits:
     spare_running_fraction: float = 0.6  # spare capacity: running < 0.6 x max_num_seqs (reference/vllm.md)
     spare_kv_below: float = 0.6  # spare capacity: KV usage < 0.6 (reference/vllm.md)
     default_max_num_seqs: int = 256  # vLLM's default on an A100-80GB (reference/vllm.md)
+    # Calls allowed to wait inside vLLM beyond its running capacity when native priority orders them
+    # (`engine_admission`). One is enough to keep the batch full: a slot freed in vLLM stays idle about one
+    # coordinator round trip, and with 256 slots, 20 s calls and a 60 ms round trip that is 256 x 0.06 / 20 ~ 0.8
+    # slots on average (vllm.md: max_num_seqs 256; the seed's calls took 3-15 s, long contexts longer).
+    queue_allowance: int = 1
+    # vLLM's queue counts as the engine's plateau once it is seen at this many scrapes in a row (one is often a
+    # call that arrived between two engine steps).
+    persist_scrapes: int = 2
+    # Scrapes answered without vLLM metrics, in a row, before the upstream gets the fixed max_window.
+    not_vllm_after: int = 3
 
     def __post_init__(self) -> None:
         errors = []
@@ -61,8 +74,10 @@ class AdmissionLimits:
             errors.append("need 1 <= min_window <= initial_window <= max_window")
         if not 0 < self.decrease_factor < 1:
             errors.append("decrease_factor must be in (0, 1)")
-        if self.increase < 1 or self.queue_saturated < 1 or self.default_max_num_seqs < 1:
-            errors.append("increase, queue_saturated and default_max_num_seqs must be >= 1")
+        if min(self.increase, self.queue_saturated, self.default_max_num_seqs, self.persist_scrapes) < 1:
+            errors.append("increase, queue_saturated, default_max_num_seqs and persist_scrapes must be >= 1")
+        if self.queue_allowance < 0 or self.not_vllm_after < 1:
+            errors.append("queue_allowance must be >= 0 and not_vllm_after >= 1")
         if not (self.stale_after_s > 0 and self.kv_saturated > 0):
             errors.append("stale_after_s and kv_saturated must be > 0")
         if errors:

@@ -117,7 +117,9 @@ def resolve_model(
     saturation (`admission.saturation`). `"auto"` (any case; also a missing or empty model) goes to `route`, or to
     `default_alias` for an opted-out agent, and may spill over (not when opted out). An alias name resolves to its
     served name; a served name is honoured as is; other names pass through unchanged to `default_alias`' upstream.
-    A route or default that is not configured falls back to the default alias, then to the first configured alias.
+    With one configured alias, `large` and `small` (any case) name it too: one upstream serves every model, and
+    passing those names through would only get the upstream's 404. A route or default that is not configured falls
+    back to the default alias, then to the first configured alias.
     """
     name = (requested or "").strip()
     if name in aliases:
@@ -125,6 +127,9 @@ def resolve_model(
     for alias, served in aliases.items():
         if served == name:
             return RouteDecision(alias, served, RouteReason.EXPLICIT)
+    if len(aliases) == 1 and name.lower() in (LARGE, SMALL):
+        only = next(iter(aliases))
+        return RouteDecision(only, aliases[only], RouteReason.ALIAS, f"one upstream: {name!r} is {only!r}")
     fallback = _configured(default_alias, aliases)
     if name and name.lower() != AUTO:
         return RouteDecision(fallback, name, RouteReason.PASSTHROUGH, "not a configured alias or served model")

@@ -203,7 +203,10 @@ def coordinator_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     if args.simulator:
         models = simulator_models()
-        comments = ["The coordinator's upstreams: the simulator services of docker-compose.yml (profile 'sim')."]
+        comments = [
+            "The coordinator's upstreams: the simulator services of docker-compose.yml (profile 'sim').",
+            "native_priority = true: they run with --scheduling-policy priority (nothing can detect it).",
+        ]
     else:
         try:
             spec = spec_from_env(env)
@@ -227,6 +230,8 @@ def coordinator_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         comments = [
             f"The coordinator's upstreams: Modal app {spec.app_name} in workspace {args.workspace_name}.",
             "Written by `goose-sidecar deploy coordinator-config`" + (" (holds a proxy auth secret)." if auth else "."),
+            "native_priority: whether the deployed `vllm serve` runs with --scheduling-policy priority (vLLM gives",
+            "no sign of it); max_num_seqs: its batch limit over the replicas (one container per URL).",
         ]
     text = render_env(models) if args.format == "env" else render_toml(models, comments)
     if args.output:

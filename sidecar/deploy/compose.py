@@ -44,6 +44,8 @@ SIMULATORS = (
     ("simulator-32b", "qwen2.5-coder-32b-a100", DEFAULT_MODELS[0].alias),
     ("simulator-7b", "qwen2.5-coder-7b-a100", DEFAULT_MODELS[1].alias),
 )
+# The simulators' policy, and what `simulator_models` tells the coordinator (nothing could detect it).
+SIM_POLICY = ("--scheduling-policy", "priority")
 CONTEXT_LIMIT = DEFAULT_MODELS[0].max_model_len  # what vLLM serves; Goose compacts before it
 GOOSE_MODEL = "auto"  # the coordinator routes: complex work to `large` (32B), simple work to `small` (7B)
 HEADER = (
@@ -65,8 +67,12 @@ def sidecar_url(n: int) -> str:
 
 
 def simulator_models() -> dict[str, dict[str, Any]]:
-    """The coordinator's upstreams when the `sim` profile runs: alias -> the simulator service for that model."""
-    return {alias: {"replicas": [f"http://{name}:{SIMULATOR_PORT}"]} for name, _, alias in SIMULATORS}
+    """The coordinator's upstreams when the `sim` profile runs: alias -> the simulator service for that model.
+    The simulators run the priority policy (`simulator_service`), so native priority is on for them."""
+    return {
+        alias: {"replicas": [f"http://{name}:{SIMULATOR_PORT}"], "native_priority": True}
+        for name, _, alias in SIMULATORS
+    }
 
 
 def _healthcheck(url: str, start_period: str = "10s") -> dict[str, Any]:
@@ -99,7 +105,7 @@ def coordinator_service() -> dict[str, Any]:
 def simulator_service(profile: str) -> dict[str, Any]:
     return {
         "image": IMAGE,
-        "command": ["sim", "--host", "0.0.0.0", "--port", str(SIMULATOR_PORT), "--profile", profile],
+        "command": ["sim", "--host", "0.0.0.0", "--port", str(SIMULATOR_PORT), "--profile", profile, *SIM_POLICY],
         "profiles": [SIM_PROFILE],
         "healthcheck": _healthcheck(f"http://127.0.0.1:{SIMULATOR_PORT}/health"),
         "restart": "unless-stopped",

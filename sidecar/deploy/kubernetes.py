@@ -41,6 +41,7 @@ from sidecar.deploy.compose import (
     GOOSE_ROOT,
     RECIPE,
     SIDECAR_PORT,
+    SIM_POLICY,
     SIMULATOR_PORT,
     SIMULATORS,
     WORKSPACE,
@@ -210,7 +211,7 @@ def simulator_deployment(name: str, profile: str, image: str) -> dict[str, Any]:
     container = {
         "name": "simulator",
         "image": image,
-        "args": ["sim", "--host", "0.0.0.0", "--port", str(SIMULATOR_PORT), "--profile", profile],
+        "args": ["sim", "--host", "0.0.0.0", "--port", str(SIMULATOR_PORT), "--profile", profile, *SIM_POLICY],
         "ports": [{"name": "http", "containerPort": SIMULATOR_PORT}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},

@@ -154,7 +154,8 @@ async def start_stack(
                     app = build_sim_app(sim, profile)
                     url = await stack.enter_async_context(serve_app(app))
                     served = app.state.sim.served.names[0]
-                    upstreams[alias] = {"served_name": served, "replicas": [url]}
+                    native = sim.scheduling_policy == "priority"  # configuration, as `up` says it for its sims
+                    upstreams[alias] = {"served_name": served, "replicas": [url], "native_priority": native}
                     models[alias] = served
                     urls[alias] = url
                     clocks[served] = app.state.sim.driver.now

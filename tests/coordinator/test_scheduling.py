@@ -104,8 +104,11 @@ async def test_window_adapts_when_the_simulators_queue_grows() -> None:
             asyncio.create_task(client.post("/v1/chat/completions", json=chat(f"c{i}", max_tokens=60)))
             for i in range(8)
         ]
-        await wait_for(lambda: dispatcher.window < 4, within=20)
-        assert "waiting" in dispatcher.window_reason or "queue" in dispatcher.window_reason
+        # vLLM's queue persists while 2 run: that plateau is the engine's capacity, and without native priority
+        # the window is exactly that (nothing left to wait inside vLLM in arrival order).
+        await wait_for(lambda: dispatcher.admission.slots == 2, within=20)
+        assert dispatcher.window == 2 and dispatcher.window_reason == "slots"
+        assert (await client.get("/status")).json()["scheduling"]["large"]["engine_slots_source"] == "learned"
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
@@ -172,23 +175,6 @@ async def test_a_cancelled_queued_call_leaves_the_queue() -> None:
         assert state.telemetry.in_flight_total == 0
         ok = await client.post("/v1/chat/completions", json=chat("next"))
         assert ok.status_code == 200
-
-
-async def test_native_priority_is_dropped_when_the_upstream_refuses_it() -> None:
-    async with coordinator(sim={"scheduling_policy": "fcfs"}) as (client, state):
-        response = await client.post("/v1/chat/completions", json=chat("explore the code", "cold"))
-        assert response.status_code == 200
-        large = state.pool.upstreams[0]
-        assert large.native_priority is False
-        again = await client.post("/v1/chat/completions", json=chat("explore more", "cold"))
-        assert again.status_code == 200
-
-
-async def test_native_priority_is_sent_when_the_upstream_has_it() -> None:
-    async with coordinator() as (client, state):
-        response = await client.post("/v1/chat/completions", json=chat("explore", "cold"))
-        assert response.status_code == 200
-        assert state.pool.upstreams[0].native_priority is True
 
 
 async def test_sidecar_events_set_the_stage_of_the_agents_next_call() -> None:

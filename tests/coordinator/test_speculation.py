@@ -74,7 +74,7 @@ async def test_request_arriving_mid_generation_streams_from_where_it_is() -> Non
 
 
 async def test_speculative_calls_are_cancelled_when_real_calls_queue() -> None:
-    async with stack(scheduling={"window": 1}) as s:
+    async with stack(scheduling={"window": 1, "native_priority": True}) as s:  # vLLM orders it last: no place held
         spec = enable(s.state)
         assert spec.speculate("a2", "default", BODY, headers={"x-script": "hang"})
         await until(lambda: s.upstream.in_progress == 1)
@@ -89,6 +89,40 @@ async def test_speculative_calls_are_cancelled_when_real_calls_queue() -> None:
         assert not spec.pending
         s.upstream.release.set()
         assert (await held).status_code == 200 and (await queued).status_code == 200
+
+
+async def test_a_hot_call_passing_a_full_window_cancels_speculation_that_vllm_cannot_preempt() -> None:
+    async with stack(scheduling={"window": 1, "native_priority": True}) as s:
+        spec = enable(s.state)
+        assert spec.speculate("a2", "default", BODY, headers={"x-script": "hang"})
+        await until(lambda: s.upstream.in_progress == 1)
+        cold = {**BODY, "seed": 1, "priority": "cold"}
+        held = asyncio.create_task(s.client.post("/v1/chat/completions", json=cold, headers={"x-script": "hold"}))
+        await until(lambda: s.upstream.in_progress == 2)
+        assert spec.stats.cancelled_for_real_calls == 0  # it found a free place
+        hot = {**BODY, "seed": 2, "priority": "hot"}
+        passing = asyncio.create_task(s.client.post("/v1/chat/completions", json=hot, headers={"x-script": "json"}))
+        await until(lambda: spec.stats.cancelled_for_real_calls == 1)  # past the full window: the engine is full
+        assert s.state.dispatchers["default"].tiers["hot"].admitted == 1  # it did not wait here
+        await asyncio.wait_for(s.upstream.closed_early.wait(), 5)
+        assert (await passing).status_code == 200
+        s.upstream.release.set()
+        assert (await held).status_code == 200
+
+
+async def test_without_native_priority_a_speculative_call_holds_a_place_and_gives_it_to_real_work() -> None:
+    async with stack(scheduling={"window": 1}) as s:  # the upstream does not order by priority (the default)
+        spec = enable(s.state)
+        dispatcher = s.state.dispatchers["default"]
+        assert spec.speculate("a2", "default", BODY, headers={"x-script": "hang"})
+        await until(lambda: s.upstream.in_progress == 1)
+        assert dispatcher.speculative == 1 and "priority" not in s.upstream.received[-1]  # no pretend priority
+        assert not spec.speculate("a3", "default", BODY)  # the one place is taken: held here, not sent
+        real = asyncio.create_task(s.client.post("/v1/chat/completions", json={**BODY, "seed": 1}, headers=AGENT))
+        await until(lambda: spec.stats.cancelled_for_real_calls == 1)  # the real call queued: speculation yields
+        assert (await real).status_code == 200
+        await until(lambda: dispatcher.speculative == 0)
+        assert dispatcher.in_flight == 0 and len(s.upstream.received) == 2
 
 
 async def test_no_spare_capacity_or_disabled_sends_nothing() -> None:

@@ -106,7 +106,8 @@ async def test_status_shows_agents_queues_and_upstreams_as_status_reports_them()
     assert rows[("large", "cold")][2] == "1" and rows[("large", "hot")][3] == "1"  # queued cold, held hot
     # Upstreams: one healthy replica per model, with its window.
     large = table_row(out, "large", status["upstreams"][0]["replicas"][0]["url"])
-    assert large[2] == "healthy" and large[-1] == "1"
+    assert large[2] == "healthy" and large[-3] == "1"
+    assert large[-2] == "coordinator only" and large[-1] == "static window"  # native priority not configured
     # Agents: queued ones first, at most 6 shown, the rest counted.
     agents = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│ waiter-")]
     assert sorted(agents) == ["waiter-cold", "waiter-hot", "waiter-warm"]

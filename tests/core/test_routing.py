@@ -132,6 +132,11 @@ def test_spill_goes_to_the_least_loaded_idle_alias() -> None:
         ({}, "m", (None, "m", RouteReason.PASSTHROUGH)),
         ({SMALL: S7}, "auto", (SMALL, S7, RouteReason.ROUTED)),  # one model: everything goes there
         ({SMALL: S7}, "x", (SMALL, "x", RouteReason.PASSTHROUGH)),
+        # one upstream (`up --upstream URL` names it "default"): the well-known aliases name it too, not a 404
+        ({"default": S7}, "large", ("default", S7, RouteReason.ALIAS)),
+        ({"default": S7}, " Small ", ("default", S7, RouteReason.ALIAS)),
+        ({"default": S7}, "medium", ("default", "medium", RouteReason.PASSTHROUGH)),
+        ({"default": S7, "other": "o"}, "large", ("default", "large", RouteReason.PASSTHROUGH)),  # not with two
     ],
 )
 def test_resolve_model_with_few_models(

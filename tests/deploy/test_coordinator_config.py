@@ -25,14 +25,35 @@ def test_modal_models_one_alias_per_model_one_url_per_replica() -> None:
                 "https://acme--goose-sidecar-vllm-32b-2.modal.run",
             ],
             "headers": {"Modal-Key": "wk-abc123", "Modal-Secret": "ws-secret+/="},
+            "native_priority": True,  # the deployed vllm serve has --scheduling-policy priority
+            "max_num_seqs": 128,  # 64 per replica, one container per URL
         },
         "small": {
             "served_name": "Qwen/Qwen2.5-Coder-7B-Instruct",
             "replicas": ["https://acme--goose-sidecar-vllm-7b.modal.run"],
             "headers": {"Modal-Key": "wk-abc123", "Modal-Secret": "ws-secret+/="},
+            "native_priority": True,
+            "max_num_seqs": 128,
         },
     }
     assert "headers" not in modal_models(spec, "acme")["large"]
+
+
+@pytest.mark.parametrize(
+    ("env", "native", "max_num_seqs"),
+    [
+        ({"SIDECAR_MODAL_32B_EXTRA_ARGS": "--scheduling-policy fcfs"}, False, 64),  # extra args come last and win
+        ({"SIDECAR_MODAL_32B_EXTRA_ARGS": "--scheduling-policy=fcfs"}, False, 64),
+        ({"SIDECAR_MODAL_32B_MAX_CONTAINERS": "3"}, True, None),  # Modal may add engines behind the URL: learn it
+    ],
+)
+def test_the_config_says_what_the_deployed_vllm_does(
+    env: dict[str, str], native: bool, max_num_seqs: int | None
+) -> None:
+    large = modal_models(spec_from_env(env), "acme")["large"]
+    assert large["native_priority"] is native and large.get("max_num_seqs") == max_num_seqs
+    config = load_config(env={}, overrides={"models": {"large": large}})
+    assert config.models["large"].native_priority is native
 
 
 @pytest.mark.parametrize("token", [TOKEN, None])
@@ -68,3 +89,6 @@ def test_simulator_models_point_at_the_compose_simulator_services() -> None:
         assert command[0] == "sim" and command[command.index("--port") + 1] == port
     config = load_config(env={"GOOSE_SIDECAR_MODELS": render_env(models).partition("=")[2].strip()})
     assert config.models["small"].replicas == ["http://simulator-7b:8000"]
+    for name, entry in zip(("simulator-32b", "simulator-7b"), models.values(), strict=True):
+        command = services[name]["command"]  # the priority policy the coordinator is told about
+        assert entry["native_priority"] and command[command.index("--scheduling-policy") + 1] == "priority"

@@ -188,3 +188,11 @@ def test_the_command_writes_the_file_and_refuses_zero_agents(tmp_path: Path) -> 
     assert out.read_text(encoding="utf-8") == render_manifests(3, namespace="fleet")
     refused = run_cli("--agents", "0")
     assert refused.returncode == 2 and "--agents must be at least 1" in refused.stderr
+
+
+def test_the_simulators_run_as_compose_runs_them() -> None:
+    docs = manifests(1, simulator=True)
+    for name, profile, _ in compose.SIMULATORS:
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == compose.simulator_service(profile)["command"]

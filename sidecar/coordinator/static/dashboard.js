@@ -132,8 +132,9 @@
         [num("totals.errors", t.errors, fmtInt(t.errors)), " errors"]),
       kpi("latency p50", num("latency.total.p50", lat.p50, fmtMs(lat.p50)),
         ["p95 ", num("latency.total.p95", lat.p95, fmtMs(lat.p95)), " · to last byte, last " + fmtInt(s.latency_ms.window) + " calls"]),
-      kpi("GPU time saved (est.)", num("savings.gpu_s_saved", sav.gpu_s_saved, fmtDuration(sav.gpu_s_saved)),
-        [num("savings.usd_saved", sav.usd_saved, fmtUsd(sav.usd_saved)), " at $" + (sav.gpu_hour_usd ?? 0).toFixed(2) + "/GPU-hour"]),
+      sav.routing === false ? kpi("GPU time saved (est.)", "none", "no routing: one upstream")
+        : kpi("GPU time saved (est.)", num("savings.gpu_s_saved", sav.gpu_s_saved, fmtDuration(sav.gpu_s_saved)),
+          [num("savings.usd_saved", sav.usd_saved, fmtUsd(sav.usd_saved)), " at $" + (sav.gpu_hour_usd ?? 0).toFixed(2) + "/GPU-hour"]),
       kpi("tool cache hit rate", num("tool_cache.hit_rate", cache.hit_rate, fmtPct(cache.hit_rate)),
         fmtInt(cache.hits) + " of " + fmtInt(cache.calls) + " cacheable calls"),
       kpi("speculation hit rate", spec && spec.enabled ? num("speculation.hit_rate", specRate(spec), fmtPct(specRate(spec)))
@@ -323,6 +324,13 @@
         metric("preemptions_total", m && fmtInt(m.preemptions_total)),
         el("td", { class: "num", title: d.window_reason || "" }, num(k + "window", d.window ?? null, d.window ?? dash)),
         el("td", { class: "num" }, m ? fmtS(m.age_s) : dash)));
+      body.append(el("tr", {}, el("td", { colspan: 7, class: "replica" },
+        "native priority ", num("scheduling." + u.alias + ".native_priority", d.native_priority,
+          d.native_priority ? "on" : u.native_priority ? "declared, unused (fcfs)" : "off (not declared)",
+          d.native_priority ? "ok" : ""),
+        " · metrics " + (d.upstream_state ?? dash),
+        " · engine slots ", num("scheduling." + u.alias + ".engine_slots", d.engine_slots ?? null,
+          d.engine_slots == null ? "unknown" : fmtInt(d.engine_slots) + " (" + d.engine_slots_source + ")"))));
       u.replicas.forEach((r, i) => {
         const rk = "replica." + u.alias + "." + i + ".";
         body.append(el("tr", {}, el("td", { colspan: 7, class: "replica" },
@@ -336,13 +344,17 @@
     fill("upstreams", el("div", { class: "table-wrap" }, el("table", { class: "compact" }, el("thead", {}, head), body)),
       el("p", { class: "note" }, "KV cache, running and waiting are the upstream's own vLLM metrics (over its replicas: KV the " +
         "highest, counts summed); KV above 80 % means new calls queue or preempt. The window is how many calls the coordinator " +
-        "lets run upstream at once: it grows while vLLM has room and shrinks when vLLM queues or preempts."));
+        "lets run upstream at once: the engine's running capacity (configured, or learned from how many vLLM runs while it " +
+        "queues), plus one call waiting inside vLLM when native priority is on; hotter calls may pass a full window there, " +
+        "because vLLM orders them ahead of colder work it holds. Native priority is configuration: vLLM gives no sign of it."));
   }
 
   // --- savings ---------------------------------------------------------------------------------------------
   function renderSavings(s) {
     const sv = s.savings;
     if (!sv) return fill("savings", el("p", { class: "muted" }, "not reported by this coordinator"));
+    if (sv.routing === false) return fill("savings", el("p", { class: "muted" },
+      "no routing: one upstream serves every call, so the small model saves nothing here"));
     const r = sv.routed;
     fill("savings",
       el("div", { class: "pair" },
