@@ -39,8 +39,9 @@ from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.admission import AdmissionLimits
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
-from sidecar.core.ordering import make_policy
+from sidecar.core.ordering import OrderingPolicy, make_policy
 from sidecar.core.stages import DEFAULT_TIER, stage_from_tool_event
+from sidecar.core.working_set import KVAwareOrder
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.app")
@@ -148,7 +149,17 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
 
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
     s = config.scheduling
-    policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
+    policy: OrderingPolicy
+    if s.policy == "kv":
+        policy = KVAwareOrder(
+            capacity_tokens=s.kv_capacity_tokens,
+            aging_s=s.aging_s,
+            working_set=s.kv_admission,
+            program_order=s.kv_program_order,
+            keep_s=s.kv_keep_s,
+        )
+    else:
+        policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
     limits = AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window))
     return Dispatcher(
         alias,

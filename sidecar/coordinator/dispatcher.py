@@ -4,7 +4,9 @@ A call asks for a slot with `acquire(agent, tier)`; it starts at once when the p
 better is waiting, else it waits in the `WaitQueue` until `_pump` picks it. Every slot is released exactly once
 (`Slot.release`, idempotent) whatever happens to the call, and a call cancelled while waiting (its client left)
 leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `pools` (the seed's semaphores),
-`window` (an in-flight window per upstream, static or adapted from the upstream's /metrics).
+`window` (an in-flight window per upstream, static or adapted from the upstream's /metrics), `working_set` (the
+`kv` policy: the agents whose KV fits, from the `KVLedger` this dispatcher keeps of every call's tokens).
+`submit` is `acquire` without asyncio: the grant is a callback (the fleet simulation drives the dispatcher so).
 
 Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
 """
@@ -32,6 +34,7 @@ from sidecar.core.admission import (
 from sidecar.core.ordering import AttainedService, Gate, OrderingPolicy, Pick, Pool, PoolUsage, Waiting, WaitQueue
 from sidecar.core.stages import TIERS, Tier
 from sidecar.core.stats import SampleWindow, rate
+from sidecar.core.working_set import KVAwareOrder, KVLedger
 
 DRAIN_WINDOW_S = 30.0
 
@@ -59,10 +62,12 @@ class Slot:
     started_at: float
     released: bool = False
 
-    def release(self, tokens: float = 0.0) -> None:
+    def release(self, tokens: float = 0.0, context_tokens: int | None = None, cached_tokens: int | None = None) -> None:
+        """`tokens`: the call's GPU work (uncached prompt + output); `context_tokens` (prompt + output tokens) and
+        `cached_tokens` (prompt tokens served from the prefix cache) feed the `kv` policy's ledger (None: unknown)."""
         if not self.released:
             self.released = True
-            self.dispatcher._release(self, tokens)
+            self.dispatcher._release(self, tokens, context_tokens, cached_tokens)
 
 
 class Dispatcher:
@@ -86,7 +91,7 @@ class Dispatcher:
         self.window = static_window if static_window is not None else limits.initial_window
         self.window_reason = "static" if static_window is not None else "initial"
         self.queue = WaitQueue()
-        self._waiters: dict[int, asyncio.Future[Slot]] = {}
+        self._waiters: dict[int, asyncio.Future[Slot] | Callable[[Slot], None]] = {}
         self._seq = itertools.count(1)
         self.in_flight = 0
         self.in_flight_by_tier: dict[Tier, int] = dict.fromkeys(TIERS, 0)
@@ -98,6 +103,9 @@ class Dispatcher:
         self._prev_metrics: UpstreamMetrics | None = None
         # Called when a real call has to wait for a slot (speculation cancels its calls on this model).
         self.on_queue: list[Callable[[], None]] = []
+        # The `kv` policy's accounting of every agent's context (None under the other policies).
+        self.kv_ledger: KVLedger | None = KVLedger() if isinstance(policy, KVAwareOrder) else None
+        self._prompt_hints: dict[int, int] = {}
 
     # --- the public surface -----------------------------------------------------------------------------
 
@@ -131,6 +139,31 @@ class Dispatcher:
             elif future.done() and not future.cancelled():
                 future.result().release()  # granted in the same instant the caller left: give it back
             raise
+
+    def submit(self, agent: str, tier: Tier, on_grant: Callable[[Slot], None], prompt_tokens: int | None = None) -> int:
+        """`acquire` for a caller without an event loop: queue a call and return its seq; `on_grant(slot)` runs when
+        it starts (possibly before this returns). `prompt_tokens`: the caller's estimate of the prompt, for the KV
+        ledger. Raises ProxyError 429 when the queue is full, as `acquire` does."""
+        now = self.clock()
+        if len(self.queue) >= self.max_queue:
+            self.tiers[tier].rejected += 1
+            wait = retry_after_s(len(self.queue), self.drain_rate(now))
+            raise ProxyError(
+                429,
+                ErrorKind.QUEUE_FULL,
+                f"the coordinator's queue for {self.name} is full ({len(self.queue)} calls waiting); retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        item = Waiting(next(self._seq), agent, tier, now)
+        self.queue.push(item)
+        self._waiters[item.seq] = on_grant
+        if prompt_tokens is not None:
+            self._prompt_hints[item.seq] = prompt_tokens
+        self._pump()
+        if item.seq in self.queue:
+            for callback in self.on_queue:
+                callback()
+        return item.seq
 
     def drain_rate(self, now: float) -> float:
         return rate(self._completions, now, DRAIN_WINDOW_S)
@@ -208,14 +241,17 @@ class Dispatcher:
 
     def _has_room(self) -> bool:
         gate = self.policy.gate
-        if gate is Gate.NONE or gate is Gate.POOLS:
-            return True  # pools: the policy's pick decides
+        if gate is Gate.NONE or gate is Gate.POOLS or gate is Gate.WORKING_SET:
+            return True  # pools, working set: the policy's pick decides
         return self.in_flight < self.window
 
     def _pump(self) -> None:
         while self.queue and self._has_room():
             now = self.clock()
-            pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
+            if self.kv_ledger is not None and isinstance(self.policy, KVAwareOrder):
+                pick = self.policy.pick_kv(self.queue, now, self.service.snapshot(now), self.kv_ledger.snapshot())
+            else:
+                pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
             if pick is None:
                 return
             self._start(pick, now)
@@ -223,7 +259,10 @@ class Dispatcher:
     def _start(self, pick: Pick, now: float) -> None:
         item = pick.item
         self.queue.remove(item.seq)
-        future = self._waiters.pop(item.seq)
+        waiter = self._waiters.pop(item.seq)
+        hint = self._prompt_hints.pop(item.seq, None)
+        if self.kv_ledger is not None:
+            self.kv_ledger.started(item.agent, now, hint)
         waited = now - item.arrived_at
         counters = self.tiers[item.tier]
         counters.admitted += 1
@@ -237,10 +276,18 @@ class Dispatcher:
             self.pools = PoolUsage(self.pools.hot + 1, self.pools.cold)
         elif pick.pool is Pool.COLD:
             self.pools = PoolUsage(self.pools.hot, self.pools.cold + 1)
-        future.set_result(Slot(self, item.agent, item.tier, pick.pool, waited, now))
+        slot = Slot(self, item.agent, item.tier, pick.pool, waited, now)
+        if isinstance(waiter, asyncio.Future):
+            waiter.set_result(slot)
+        else:
+            waiter(slot)
 
-    def _release(self, slot: Slot, tokens: float) -> None:
+    def _release(
+        self, slot: Slot, tokens: float, context_tokens: int | None = None, cached_tokens: int | None = None
+    ) -> None:
         now = self.clock()
+        if self.kv_ledger is not None:
+            self.kv_ledger.finished(slot.agent, now, context_tokens, cached_tokens)
         self.in_flight -= 1
         self.in_flight_by_tier[slot.tier] -= 1
         if slot.pool is Pool.HOT:

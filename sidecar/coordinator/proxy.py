@@ -284,7 +284,8 @@ class Exchange:
                     await response.aclose()
         finally:
             if self.slot is not None:
-                self.slot.release(self._gpu_tokens())
+                cached = self.usage.cached_prompt_tokens if self.usage is not None else None
+                self.slot.release(self._gpu_tokens(), self._context_tokens(), cached)
             self.agent.in_flight -= 1
             self.agent.queued_since = None
             telemetry.in_flight_total -= 1
@@ -449,6 +450,12 @@ class Exchange:
         if self.usage is not None:
             return float(self.usage.prompt_tokens - self.usage.cached_prompt_tokens + self.usage.completion_tokens)
         return float(self.tail.count(b"data: ")) if self.parsed.stream else 0.0
+
+    def _context_tokens(self) -> int | None:
+        """Prompt + completion tokens from the answer's usage (the KV the engine cached for this agent), or None."""
+        if self.usage is None:
+            return None
+        return self.usage.prompt_tokens + self.usage.completion_tokens
 
     def _account(self) -> None:
         telemetry = self.state.telemetry
