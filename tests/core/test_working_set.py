@@ -37,7 +37,11 @@ def queue_of(*items: Waiting) -> WaitQueue:
         ({"a": kv(50_000, in_flight=1)}, {"a"}),
         # a shared prefix is held once: 3 x 3000 own + 3000 shared = 12000 > CAP, 2 x 3000 + 3000 fits
         (
-            {"a": kv(6000, last=3, shared=3000), "b": kv(6000, last=2, shared=3000), "c": kv(6000, last=1, shared=3000)},
+            {
+                "a": kv(6000, last=3, shared=3000),
+                "b": kv(6000, last=2, shared=3000),
+                "c": kv(6000, last=1, shared=3000),
+            },
             {"a", "b"},
         ),
     ],
