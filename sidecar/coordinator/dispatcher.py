@@ -124,6 +124,8 @@ class Dispatcher:
             )
         item = Waiting(next(self._seq), agent, tier, now)
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        if self.kv_ledger is not None:
+            self.kv_ledger.queued(agent, now)
         self.queue.push(item)
         self._waiters[item.seq] = future
         self._pump()
@@ -155,6 +157,8 @@ class Dispatcher:
                 headers={"Retry-After": str(wait)},
             )
         item = Waiting(next(self._seq), agent, tier, now)
+        if self.kv_ledger is not None:
+            self.kv_ledger.queued(agent, now, prompt_tokens)
         self.queue.push(item)
         self._waiters[item.seq] = on_grant
         if prompt_tokens is not None:

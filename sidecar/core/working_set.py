@@ -68,7 +68,8 @@ class AgentKV:
     cached for it), or the size hint of its first call; `growth_tokens`: how much its context grew between its last
     two calls (the next call's new prompt tokens, roughly); `shared_tokens`: prompt tokens its first call found
     already cached (a prefix it shares with other agents: a recipe's system prompt and tools, held once);
-    `last_active`: when a call of its last started or ended; `first_seen`: when its first call started."""
+    `last_active`: when a call of its last started or ended; `first_seen`: when its first call started (infinite
+    while none has: its program has not begun)."""
 
     context_tokens: int
     growth_tokens: int
@@ -101,6 +102,13 @@ class KVLedger:
     def __init__(self) -> None:
         self._agents: dict[str, AgentKV] = {}
 
+    def queued(self, agent: str, now: float, prompt_tokens: int | None = None) -> None:
+        """A call of `agent` arrived (not yet admitted). An agent seen for the first time is recorded with its prompt
+        estimate as its context, never active and not started (`first_seen` infinite); a known agent is unchanged."""
+        if agent not in self._agents:
+            size = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else 0
+            self._agents[agent] = AgentKV(size, 0, 0, -math.inf, math.inf)
+
     def started(self, agent: str, now: float, prompt_tokens: int | None = None) -> None:
         """A call of `agent` was admitted; `prompt_tokens` is the caller's estimate of its prompt, when known."""
         state = self._agents.get(agent)
@@ -113,7 +121,12 @@ class KVLedger:
             growth = max(hint - context, 0)
             context = max(context, hint)
         self._agents[agent] = replace(
-            state, context_tokens=context, growth_tokens=growth, in_flight=state.in_flight + 1, last_active=now
+            state,
+            context_tokens=context,
+            growth_tokens=growth,
+            in_flight=state.in_flight + 1,
+            last_active=now,
+            first_seen=min(state.first_seen, now),
         )
 
     def finished(
@@ -239,7 +252,7 @@ class KVAwareOrder:
         if not self.program_order:
             return order_key(item, now, service, self.aging_s)
         known = agents.get(item.agent)
-        age = known.first_seen if known is not None else math.inf
+        age = known.first_seen if known is not None else math.inf  # not started yet: after every started program
         level = effective_level(item.tier, now - item.arrived_at, self.aging_s)
         return (0 if item.agent in resident else 1, age, level, item.seq)
 

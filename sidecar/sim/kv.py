@@ -39,6 +39,10 @@ class KVCache:
         self._cached: dict[int, int] = {}  # block hash -> block id
         self._tables: dict[str, list[int]] = {}
         self._num_hashed: dict[str, int] = {}  # per request: how many of its leading blocks carry a hash
+        # Bumped whenever a hash enters or leaves the cache: `cached_prefix` answers a repeated question (the head of
+        # a waiting queue that cannot be admitted, asked every step) from its last answer while nothing changed.
+        self._epoch = 0
+        self._memo: tuple[tuple[int, int, int], list[int]] | None = None
 
     @property
     def num_free(self) -> int:
@@ -56,14 +60,20 @@ class KVCache:
         """Blocks of the longest cached prefix, leaving at least the last token to compute (as vLLM does)."""
         if not self.enable_prefix_caching:
             return []
-        limit = (num_tokens - 1) // self.block_size
+        limit = min((num_tokens - 1) // self.block_size, len(hashes))
+        if limit <= 0:
+            return []
+        key = (hashes[limit - 1], limit, self._epoch)  # a chained hash names its whole prefix
+        if self._memo is not None and self._memo[0] == key:
+            return list(self._memo[1])
         found: list[int] = []
         for h in hashes[:limit]:
             block = self._cached.get(h)
             if block is None:
                 break
             found.append(block)
-        return found
+        self._memo = (key, found)
+        return list(found)
 
     def allocate(
         self,
@@ -81,7 +91,11 @@ class KVCache:
         table = self._tables.setdefault(request_id, [])
         total = num_computed + len(computed_blocks) * self.block_size + num_new
         needed = -(-total // self.block_size) - len(table) - len(computed_blocks)
-        evictable = sum(1 for b in computed_blocks if self._ref[b] == 0)
+        if needed > len(self._free):  # cannot fit even if no cached block it reuses is free: skip the count
+            if not table:
+                del self._tables[request_id]
+            return False
+        evictable = list(map(self._ref.__getitem__, computed_blocks)).count(0) if computed_blocks else 0
         if needed > len(self._free) - evictable:
             if not table:
                 del self._tables[request_id]
@@ -97,6 +111,7 @@ class KVCache:
             if old is not None:
                 if self._cached.get(old) == block:
                     del self._cached[old]
+                    self._epoch += 1
                 self._hash[block] = None
             self._ref[block] = 1
             table.append(block)
@@ -115,6 +130,7 @@ class KVCache:
             if self._hash[block] is None and hashes[i] not in self._cached:
                 self._hash[block] = hashes[i]
                 self._cached[hashes[i]] = block
+                self._epoch += 1
         self._num_hashed[request_id] = max(done, upto)
 
     def free(self, request_id: str) -> None:
@@ -133,3 +149,4 @@ class KVCache:
             if old is not None:
                 self._cached.pop(old, None)
                 self._hash[block] = None
+                self._epoch += 1
