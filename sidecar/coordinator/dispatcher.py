@@ -232,6 +232,37 @@ class Dispatcher:
                 "age_s": round(now - self.metrics.scraped_at, 3),
             },
             "tiers": tiers,
+            "working_set": self.working_set_status(now),
+        }
+
+    def working_set_status(self, now: float) -> dict[str, Any] | None:
+        """The `kv` policy's view (None under other policies): the KV capacity, the working set's estimated tokens
+        against it, and per agent its estimated context, whether it is probably resident and holds a place."""
+        if self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
+            return None
+        from sidecar.core.working_set import footprint_of, resident_agents
+
+        agents = self.kv_ledger.snapshot()
+        policy = self.policy
+        places = policy.places(agents, now)
+        resident = resident_agents(agents, policy.capacity_tokens)
+        return {
+            "capacity_tokens": policy.capacity_tokens,
+            "planned_tokens": footprint_of(agents, places),
+            "fill": policy.fill,
+            "keep_s": policy.keep_s,
+            "admission": policy.working_set,
+            "program_order": policy.program_order,
+            "agents": {
+                agent: {
+                    "context_tokens": s.context_tokens,
+                    "shared_tokens": s.shared_tokens,
+                    "in_flight": s.in_flight,
+                    "resident": agent in resident,
+                    "has_place": agent in places,
+                }
+                for agent, s in sorted(agents.items())
+            },
         }
 
     def positions(self) -> dict[int, int]:

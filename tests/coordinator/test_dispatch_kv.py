@@ -33,6 +33,16 @@ def test_submit_grants_through_the_working_set_and_the_ledger_follows_usage() ->
     assert [s.agent for s in granted] == ["a", "b"]
     ledger = dispatcher.kv_ledger
     assert ledger is not None and ledger.snapshot()["a"].context_tokens == 6200
+    view = dispatcher.status()["working_set"]
+    assert view["capacity_tokens"] == 10_000 and view["planned_tokens"] == 6000
+    assert view["agents"]["b"] == {
+        "context_tokens": 6000,
+        "shared_tokens": 0,
+        "in_flight": 1,
+        "resident": True,
+        "has_place": True,
+    }
+    assert view["agents"]["a"]["has_place"] is False
 
 
 def test_submit_under_another_policy_keeps_no_ledger() -> None:
@@ -41,6 +51,6 @@ def test_submit_under_another_policy_keeps_no_ledger() -> None:
     granted: list[Slot] = []
     dispatcher.submit("a", Tier.COLD, granted.append)
     dispatcher.submit("b", Tier.COLD, granted.append)
-    assert dispatcher.kv_ledger is None and len(granted) == 1
+    assert dispatcher.kv_ledger is None and len(granted) == 1 and dispatcher.status()["working_set"] is None
     granted[0].release(10.0, 100, 0)
     assert len(granted) == 2
