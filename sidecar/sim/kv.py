@@ -39,10 +39,12 @@ class KVCache:
         self._cached: dict[int, int] = {}  # block hash -> block id
         self._tables: dict[str, list[int]] = {}
         self._num_hashed: dict[str, int] = {}  # per request: how many of its leading blocks carry a hash
-        # Bumped whenever a hash enters or leaves the cache: `cached_prefix` answers a repeated question (the head of
-        # a waiting queue that cannot be admitted, asked every step) from its last answer while nothing changed.
-        self._epoch = 0
-        self._memo: tuple[tuple[int, int, int], list[int]] | None = None
+        # `cached_prefix` is asked the same question every step while the head of a waiting queue cannot be admitted.
+        # Its last answer stays right until one of its blocks is evicted (hashes never move to another block while
+        # cached), and a block cached since can only extend it, so the scan resumes where it stopped.
+        self._memo_key: tuple[int, int] | None = None
+        self._memo_found: list[int] = []
+        self._memo_blocks: set[int] = set()
 
     @property
     def num_free(self) -> int:
@@ -63,16 +65,16 @@ class KVCache:
         limit = min((num_tokens - 1) // self.block_size, len(hashes))
         if limit <= 0:
             return []
-        key = (hashes[limit - 1], limit, self._epoch)  # a chained hash names its whole prefix
-        if self._memo is not None and self._memo[0] == key:
-            return list(self._memo[1])
-        found: list[int] = []
-        for h in hashes[:limit]:
-            block = self._cached.get(h)
+        key = (hashes[limit - 1], limit)  # a chained hash names its whole prefix
+        if self._memo_key != key:
+            self._memo_key, self._memo_found, self._memo_blocks = key, [], set()
+        found, cached = self._memo_found, self._cached
+        for h in hashes[len(found) : limit]:
+            block = cached.get(h)
             if block is None:
                 break
             found.append(block)
-        self._memo = (key, found)
+            self._memo_blocks.add(block)
         return list(found)
 
     def allocate(
@@ -111,7 +113,8 @@ class KVCache:
             if old is not None:
                 if self._cached.get(old) == block:
                     del self._cached[old]
-                    self._epoch += 1
+                    if block in self._memo_blocks:
+                        self._memo_key = None
                 self._hash[block] = None
             self._ref[block] = 1
             table.append(block)
@@ -130,7 +133,6 @@ class KVCache:
             if self._hash[block] is None and hashes[i] not in self._cached:
                 self._hash[block] = hashes[i]
                 self._cached[hashes[i]] = block
-                self._epoch += 1
         self._num_hashed[request_id] = max(done, upto)
 
     def free(self, request_id: str) -> None:
@@ -149,4 +151,4 @@ class KVCache:
             if old is not None:
                 self._cached.pop(old, None)
                 self._hash[block] = None
-                self._epoch += 1
+        self._memo_key = None
