@@ -109,8 +109,9 @@ class Dispatcher:
 
     # --- the public surface -----------------------------------------------------------------------------
 
-    async def acquire(self, agent: str, tier: Tier) -> Slot:
-        """Wait for a slot (FIFO-fair per the policy). Raises ProxyError 429 when the queue is full."""
+    async def acquire(self, agent: str, tier: Tier, prompt_tokens: int | None = None) -> Slot:
+        """Wait for a slot (FIFO-fair per the policy). Raises ProxyError 429 when the queue is full.
+        `prompt_tokens`: an estimate of the call's prompt, for the `kv` policy's ledger (None: unknown)."""
         now = self.clock()
         counters = self.tiers[tier]
         if len(self.queue) >= self.max_queue:
@@ -125,7 +126,9 @@ class Dispatcher:
         item = Waiting(next(self._seq), agent, tier, now)
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         if self.kv_ledger is not None:
-            self.kv_ledger.queued(agent, now)
+            self.kv_ledger.queued(agent, now, prompt_tokens)
+            if prompt_tokens is not None:
+                self._prompt_hints[item.seq] = prompt_tokens
         self.queue.push(item)
         self._waiters[item.seq] = future
         self._pump()
@@ -137,6 +140,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             if self.queue.remove(item.seq) is not None:
                 self._waiters.pop(item.seq, None)
+                self._prompt_hints.pop(item.seq, None)
                 counters.cancelled_waiting += 1
             elif future.done() and not future.cancelled():
                 future.result().release()  # granted in the same instant the caller left: give it back
