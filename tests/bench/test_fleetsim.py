@@ -102,3 +102,13 @@ def test_shipped_scenarios_load() -> None:
     assert {"tiny", "default", "scale", "h200"} <= set(names)
     for name in names:
         load_scenario(name)
+
+
+def test_outputs_too_long_for_the_context_are_shortened_so_every_program_fits() -> None:
+    # h200: ~523-token outputs over up to 64 turns can exceed the 32K model length on their own
+    scenario = load_scenario("h200")
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
+    limit = min(profile.max_model_len, profile.kv_capacity_tokens)
+    for program in programs_for(scenario, profile, 1):
+        assert prefix + program.final_context + program.turns[-1].output_tokens <= limit

@@ -149,13 +149,17 @@ def make_program(
         tool_s.append(round(min(t, fleet.tool_max_s), 3))
 
     base = shared_prefix_tokens + fleet.task_prompt_tokens
+    room = max_context - 16 - base - 16 * len(actions)
+    if sum(outputs) > room:  # long outputs over many turns outgrow the model's context: shorten them to fit
+        factor = max(room, 8 * len(outputs)) / sum(outputs)
+        outputs = [max(8, math.floor(o * factor)) for o in outputs]
     target = rng.randint(fleet.context_min_tokens, fleet.context_max_tokens)
     target = min(target, max_context - max(outputs) - 16)
     budget = max(target - base - sum(outputs[:-1]), 16 * len(actions))
     weights = [_RESULT_WEIGHT[a] * math.exp(0.5 * rng.gauss(0.0, 1.0)) for a in actions]
     total = sum(weights) or 1.0
     results = [max(16, math.floor(budget * w / total)) for w in weights]
-    while results and base + sum(outputs[:-1]) + sum(results) + outputs[-1] > max_context - 16:
+    while results and max(results) > 16 and base + sum(outputs) + sum(results) > max_context - 16:
         i = results.index(max(results))
         results[i] = max(16, results[i] // 2)
 
