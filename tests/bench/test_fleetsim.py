@@ -33,6 +33,11 @@ def test_the_same_scenario_and_seed_give_the_same_report_and_another_seed_does_n
     assert "SIMULATED" in first and "| kv |" in first
 
 
+def test_worker_processes_give_the_same_report(tiny) -> None:  # type: ignore[no-untyped-def]
+    conditions = select(["kv"])
+    assert run_scenario(tiny, conditions, [1, 2], jobs=2).report == run_scenario(tiny, conditions, [1, 2]).report
+
+
 def test_the_report_is_identical_across_processes_with_different_hash_seeds() -> None:
     argv = [sys.executable, "-m", "sidecar.cli", "bench", "fleet-sim", "--scenario", "tiny", "--seeds", "1"]
     outputs = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", dest="fs_seeds", help="comma-separated seeds (default: the scenario's)")
     parser.add_argument("--json", dest="fs_json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--output", dest="fs_output", type=Path, help="also write the report (markdown) here")
+    parser.add_argument("--jobs", dest="fs_jobs", type=int, default=1, help="worker processes (same report)")
     parser.add_argument("--list", dest="fs_list", action="store_true", help="list scenarios and conditions")
 
 
@@ -51,12 +53,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     def progress(name: str, seed: int) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s real] {name} seed {seed}", file=sys.stderr)
 
-    result = run_scenario(scenario, conditions, seeds, on_run=progress)
+    result = run_scenario(scenario, conditions, seeds, on_run=progress, jobs=max(1, args.fs_jobs))
     print(result.report, end="")
     if args.fs_output:
         args.fs_output.write_text(result.report, encoding="utf-8")
     if args.fs_json:
         args.fs_json.write_text(json.dumps(as_json(result.summaries, seeds), indent=1, sort_keys=True) + "\n")
     real, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu += children.ru_utime + children.ru_stime
     print(f"fleet-sim done: {real:.1f} s real run time, {cpu:.1f} s CPU (not simulated)", file=sys.stderr)
     return 0

@@ -8,7 +8,9 @@ command prints progress and its own real run time, which is not part of the repo
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from sidecar.bench.fleetsim.conditions import BASELINE, BY_NAME, Condition
 from sidecar.bench.fleetsim.fleet import FleetRun, FleetSim
@@ -43,26 +45,50 @@ def solo_times(scenario: FleetSimScenario, profile: Profile, programs: list[Prog
     return times
 
 
+def _solo_job(scenario: FleetSimScenario, seed: int) -> dict[str, float]:
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    return solo_times(scenario, profile, programs_for(scenario, profile, seed), seed)
+
+
+def _run_job(scenario: FleetSimScenario, name: str, seed: int) -> FleetRun:
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    return FleetSim(scenario, BY_NAME[name], profile, programs_for(scenario, profile, seed), seed).run()
+
+
 def run_scenario(
     scenario: FleetSimScenario,
     conditions: Sequence[Condition],
     seeds: Sequence[int],
     on_run: Callable[[str, int], None] = lambda name, seed: None,
+    jobs: int = 1,
 ) -> ScenarioResult:
-    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    """Every condition under every seed; `jobs` > 1 runs them in that many worker processes (each run is its own
+    simulation, so the report is the same whatever `jobs` is)."""
     summaries: dict[str, list[dict[str, float]]] = {c.name: [] for c in conditions}
     runs: dict[str, list[FleetRun]] = {c.name: [] for c in conditions}
+    tasks = [("alone", seed) for seed in seeds if scenario.bench.solo]
+    tasks += [(c.name, seed) for seed in seeds for c in conditions]
+    results: dict[tuple[str, int], Any] = {}
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {}
+            for name, seed in tasks:
+                on_run(name, seed)
+                job = _solo_job if name == "alone" else _run_job
+                args = (scenario, seed) if name == "alone" else (scenario, name, seed)
+                futures[(name, seed)] = pool.submit(job, *args)
+            results = {key: future.result() for key, future in futures.items()}
+    else:
+        for name, seed in tasks:
+            on_run(name, seed)
+            results[(name, seed)] = _solo_job(scenario, seed) if name == "alone" else _run_job(scenario, name, seed)
     for seed in seeds:
-        programs = programs_for(scenario, profile, seed)
-        solo = None
-        if scenario.bench.solo:
-            on_run("alone", seed)
-            solo = solo_times(scenario, profile, programs, seed)
+        solo = results.get(("alone", seed))
         for condition in conditions:
-            on_run(condition.name, seed)
-            run = FleetSim(scenario, condition, profile, programs, seed).run()
+            run = results[(condition.name, seed)]
             runs[condition.name].append(run)
             summaries[condition.name].append(summarize(run, solo))
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
     f = scenario.fleet
     kv_total = profile.kv_capacity_tokens * scenario.gpu.replicas
     demand = f.agents * (f.context_min_tokens + f.context_max_tokens) / 2
