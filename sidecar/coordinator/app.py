@@ -43,8 +43,9 @@ from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
 from sidecar.core.engine_admission import Phase
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
-from sidecar.core.ordering import make_policy
+from sidecar.core.ordering import OrderingPolicy, make_policy
 from sidecar.core.stages import DEFAULT_TIER, stage_from_tool_event
+from sidecar.core.working_set import KVAwareOrder
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.app")
@@ -175,7 +176,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
     s = config.scheduling
     model = config.models.get(alias)
-    policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
+    policy: OrderingPolicy
+    if s.policy == "kv":
+        policy = KVAwareOrder(
+            capacity_tokens=s.kv_capacity_tokens,
+            aging_s=s.aging_s,
+            working_set=s.kv_admission,
+            program_order=s.kv_program_order,
+            keep_s=s.kv_keep_s,
+        )
+    else:
+        policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
     limits = AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window))
     native = s.native_priority if model is None or model.native_priority is None else model.native_priority
     return Dispatcher(

@@ -6,7 +6,9 @@ better is waiting, else it waits in the `WaitQueue` until `_pump` picks it. Ever
 leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `pools` (the seed's semaphores),
 `window` (an in-flight window per upstream, static or adapted from the upstream's /metrics by
 `core.engine_admission`, which also decides when a call may pass a full window because vLLM's native priority
-will order it ahead of worse work already inside).
+will order it ahead of worse work already inside), `working_set` (the `kv` policy: the agents whose KV fits, from
+the `KVLedger` this dispatcher keeps of every call's tokens; its pick decides, no window applies).
+`submit` is `acquire` without asyncio: the grant is a callback (the fleet simulation drives the dispatcher so).
 
 Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
 """
@@ -28,6 +30,7 @@ from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits,
 from sidecar.core.ordering import AttainedService, Gate, OrderingPolicy, Pick, Pool, PoolUsage, Waiting, WaitQueue
 from sidecar.core.stages import TIERS, Tier
 from sidecar.core.stats import SampleWindow, rate
+from sidecar.core.working_set import KVAwareOrder, KVLedger
 
 DRAIN_WINDOW_S = 30.0
 
@@ -55,10 +58,12 @@ class Slot:
     started_at: float
     released: bool = False
 
-    def release(self, tokens: float = 0.0) -> None:
+    def release(self, tokens: float = 0.0, context_tokens: int | None = None, cached_tokens: int | None = None) -> None:
+        """`tokens`: the call's GPU work (uncached prompt + output); `context_tokens` (prompt + output tokens) and
+        `cached_tokens` (prompt tokens served from the prefix cache) feed the `kv` policy's ledger (None: unknown)."""
         if not self.released:
             self.released = True
-            self.dispatcher._release(self, tokens)
+            self.dispatcher._release(self, tokens, context_tokens, cached_tokens)
 
 
 class Dispatcher:
@@ -93,7 +98,7 @@ class Dispatcher:
         self.scrapes = 0  # metrics scrapes observed, and how many of them gave no vLLM snapshot
         self.failed_scrapes = 0
         self.queue = WaitQueue()
-        self._waiters: dict[int, asyncio.Future[Slot]] = {}
+        self._waiters: dict[int, asyncio.Future[Slot] | Callable[[Slot], None]] = {}
         self._seq = itertools.count(1)
         self.in_flight = 0
         self.in_flight_by_tier: dict[Tier, int] = dict.fromkeys(TIERS, 0)
@@ -107,11 +112,15 @@ class Dispatcher:
         # speculation cancels its calls on this model. vLLM never preempts a running call at max_num_seqs; the
         # coordinator can, for the one kind of work that loses nothing by it.
         self.on_queue: list[Callable[[], None]] = []
+        # The `kv` policy's accounting of every agent's context (None under the other policies).
+        self.kv_ledger: KVLedger | None = KVLedger() if isinstance(policy, KVAwareOrder) else None
+        self._prompt_hints: dict[int, int] = {}
 
     # --- the public surface -----------------------------------------------------------------------------
 
-    async def acquire(self, agent: str, tier: Tier) -> Slot:
-        """Wait for a slot (FIFO-fair per the policy). Raises ProxyError 429 when the queue is full."""
+    async def acquire(self, agent: str, tier: Tier, prompt_tokens: int | None = None) -> Slot:
+        """Wait for a slot (FIFO-fair per the policy). Raises ProxyError 429 when the queue is full.
+        `prompt_tokens`: an estimate of the call's prompt, for the `kv` policy's ledger (None: unknown)."""
         now = self.clock()
         counters = self.tiers[tier]
         if len(self.queue) >= self.max_queue:
@@ -125,6 +134,10 @@ class Dispatcher:
             )
         item = Waiting(next(self._seq), agent, tier, now)
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        if self.kv_ledger is not None:
+            self.kv_ledger.queued(agent, now, prompt_tokens)
+            if prompt_tokens is not None:
+                self._prompt_hints[item.seq] = prompt_tokens
         self.queue.push(item)
         self._waiters[item.seq] = future
         self._pump()
@@ -137,10 +150,38 @@ class Dispatcher:
         except asyncio.CancelledError:
             if self.queue.remove(item.seq) is not None:
                 self._waiters.pop(item.seq, None)
+                self._prompt_hints.pop(item.seq, None)
                 counters.cancelled_waiting += 1
             elif future.done() and not future.cancelled():
                 future.result().release()  # granted in the same instant the caller left: give it back
             raise
+
+    def submit(self, agent: str, tier: Tier, on_grant: Callable[[Slot], None], prompt_tokens: int | None = None) -> int:
+        """`acquire` for a caller without an event loop: queue a call and return its seq; `on_grant(slot)` runs when
+        it starts (possibly before this returns). `prompt_tokens`: the caller's estimate of the prompt, for the KV
+        ledger. Raises ProxyError 429 when the queue is full, as `acquire` does."""
+        now = self.clock()
+        if len(self.queue) >= self.max_queue:
+            self.tiers[tier].rejected += 1
+            wait = retry_after_s(len(self.queue), self.drain_rate(now))
+            raise ProxyError(
+                429,
+                ErrorKind.QUEUE_FULL,
+                f"the coordinator's queue for {self.name} is full ({len(self.queue)} calls waiting); retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        item = Waiting(next(self._seq), agent, tier, now)
+        if self.kv_ledger is not None:
+            self.kv_ledger.queued(agent, now, prompt_tokens)
+        self.queue.push(item)
+        self._waiters[item.seq] = on_grant
+        if prompt_tokens is not None:
+            self._prompt_hints[item.seq] = prompt_tokens
+        self._pump()
+        if item.seq in self.queue:
+            for callback in self.on_queue:
+                callback()
+        return item.seq
 
     def drain_rate(self, now: float) -> float:
         return rate(self._completions, now, DRAIN_WINDOW_S)
@@ -236,6 +277,37 @@ class Dispatcher:
                 "age_s": round(now - self.metrics.scraped_at, 3),
             },
             "tiers": tiers,
+            "working_set": self.working_set_status(now),
+        }
+
+    def working_set_status(self, now: float) -> dict[str, Any] | None:
+        """The `kv` policy's view (None under other policies): the KV capacity, the working set's estimated tokens
+        against it, and per agent its estimated context, whether it is probably resident and holds a place."""
+        if self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
+            return None
+        from sidecar.core.working_set import footprint_of, resident_agents
+
+        agents = self.kv_ledger.snapshot()
+        policy = self.policy
+        places = policy.places(agents, now)
+        resident = resident_agents(agents, policy.capacity_tokens)
+        return {
+            "capacity_tokens": policy.capacity_tokens,
+            "planned_tokens": footprint_of(agents, places),
+            "fill": policy.fill,
+            "keep_s": policy.keep_s,
+            "admission": policy.working_set,
+            "program_order": policy.program_order,
+            "agents": {
+                agent: {
+                    "context_tokens": s.context_tokens,
+                    "shared_tokens": s.shared_tokens,
+                    "in_flight": s.in_flight,
+                    "resident": agent in resident,
+                    "has_place": agent in places,
+                }
+                for agent, s in sorted(agents.items())
+            },
         }
 
     def positions(self) -> dict[int, int]:
@@ -263,7 +335,10 @@ class Dispatcher:
             if gate is Gate.WINDOW and not self.native_priority and self.in_flight + self.speculative >= self.window:
                 return  # nothing passes a full window without native priority: spare the pick
             now = self.clock()
-            pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
+            if self.kv_ledger is not None and isinstance(self.policy, KVAwareOrder):
+                pick = self.policy.pick_kv(self.queue, now, self.service.snapshot(now), self.kv_ledger.snapshot())
+            else:
+                pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
             if pick is None:
                 return
             if gate is Gate.WINDOW and not self._admits(pick.item.tier):
@@ -292,7 +367,10 @@ class Dispatcher:
     def _start(self, pick: Pick, now: float) -> None:
         item = pick.item
         self.queue.remove(item.seq)
-        future = self._waiters.pop(item.seq)
+        waiter = self._waiters.pop(item.seq)
+        hint = self._prompt_hints.pop(item.seq, None)
+        if self.kv_ledger is not None:
+            self.kv_ledger.started(item.agent, now, hint)
         waited = now - item.arrived_at
         counters = self.tiers[item.tier]
         counters.admitted += 1
@@ -306,10 +384,18 @@ class Dispatcher:
             self.pools = PoolUsage(self.pools.hot + 1, self.pools.cold)
         elif pick.pool is Pool.COLD:
             self.pools = PoolUsage(self.pools.hot, self.pools.cold + 1)
-        future.set_result(Slot(self, item.agent, item.tier, pick.pool, waited, now))
+        slot = Slot(self, item.agent, item.tier, pick.pool, waited, now)
+        if isinstance(waiter, asyncio.Future):
+            waiter.set_result(slot)
+        else:
+            waiter(slot)
 
-    def _release(self, slot: Slot, tokens: float) -> None:
+    def _release(
+        self, slot: Slot, tokens: float, context_tokens: int | None = None, cached_tokens: int | None = None
+    ) -> None:
         now = self.clock()
+        if self.kv_ledger is not None:
+            self.kv_ledger.finished(slot.agent, now, context_tokens, cached_tokens)
         self.in_flight -= 1
         self.in_flight_by_tier[slot.tier] -= 1
         if slot.pool is Pool.HOT:

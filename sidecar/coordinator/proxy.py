@@ -12,6 +12,7 @@ after the response started, an SSE stream gets vLLM's in-band error frame and `[
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -290,7 +291,8 @@ class Exchange:
                     await response.aclose()
         finally:
             if self.slot is not None:
-                self.slot.release(self._gpu_tokens())
+                cached = self.usage.cached_prompt_tokens if self.usage is not None else None
+                self.slot.release(self._gpu_tokens(), self._context_tokens(), cached)
             self.agent.in_flight -= 1
             self.agent.queued_since = None
             telemetry.in_flight_total -= 1
@@ -354,7 +356,9 @@ class Exchange:
             window = scheduling.batch_window_ms / 1000
             await anyio.sleep(window - (time.monotonic() % window))
         self.agent.queued_since = time.monotonic()
-        self.slot = await self.plan.dispatcher.acquire(self.identity.agent_id, self.plan.tier)
+        dispatcher = self.plan.dispatcher
+        hint = self._prompt_estimate() if dispatcher.kv_ledger is not None else None
+        self.slot = await dispatcher.acquire(self.identity.agent_id, self.plan.tier, prompt_tokens=hint)
         self.agent.queued_since = None
         self.agent.last_wait_s = self.slot.waited_s
         self.state.telemetry.queue_wait.labels(self.upstream.alias, str(self.plan.tier)).observe(self.slot.waited_s)
@@ -445,6 +449,16 @@ class Exchange:
         if self.usage is not None:
             return float(self.usage.prompt_tokens - self.usage.cached_prompt_tokens + self.usage.completion_tokens)
         return float(self.tail.count(b"data: ")) if self.parsed.stream else 0.0
+
+    def _prompt_estimate(self) -> int:
+        """Prompt tokens estimated from the messages' JSON at ~4 characters per token (only the `kv` policy asks)."""
+        return len(json.dumps(self.parsed.body.get("messages", []), ensure_ascii=False)) // 4
+
+    def _context_tokens(self) -> int | None:
+        """Prompt + completion tokens from the answer's usage (the KV the engine cached for this agent), or None."""
+        if self.usage is None:
+            return None
+        return self.usage.prompt_tokens + self.usage.completion_tokens
 
     def _account(self) -> None:
         telemetry = self.state.telemetry

@@ -95,7 +95,16 @@ class SchedulingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # fcfs = pure passthrough (vLLM orders); pools = the seed's semaphores (hot 4, cold 2, warm either);
     # priority = strict tiers with aging, least attained service within a tier, in-flight window per upstream.
-    policy: Literal["fcfs", "pools", "priority"] = "priority"
+    # kv = working-set admission and program-level order from each agent's KV (sidecar/core/working_set.py).
+    policy: Literal["fcfs", "pools", "priority", "kv"] = "priority"
+    # The `kv` policy: the upstream model's KV capacity in tokens (vLLM: num_gpu_blocks x block_size). 35,840 is the
+    # simulator's Qwen2.5-Coder-32B on one A100-80GB (~30-40K tokens, reference/calibration.md).
+    kv_capacity_tokens: int = Field(35840, ge=1)
+    # The `kv` policy: seconds an agent back from a call keeps its place in the working set (a short tool call).
+    kv_keep_s: float = Field(4.0, ge=0)
+    # The `kv` policy's two parts, each switchable for ablations: working-set admission, program-level order.
+    kv_admission: bool = True
+    kv_program_order: bool = True
     # A waiting call rises one tier per `aging_s` waited, so cold waits at most ~3 x aging_s before it is next.
     # 60 s: on a saturated 32B a call takes 30-50 s, and a shorter aging turns cold work overdue and served ahead of
     # hot work (scripts/bench scheduling, 16 agents: hot p50 vs fcfs 1.33x at 15 s, 1.52x at 60 s, wall time equal;

@@ -47,6 +47,7 @@ class PolicyName(StrEnum):
     FCFS = "fcfs"
     POOLS = "pools"
     PRIORITY = "priority"
+    KV = "kv"  # working-set admission and program-level order (`working_set.py`)
 
 
 class Gate(StrEnum):
@@ -55,6 +56,7 @@ class Gate(StrEnum):
     NONE = "none"  # forward at once: no coordinator queue at all
     POOLS = "pools"  # the policy's own pools (`PoolUsage`)
     WINDOW = "window"  # the upstream's in-flight window (static or adaptive, `admission.py`)
+    WORKING_SET = "working_set"  # the agents whose KV fits (`working_set.py`); the policy's pick decides
 
 
 class Pool(StrEnum):

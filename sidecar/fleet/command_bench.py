@@ -3,6 +3,8 @@
 Writes `results/<timestamp>/report.md`, `results.json`, `runs/*.json` and PNG plots. The workload is a named
 scenario (`scenarios/<name>.toml`, default `small`: under 10 minutes on 2 cores); `--experiments` and
 `--seeds` narrow it for a quick look.
+
+`goose-sidecar bench fleet-sim ...` runs the deterministic fleet simulation instead (`sidecar/bench/fleetsim/`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_ints, help="comma-separated seeds (default: the scenario's)")
     parser.add_argument("--output", type=Path, default=Path("results"), help="parent folder of the run (results)")
     parser.add_argument("--list", action="store_true", help="list scenarios and experiments, then exit")
+    from sidecar.bench.fleetsim import command as fleetsim_command
+
+    suites = parser.add_subparsers(dest="bench_suite", metavar="SUITE")
+    fleetsim = suites.add_parser("fleet-sim", help=fleetsim_command.HELP, description=fleetsim_command.HELP)
+    fleetsim_command.add_arguments(fleetsim)
 
 
 def _csv(value: str) -> list[str]:
@@ -36,6 +43,10 @@ def _ints(value: str) -> list[int]:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    if getattr(args, "bench_suite", None) == "fleet-sim":
+        from sidecar.bench.fleetsim import command as fleetsim_command
+
+        return fleetsim_command.run(args, config)
     from sidecar.fleet.command_fleet import quiet_logs
     from sidecar.fleet.experiments import EXPERIMENTS, select
     from sidecar.fleet.scenario import available_scenarios, load_scenario

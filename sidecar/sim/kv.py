@@ -39,6 +39,12 @@ class KVCache:
         self._cached: dict[int, int] = {}  # block hash -> block id
         self._tables: dict[str, list[int]] = {}
         self._num_hashed: dict[str, int] = {}  # per request: how many of its leading blocks carry a hash
+        # `cached_prefix` is asked the same question every step while the head of a waiting queue cannot be admitted.
+        # Its last answer stays right until one of its blocks is evicted (hashes never move to another block while
+        # cached), and a block cached since can only extend it, so the scan resumes where it stopped.
+        self._memo_key: tuple[int, int] | None = None
+        self._memo_found: list[int] = []
+        self._memo_blocks: set[int] = set()
 
     @property
     def num_free(self) -> int:
@@ -56,14 +62,20 @@ class KVCache:
         """Blocks of the longest cached prefix, leaving at least the last token to compute (as vLLM does)."""
         if not self.enable_prefix_caching:
             return []
-        limit = (num_tokens - 1) // self.block_size
-        found: list[int] = []
-        for h in hashes[:limit]:
-            block = self._cached.get(h)
+        limit = min((num_tokens - 1) // self.block_size, len(hashes))
+        if limit <= 0:
+            return []
+        key = (hashes[limit - 1], limit)  # a chained hash names its whole prefix
+        if self._memo_key != key:
+            self._memo_key, self._memo_found, self._memo_blocks = key, [], set()
+        found, cached = self._memo_found, self._cached
+        for h in hashes[len(found) : limit]:
+            block = cached.get(h)
             if block is None:
                 break
             found.append(block)
-        return found
+            self._memo_blocks.add(block)
+        return list(found)
 
     def allocate(
         self,
@@ -81,7 +93,11 @@ class KVCache:
         table = self._tables.setdefault(request_id, [])
         total = num_computed + len(computed_blocks) * self.block_size + num_new
         needed = -(-total // self.block_size) - len(table) - len(computed_blocks)
-        evictable = sum(1 for b in computed_blocks if self._ref[b] == 0)
+        if needed > len(self._free):  # cannot fit even if no cached block it reuses is free: skip the count
+            if not table:
+                del self._tables[request_id]
+            return False
+        evictable = list(map(self._ref.__getitem__, computed_blocks)).count(0) if computed_blocks else 0
         if needed > len(self._free) - evictable:
             if not table:
                 del self._tables[request_id]
@@ -97,6 +113,8 @@ class KVCache:
             if old is not None:
                 if self._cached.get(old) == block:
                     del self._cached[old]
+                    if block in self._memo_blocks:
+                        self._memo_key = None
                 self._hash[block] = None
             self._ref[block] = 1
             table.append(block)
@@ -133,3 +151,4 @@ class KVCache:
             if old is not None:
                 self._cached.pop(old, None)
                 self._hash[block] = None
+        self._memo_key = None

@@ -1,0 +1,12 @@
+"""The deterministic fleet simulation (`goose-sidecar bench fleet-sim`): hundreds of coding agents as programs, the
+coordinator's production dispatcher and policies, the simulator's vLLM V1 engine, one virtual clock.
+
+    scenario.py    scenarios/fleet-sim/<name>.toml, validated
+    program.py     an agent's task: turns, stages, output lengths, tool times, context growth (from a seed)
+    loop.py        the event heap on the virtual clock
+    fleet.py       one condition under one seed: agents, dispatchers, engines
+    conditions.py  what is compared (vLLM alone, native priority, pools, priority, the KV-aware policies)
+    report.py      figures per run, the table, ratios vs vLLM alone paired by seed
+    run.py         a scenario: every condition x seed, plus every agent alone
+    command.py     the CLI
+"""

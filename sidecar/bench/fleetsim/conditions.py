@@ -1,0 +1,56 @@
+"""The conditions a fleet simulation compares: each is a coordinator configuration plus vLLM's scheduling policy.
+
+The coordinator side is the production composition (`coordinator.app.make_dispatcher` from `SchedulingSettings`),
+so a condition here is exactly what an operator would configure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    title: str
+    scheduling: dict[str, Any]  # `[scheduling]` settings for the coordinator
+    engine_policy: Literal["fcfs", "priority"] = "fcfs"  # vLLM's --scheduling-policy
+    native_priority: bool = False  # send the tier as vLLM's `priority` field
+
+
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("vllm", "vLLM alone (coordinator passthrough, fcfs)", {"policy": "fcfs"}),
+    Condition(
+        "vllm-priority",
+        "vLLM native priority only (tiers as `priority`, no coordinator queue)",
+        {"policy": "fcfs"},
+        engine_policy="priority",
+        native_priority=True,
+    ),
+    Condition("pools", "the seed's pools (hot 4, cold 2, warm either)", {"policy": "pools"}),
+    Condition("priority", "today's default: tiers + aging + LAS, adaptive window", {"policy": "priority"}),
+    Condition(
+        "kv-admission",
+        "working-set admission alone",
+        {"policy": "kv", "kv_admission": True, "kv_program_order": False},
+    ),
+    Condition(
+        "kv-order",
+        "program-level order alone (adaptive window)",
+        {"policy": "kv", "kv_admission": False, "kv_program_order": True},
+    ),
+    Condition("kv", "working-set admission + program-level order", {"policy": "kv"}),
+)
+
+BY_NAME = {c.name: c for c in CONDITIONS}
+BASELINE = "vllm"
+
+
+def select(names: list[str]) -> list[Condition]:
+    """The named conditions in the canonical order, the baseline always included; KeyError for unknown names."""
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise KeyError(f"unknown condition(s) {', '.join(unknown)} (choose from {', '.join(BY_NAME)})")
+    wanted = set(names) | {BASELINE} if names else set(BY_NAME)
+    return [c for c in CONDITIONS if c.name in wanted]

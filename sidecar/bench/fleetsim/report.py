@@ -1,0 +1,173 @@
+"""Fleet-simulation figures: one summary per (condition, seed), then a table of medians over seeds with their
+spread, and ratios against vLLM alone paired by seed. All times are SIMULATED seconds (the virtual clock).
+
+Percentiles are nearest-rank (deterministic, no interpolation). Output is plain text with fixed formatting, so the
+same runs always render to the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.bench.fleetsim.conditions import BASELINE, Condition
+from sidecar.bench.fleetsim.fleet import FleetRun
+from sidecar.core.stages import TIERS
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, q in [0, 100]; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(run: FleetRun, solo: Mapping[str, float] | None) -> dict[str, float]:
+    """The figures of one run; `solo` maps agent -> its task time alone on one replica (slowdowns need it)."""
+    completion = {a: end - start for a, (start, end) in run.agents.items()}
+    times = list(completion.values())
+    gpu_s = run.replicas * run.makespan_s
+    out: dict[str, float] = {
+        "makespan_s": run.makespan_s,
+        "task_mean_s": statistics.fmean(times),
+        "task_p50_s": percentile(times, 50),
+        "task_p95_s": percentile(times, 95),
+        "task_max_s": max(times),
+        "tasks_per_gpu_hour": len(times) / (gpu_s / 3600) if gpu_s else math.nan,
+        "gpu_hours_per_task": gpu_s / 3600 / len(times),
+        "output_tok_per_gpu_s": sum(c.output_tokens for c in run.calls) / gpu_s if gpu_s else math.nan,
+        "prompt_tokens_computed": float(run.prefix_queries - run.prefix_hits),
+        "prompt_tokens_cached": float(run.prefix_hits),
+        "prefix_hit_rate": run.prefix_hits / run.prefix_queries if run.prefix_queries else math.nan,
+        "preemptions": float(run.preemptions),
+        "gpu_busy_share": run.busy_s / gpu_s if gpu_s else math.nan,
+        "hot_call_p50_s": percentile([c.finished - c.issued for c in run.calls if c.tier == "hot"], 50),
+    }
+    for tier in TIERS:
+        waits = [c.first_scheduled - c.issued for c in run.calls if c.tier == tier]
+        out[f"wait_{tier}_p50_s"] = percentile(waits, 50)
+        out[f"wait_{tier}_p95_s"] = percentile(waits, 95)
+    if solo:
+        slowdowns = [completion[a] / solo[a] for a in completion if solo.get(a)]
+        out["slowdown_p50"] = percentile(slowdowns, 50)
+        out["slowdown_p95"] = percentile(slowdowns, 95)
+        out["slowdown_max"] = max(slowdowns)
+    return out
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    fmt: str
+    ratio: str = ""  # "lower" / "higher": show the paired ratio vs vLLM alone as an improvement factor
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("makespan_s", "makespan (s)", "{:,.0f}", "lower"),
+    Metric("task_mean_s", "task completion mean (s)", "{:,.0f}", "lower"),
+    Metric("task_p50_s", "task completion p50 (s)", "{:,.0f}", "lower"),
+    Metric("task_p95_s", "task completion p95 (s)", "{:,.0f}", "lower"),
+    Metric("task_max_s", "task completion max (s)", "{:,.0f}", "lower"),
+    Metric("slowdown_p50", "slowdown vs alone p50 (x)", "{:.1f}"),
+    Metric("slowdown_p95", "slowdown vs alone p95 (x)", "{:.1f}"),
+    Metric("slowdown_max", "slowdown vs alone max (x)", "{:.1f}"),
+    Metric("tasks_per_gpu_hour", "tasks per GPU-hour", "{:.2f}", "higher"),
+    Metric("gpu_hours_per_task", "GPU-hours per task", "{:.3f}", "lower"),
+    Metric("output_tok_per_gpu_s", "output tokens per GPU-second", "{:.1f}", "higher"),
+    Metric("prompt_tokens_computed", "prompt tokens computed", "{:,.0f}", "lower"),
+    Metric("prompt_tokens_cached", "prompt tokens from prefix cache", "{:,.0f}"),
+    Metric("prefix_hit_rate", "prefix-cache hit rate (tokens)", "{:.1%}"),
+    Metric("preemptions", "preemptions", "{:,.0f}"),
+    Metric("gpu_busy_share", "GPU busy share", "{:.0%}"),
+    Metric("hot_call_p50_s", "hot call latency p50 (s)", "{:.1f}", "lower"),
+    *(Metric(f"wait_{t}_p50_s", f"queue wait {t} p50 (s)", "{:.1f}") for t in TIERS),
+    *(Metric(f"wait_{t}_p95_s", f"queue wait {t} p95 (s)", "{:.1f}") for t in TIERS),
+)
+
+
+def _fmt(metric: Metric, value: float) -> str:
+    return "-" if value is None or math.isnan(value) else metric.fmt.format(value)
+
+
+def _cell(metric: Metric, values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    mid = _fmt(metric, statistics.median(values))
+    if len(values) == 1:
+        return mid
+    return f"{mid} [{_fmt(metric, min(values))}..{_fmt(metric, max(values))}]"
+
+
+def _ratio_cell(metric: Metric, base: list[float], other: list[float]) -> str:
+    """Improvement factor vs the baseline, paired by seed: base/other for lower-is-better, other/base else."""
+    pairs = [(b, o) for b, o in zip(base, other, strict=True) if b and o and not (math.isnan(b) or math.isnan(o))]
+    if not pairs:
+        return "-"
+    ratios = [b / o if metric.ratio == "lower" else o / b for b, o in pairs]
+    mid = f"{statistics.median(ratios):.2f}x"
+    return mid if len(ratios) == 1 else f"{mid} [{min(ratios):.2f}..{max(ratios):.2f}]"
+
+
+def render(
+    title: str,
+    description: str,
+    conditions: Sequence[Condition],
+    seeds: Sequence[int],
+    summaries: Mapping[str, list[dict[str, float]]],
+    notes: Sequence[str] = (),
+) -> str:
+    """The report: conditions, the figures table (median [min..max] over seeds), the ratios vs vLLM alone."""
+    lines = [f"# fleet-sim: {title}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [
+        f"SIMULATED on one virtual clock (seconds are simulated); seeds {', '.join(map(str, seeds))}; "
+        "cells are the median over seeds [min..max].",
+        "",
+        "| condition | what |",
+        "|---|---|",
+        *(f"| {c.name} | {c.title} |" for c in conditions),
+        "",
+    ]
+    names = [c.name for c in conditions]
+    lines += ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for metric in METRICS:
+        if not any(metric.key in s for n in names for s in summaries[n]):
+            continue
+        cells = [_cell(metric, [s.get(metric.key, math.nan) for s in summaries[n]]) for n in names]
+        lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
+    if BASELINE in summaries:
+        others = [n for n in names if n != BASELINE]
+        lines += [
+            "",
+            f"Improvement over {BASELINE} (vLLM alone), paired by seed: >1 is better.",
+            "",
+            "| metric | " + " | ".join(others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
+        for metric in METRICS:
+            if not metric.ratio:
+                continue
+            base = [s.get(metric.key, math.nan) for s in summaries[BASELINE]]
+            cells = [_ratio_cell(metric, base, [s.get(metric.key, math.nan) for s in summaries[n]]) for n in others]
+            lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def as_json(summaries: Mapping[str, list[dict[str, float]]], seeds: Sequence[int]) -> dict[str, Any]:
+    return {
+        "seeds": list(seeds),
+        "runs": {
+            name: [{k: (None if math.isnan(v) else v) for k, v in s.items()} for s in runs]
+            for name, runs in summaries.items()
+        },
+    }

@@ -1,0 +1,105 @@
+"""Run a fleet-sim scenario: every condition under every seed (the same programs per seed), plus each agent alone.
+
+`run_scenario` returns the summaries and the rendered report; it reads no clock and writes nothing, so the same
+scenario and seeds give the same report byte for byte. `on_run(condition, seed)` is told before each run (the
+command prints progress and its own real run time, which is not part of the report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.bench.fleetsim.conditions import BASELINE, BY_NAME, Condition
+from sidecar.bench.fleetsim.fleet import FleetRun, FleetSim
+from sidecar.bench.fleetsim.profiles import fleet_profile
+from sidecar.bench.fleetsim.program import Program, make_program
+from sidecar.bench.fleetsim.report import render, summarize
+from sidecar.bench.fleetsim.scenario import FleetSimScenario
+from sidecar.sim.profiles import Profile
+
+
+@dataclass
+class ScenarioResult:
+    summaries: dict[str, list[dict[str, float]]]
+    runs: dict[str, list[FleetRun]]
+    report: str
+
+
+def programs_for(scenario: FleetSimScenario, profile: Profile, seed: int) -> list[Program]:
+    fleet = scenario.fleet
+    prefix = fleet.system_prompt_tokens + fleet.tool_list_tokens
+    max_context = min(profile.max_model_len, profile.kv_capacity_tokens)
+    return [make_program(fleet, dict(profile.output_tokens), seed, i, prefix, max_context) for i in range(fleet.agents)]
+
+
+def solo_times(scenario: FleetSimScenario, profile: Profile, programs: list[Program], seed: int) -> dict[str, float]:
+    """Each agent's task time alone on one replica (vLLM alone: nothing else competes)."""
+    times = {}
+    for program in programs:
+        run = FleetSim(scenario, BY_NAME[BASELINE], profile, [program], seed, replicas=1).run()
+        start, end = run.agents[program.agent]
+        times[program.agent] = end - start
+    return times
+
+
+def _solo_job(scenario: FleetSimScenario, seed: int) -> dict[str, float]:
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    return solo_times(scenario, profile, programs_for(scenario, profile, seed), seed)
+
+
+def _run_job(scenario: FleetSimScenario, name: str, seed: int) -> FleetRun:
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    return FleetSim(scenario, BY_NAME[name], profile, programs_for(scenario, profile, seed), seed).run()
+
+
+def run_scenario(
+    scenario: FleetSimScenario,
+    conditions: Sequence[Condition],
+    seeds: Sequence[int],
+    on_run: Callable[[str, int], None] = lambda name, seed: None,
+    jobs: int = 1,
+) -> ScenarioResult:
+    """Every condition under every seed; `jobs` > 1 runs them in that many worker processes (each run is its own
+    simulation, so the report is the same whatever `jobs` is)."""
+    summaries: dict[str, list[dict[str, float]]] = {c.name: [] for c in conditions}
+    runs: dict[str, list[FleetRun]] = {c.name: [] for c in conditions}
+    tasks = [("alone", seed) for seed in seeds if scenario.bench.solo]
+    tasks += [(c.name, seed) for seed in seeds for c in conditions]
+    results: dict[tuple[str, int], Any] = {}
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {}
+            for name, seed in tasks:
+                on_run(name, seed)
+                job = _solo_job if name == "alone" else _run_job
+                args = (scenario, seed) if name == "alone" else (scenario, name, seed)
+                futures[(name, seed)] = pool.submit(job, *args)
+            results = {key: future.result() for key, future in futures.items()}
+    else:
+        for name, seed in tasks:
+            on_run(name, seed)
+            results[(name, seed)] = _solo_job(scenario, seed) if name == "alone" else _run_job(scenario, name, seed)
+    for seed in seeds:
+        solo = results.get(("alone", seed))
+        for condition in conditions:
+            run = results[(condition.name, seed)]
+            runs[condition.name].append(run)
+            summaries[condition.name].append(summarize(run, solo))
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    f = scenario.fleet
+    kv_total = profile.kv_capacity_tokens * scenario.gpu.replicas
+    demand = f.agents * (f.context_min_tokens + f.context_max_tokens) / 2
+    notes = [
+        f"GPU: {scenario.gpu.replicas} x {profile.name} ({profile.kv_capacity_tokens:,} KV tokens each); "
+        f"{f.agents} agents, final contexts {f.context_min_tokens:,}-{f.context_max_tokens:,} tokens: "
+        f"KV oversubscribed {demand / kv_total:.1f}x at the tasks' end.",
+        f"Scenario: `{scenario.name}` (scenarios/fleet-sim/{scenario.name}.toml). Regenerate: "
+        f"`goose-sidecar bench fleet-sim --scenario {scenario.name}"
+        + (f" --seeds {','.join(map(str, seeds))}" if list(seeds) != scenario.bench.seeds else "")
+        + "`.",
+    ]
+    report = render(scenario.name, scenario.description, conditions, seeds, summaries, notes)
+    return ScenarioResult(summaries, runs, report)

@@ -1,0 +1,119 @@
+"""Fleet-simulation scenarios: `scenarios/fleet-sim/<name>.toml` (or a `.toml` path), validated as a whole.
+
+Every field is documented in `scenarios/fleet-sim/README.md` with the source of its default. A scenario fixes the
+fleet (agents, recipes, turns, context growth, output lengths, tool times), the GPUs (profile, replicas) and the
+conditions and seeds; the simulation adds nothing else, so one scenario and one seed give one result.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sidecar.config import ConfigError
+
+REPO_SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios" / "fleet-sim"
+
+
+class FleetSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: int = Field(64, ge=1)
+    recipes: int = Field(2, ge=1)  # agents of one recipe share its system prompt and tool list (a cached prefix)
+    system_prompt_tokens: int = Field(3000, ge=16)
+    tool_list_tokens: int = Field(2000, ge=0)
+    task_prompt_tokens: int = Field(500, ge=16)  # the issue text: unique per agent
+    turns_mean: float = Field(26.0, gt=1)  # SWE-agent ~26 turns per task (calibration.md)
+    turns_min: int = Field(8, ge=2)
+    turns_max: int = Field(64, ge=2)  # OpenHands ~64 (calibration.md)
+    context_min_tokens: int = Field(16000, ge=64)  # the context every task grows to, drawn uniformly in [min, max]
+    context_max_tokens: int = Field(32000, ge=64)
+    output_scale: float = Field(1.0, gt=0)  # x the profile's per-stage output means (the seed's call lengths)
+    output_mean_tokens: int = Field(0, ge=0)  # > 0: every stage's mean instead (TraceLab: ~523 per step)
+    output_sigma: float = Field(0.5, ge=0)
+    tool_median_s: float = Field(0.3, gt=0)  # TraceLab: tool latency median 0.3 s, p90 13.6 s (calibration.md)
+    tool_p90_s: float = Field(13.6, gt=0)
+    test_median_s: float = Field(10.0, gt=0)  # test runs take longer (scenario assumption, README)
+    test_p90_s: float = Field(60.0, gt=0)
+    tool_max_s: float = Field(300.0, gt=0)
+    start_span_s: float = Field(0.0, ge=0)  # agents start uniformly in [0, span]; 0 = all at once
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FleetSection:
+        if self.turns_min > self.turns_max:
+            raise ValueError("turns_min must be <= turns_max")
+        if self.context_min_tokens > self.context_max_tokens:
+            raise ValueError("context_min_tokens must be <= context_max_tokens")
+        if self.tool_p90_s < self.tool_median_s or self.test_p90_s < self.test_median_s:
+            raise ValueError("a p90 must be >= its median")
+        return self
+
+
+class GpuSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    profile: str = "qwen2.5-coder-32b-a100"
+    replicas: int = Field(1, ge=1)
+    profile_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class CoordinatorSection(BaseModel):
+    """The coordinator settings the conditions use (defaults: `sidecar/coordinator/settings.py`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    aging_s: float = Field(60.0, gt=0)
+    kv_keep_s: float = Field(4.0, ge=0)
+    metrics_interval_s: float = Field(1.0, gt=0)
+    max_window: int = Field(64, ge=1)
+    hot_pool: int = Field(4, ge=1)
+    cold_pool: int = Field(2, ge=1)
+
+
+class BenchSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    conditions: list[str] = Field(default_factory=list)  # empty = all
+    solo: bool = True  # run every agent alone too (slowdowns)
+
+
+class FleetSimScenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    fleet: FleetSection = Field(default_factory=FleetSection)
+    gpu: GpuSection = Field(default_factory=GpuSection)
+    coordinator: CoordinatorSection = Field(default_factory=CoordinatorSection)
+    bench: BenchSection = Field(default_factory=BenchSection)
+    source: str = ""
+
+
+def scenario_path(name: str) -> Path:
+    candidate = Path(name)
+    if candidate.suffix == ".toml":
+        return candidate
+    for folder in (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS):
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+    return REPO_SCENARIOS / f"{name}.toml"
+
+
+def load_scenario(name: str) -> FleetSimScenario:
+    """The scenario `name` (or a `.toml` path); raises ConfigError listing every problem found."""
+    path = scenario_path(name)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"fleet-sim scenario {name!r}: {exc}"]) from None
+    raw.setdefault("name", path.stem)
+    raw["source"] = str(path)
+    try:
+        return FleetSimScenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+
+
+def available_scenarios() -> list[str]:
+    folders = (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS)
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.toml")})

@@ -1,0 +1,295 @@
+"""KV-aware scheduling: which agents' contexts the GPU should hold, from the coordinator's own token accounting.
+
+A 32B model on one A100 holds ~30-40K tokens of KV (`reference/calibration.md`), a coding agent's context grows to
+tens of thousands: the GPU holds a few agents at once. vLLM alone interleaves every agent's calls, so each agent's
+prefix is evicted between its turns and re-prefilled on the next (DESIGN.md, "KV is the scarce resource"). This
+module decides, outside the engine, when each agent's next call may reach it:
+
+    KVLedger           per agent: its context (prompt + output tokens of its last call), how much it grew, calls in
+                       flight, when it was last active. Mutable, owned by one dispatcher; callers pass `now`.
+    resident_agents    the LRU estimate of whose context is still in the prefix cache: in-flight agents first, then
+                       the most recently active, while their footprints fit the KV capacity (vLLM evicts least
+                       recently used blocks first, `reference/vllm.md`).
+    KVAwareOrder       an ordering policy with two switches, each usable alone:
+      working_set      admission: an agent holds a place in the working set while a call of its is in flight or
+                       it returned from one at most `keep_s` ago and is still resident (a short tool call,
+                       Continuum's time-to-live). A call of an agent with a place starts at once; any other call
+                       starts only when the places' footprints plus its own fit `fill x capacity`, so a new agent
+                       waits for room instead of evicting everyone, and an agent in a long tool run yields.
+      program_order    an agent whose context is resident goes before one that would be re-prefilled, across
+                       tiers (Continuum's program-level order; Autellix's least attained service breaks ties).
+    Starvation: program age is a fixed total order, so under `program_order` every program in time becomes the
+    oldest waiting one, and a call that waits for room blocks every call behind it (no small context skips ahead of
+    a big one); its wait is bounded by the tasks or tool runs of the places ahead of it. Without `program_order`
+    the priority policy's aging bound orders the calls (`ordering.wait_bound_s`).
+
+Pure: no I/O, no clock reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from sidecar.core.ordering import (
+    DEFAULT_AGING_S,
+    Gate,
+    Pick,
+    PolicyName,
+    PoolUsage,
+    Waiting,
+    WaitQueue,
+    effective_level,
+    order_key,
+)
+
+DEFAULT_KEEP_S = 4.0
+"""How long an agent back from a call keeps its place. TraceLab's tool calls take 0.3 s at the median and 13.6 s
+at p90 (`reference/calibration.md`): 4 s keeps the place through most short tool calls and frees it during a test
+run or a long command, when re-prefilling later costs less than holding the GPU's KV (20K tokens at ~2.5K tok/s,
+GPUStack's prefill rate, is ~8 s)."""
+
+DEFAULT_FILL = 0.9
+"""Fraction of the KV capacity the working set may plan to use: decode growth and the shared blocks' rounding need
+some slack, and vLLM preempts (recomputes) when blocks run out."""
+
+DEFAULT_NEW_AGENT_TOKENS = 8192
+"""Footprint assumed for an agent the ledger has not seen finish a call (and whose call carries no size hint)."""
+
+_NO_SERVICE: Mapping[str, float] = MappingProxyType({})
+_NO_POOLS = PoolUsage()
+
+
+@dataclass(frozen=True)
+class AgentKV:
+    """One agent's accounting. `context_tokens`: prompt + output tokens of its last finished call (what the engine
+    cached for it), or the size hint of its first call; `growth_tokens`: how much its context grew between its last
+    two calls (the next call's new prompt tokens, roughly); `shared_tokens`: prompt tokens its first call found
+    already cached (a prefix it shares with other agents: a recipe's system prompt and tools, held once);
+    `last_active`: when a call of its last started or ended; `first_seen`: when its first call started (infinite
+    while none has: its program has not begun)."""
+
+    context_tokens: int
+    growth_tokens: int
+    in_flight: int
+    last_active: float
+    first_seen: float = 0.0
+    shared_tokens: int = 0
+    calls: int = 0  # calls finished
+
+    @property
+    def footprint(self) -> int:
+        """The KV its next call needs: its context plus one more turn of growth."""
+        return self.context_tokens + self.growth_tokens
+
+
+def footprint_of(agents: Mapping[str, AgentKV], names: Iterable[str]) -> int:
+    """KV tokens the named agents need together: each one's own tokens, plus the largest shared prefix once."""
+    own = shared = 0
+    for name in names:
+        state = agents[name]
+        share = min(state.shared_tokens, state.context_tokens)
+        own += state.footprint - share
+        shared = max(shared, share)
+    return own + shared
+
+
+class KVLedger:
+    """Per-agent token accounting for one upstream. Not thread-safe; no clock reads (every method takes `now`)."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentKV] = {}
+
+    def queued(self, agent: str, now: float, prompt_tokens: int | None = None) -> None:
+        """A call of `agent` arrived (not yet admitted). An agent seen for the first time is recorded with its prompt
+        estimate as its context, never active and not started (`first_seen` infinite); a known agent is unchanged."""
+        if agent not in self._agents:
+            size = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else 0
+            self._agents[agent] = AgentKV(size, 0, 0, -math.inf, math.inf)
+
+    def started(self, agent: str, now: float, prompt_tokens: int | None = None) -> None:
+        """A call of `agent` was admitted; `prompt_tokens` is the caller's estimate of its prompt, when known."""
+        state = self._agents.get(agent)
+        hint = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else None
+        if state is None:
+            self._agents[agent] = AgentKV(hint or 0, 0, 1, now, now)
+            return
+        context, growth = state.context_tokens, state.growth_tokens
+        if hint is not None:
+            growth = max(hint - context, 0)
+            context = max(context, hint)
+        self._agents[agent] = replace(
+            state,
+            context_tokens=context,
+            growth_tokens=growth,
+            in_flight=state.in_flight + 1,
+            last_active=now,
+            first_seen=min(state.first_seen, now),
+        )
+
+    def finished(
+        self, agent: str, now: float, context_tokens: int | None = None, cached_tokens: int | None = None
+    ) -> None:
+        """A call of `agent` ended; `context_tokens` = its prompt + output tokens, `cached_tokens` = its prompt tokens
+        served from the prefix cache (usage's `cached_tokens`); None or <= 0 when unknown."""
+        state = self._agents.get(agent)
+        if state is None:
+            return
+        context, growth, shared = state.context_tokens, state.growth_tokens, state.shared_tokens
+        if context_tokens is not None and context_tokens > 0:
+            growth = max(context_tokens - context, 0) if context else growth
+            context = context_tokens
+        if state.calls == 0 and cached_tokens is not None and cached_tokens > 0:
+            shared = cached_tokens  # its first call: whatever was cached came from other agents
+        self._agents[agent] = replace(
+            state,
+            context_tokens=context,
+            growth_tokens=growth,
+            in_flight=max(state.in_flight - 1, 0),
+            last_active=now,
+            shared_tokens=shared,
+            calls=state.calls + 1,
+        )
+
+    def forget(self, agent: str) -> None:
+        """Drop an agent (its task ended)."""
+        self._agents.pop(agent, None)
+
+    def snapshot(self) -> Mapping[str, AgentKV]:
+        """agent -> its accounting now (a read-only view; copy it to keep it)."""
+        return MappingProxyType(self._agents)
+
+
+def resident_agents(agents: Mapping[str, AgentKV], capacity_tokens: int) -> frozenset[str]:
+    """Agents whose context the engine probably still caches: in-flight ones first, then by `last_active`, newest
+    first (ties by name), each resident while it and every agent before it fit `capacity_tokens` together
+    (`footprint_of`). The first agent counts as resident even if it alone exceeds the capacity."""
+    order = sorted(agents.items(), key=lambda kv: (kv[1].in_flight == 0, -kv[1].last_active, kv[0]))
+    own = shared = 0
+    resident: set[str] = set()
+    for agent, state in order:
+        share = min(state.shared_tokens, state.context_tokens)
+        own += state.footprint - share
+        shared = max(shared, share)
+        if own + shared > capacity_tokens and resident:
+            break
+        resident.add(agent)
+    return frozenset(resident)
+
+
+@dataclass(frozen=True)
+class KVAwareOrder:
+    """Working-set admission and program-level order (module docstring). Gate WORKING_SET when `working_set`, else
+    WINDOW (the dispatcher's in-flight window limits, this policy only orders). `capacity_tokens`: the model's KV
+    capacity in tokens (vLLM: num_gpu_blocks x block_size, `vllm:cache_config_info`)."""
+
+    capacity_tokens: int
+    aging_s: float = DEFAULT_AGING_S
+    working_set: bool = True
+    program_order: bool = True
+    keep_s: float = DEFAULT_KEEP_S
+    fill: float = DEFAULT_FILL
+    new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.capacity_tokens < 1:
+            errors.append(f"capacity_tokens must be >= 1, got {self.capacity_tokens}")
+        if not self.aging_s > 0:
+            errors.append(f"aging_s must be > 0, got {self.aging_s}")
+        if self.keep_s < 0:
+            errors.append(f"keep_s must be >= 0, got {self.keep_s}")
+        if not 0 < self.fill <= 1:
+            errors.append(f"fill must be in (0, 1], got {self.fill}")
+        if errors:
+            raise ValueError("; ".join(errors))
+
+    @property
+    def name(self) -> PolicyName:
+        return PolicyName.KV
+
+    @property
+    def gate(self) -> Gate:
+        return Gate.WORKING_SET if self.working_set else Gate.WINDOW
+
+    def sort_key(self, item: Waiting, now: float, service: Mapping[str, float]) -> tuple[float, ...]:
+        """Without the ledger (queue positions in /status): the priority order."""
+        return order_key(item, now, service, self.aging_s)
+
+    def pick(
+        self,
+        queue: WaitQueue,
+        now: float,
+        service: Mapping[str, float] = _NO_SERVICE,
+        in_use: PoolUsage = _NO_POOLS,
+    ) -> Pick | None:
+        """Without the ledger: `pick_kv` with nothing known about any agent."""
+        return self.pick_kv(queue, now, service, MappingProxyType({}))
+
+    def places(self, agents: Mapping[str, AgentKV], now: float) -> frozenset[str]:
+        """Agents holding a place in the working set at `now`: a call in flight, or back from one at most `keep_s`
+        ago and still resident."""
+        resident = resident_agents(agents, self.capacity_tokens)
+        return frozenset(
+            a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self.keep_s and a in resident)
+        )
+
+    def key(
+        self,
+        item: Waiting,
+        now: float,
+        agents: Mapping[str, AgentKV],
+        resident: frozenset[str],
+        service: Mapping[str, float] = _NO_SERVICE,
+    ) -> tuple[float, ...]:
+        """The order calls start in, smallest first. With `program_order`: agents whose context is resident first,
+        then older programs (by the agent's first call; agents never seen after every known one, in arrival order),
+        then tier level, then arrival. Program age is a fixed total order, so it is its own aging: every program
+        becomes the oldest waiting one. Without `program_order`: the priority policy's `order_key` (tiers, aging,
+        least attained service)."""
+        if not self.program_order:
+            return order_key(item, now, service, self.aging_s)
+        known = agents.get(item.agent)
+        age = known.first_seen if known is not None else math.inf  # not started yet: after every started program
+        level = effective_level(item.tier, now - item.arrived_at, self.aging_s)
+        return (0 if item.agent in resident else 1, age, level, item.seq)
+
+    def pick_kv(
+        self,
+        queue: WaitQueue,
+        now: float,
+        service: Mapping[str, float],
+        agents: Mapping[str, AgentKV],
+    ) -> Pick | None:
+        """The call to start now (`key` order), or None: the queue is empty, or under `working_set` the first call in
+        order whose agent holds no place does not fit yet. Calls of agents with a place always start; no call
+        skips ahead of a call that waits for room (so big contexts do not starve behind small ones). Any call fits
+        when no agent holds a place."""
+        heads = list(queue.heads())
+        if not heads:
+            return None
+        resident = resident_agents(agents, self.capacity_tokens) if self.program_order else frozenset()
+        ordered_heads = sorted(heads, key=lambda item: self.key(item, now, agents, resident, service))
+        best: Waiting | None = ordered_heads[0]
+        if self.working_set:
+            best = self._admissible(ordered_heads, agents, now)
+        if best is None:
+            return None
+        level = effective_level(best.tier, now - best.arrived_at, self.aging_s)
+        return Pick(best, level, promoted=level < best.tier.rank and queue.has_better_than(best.tier))
+
+    def fits(self, agent: str, places: frozenset[str], agents: Mapping[str, AgentKV]) -> bool:
+        """True when `agent`'s next call fits beside the places: `fill x capacity` tokens for all of them."""
+        if agent in agents and agents[agent].context_tokens > 0:
+            return footprint_of(agents, [*places, agent]) <= self.fill * self.capacity_tokens
+        return footprint_of(agents, places) + self.new_agent_tokens <= self.fill * self.capacity_tokens
+
+    def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
+        places = self.places(agents, now)
+        first = ordered_heads[0]
+        for item in ordered_heads:
+            if item.agent in places:
+                return item
+        return first if not places or self.fits(first.agent, places, agents) else None

@@ -1,0 +1,119 @@
+"""The fleet simulation: deterministic byte for byte, every task finishes, the production dispatcher is what runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sidecar.bench.fleetsim.conditions import BY_NAME, CONDITIONS, select
+from sidecar.bench.fleetsim.fleet import FleetSim
+from sidecar.bench.fleetsim.profiles import fleet_profile
+from sidecar.bench.fleetsim.program import Program
+from sidecar.bench.fleetsim.run import programs_for, run_scenario
+from sidecar.bench.fleetsim.scenario import available_scenarios, load_scenario
+from sidecar.cli import main
+from sidecar.core.prediction import Action
+from sidecar.core.stages import Stage
+from sidecar.core.working_set import KVAwareOrder
+
+
+@pytest.fixture(scope="module")
+def tiny():  # type: ignore[no-untyped-def]
+    return load_scenario("tiny")
+
+
+def test_the_same_scenario_and_seed_give_the_same_report_and_another_seed_does_not(tiny) -> None:  # type: ignore[no-untyped-def]
+    conditions = select(["kv", "priority"])
+    first = run_scenario(tiny, conditions, [1]).report
+    assert run_scenario(tiny, conditions, [1]).report == first
+    assert run_scenario(tiny, conditions, [2]).report != first
+    assert "SIMULATED" in first and "| kv |" in first
+
+
+def test_worker_processes_give_the_same_report(tiny) -> None:  # type: ignore[no-untyped-def]
+    conditions = select(["kv"])
+    assert run_scenario(tiny, conditions, [1, 2], jobs=2).report == run_scenario(tiny, conditions, [1, 2]).report
+
+
+def test_the_report_is_identical_across_processes_with_different_hash_seeds() -> None:
+    argv = [sys.executable, "-m", "sidecar.cli", "bench", "fleet-sim", "--scenario", "tiny", "--seeds", "1"]
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=True)
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1] and "| vllm |" in outputs[0]
+
+
+def test_programs_are_reproducible_and_fit_the_engine(tiny) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs = programs_for(tiny, profile, 1)
+    assert programs == programs_for(tiny, profile, 1) and programs != programs_for(tiny, profile, 2)
+    prefix = tiny.fleet.system_prompt_tokens + tiny.fleet.tool_list_tokens
+    for program in programs:
+        assert tiny.fleet.turns_min <= len(program.turns) <= tiny.fleet.turns_max
+        assert program.turns[0].stage is Stage.PLAN and program.turns[-1].action is None
+        assert program.turns[-2].action is Action.GIT and program.turns[-1].stage is Stage.COMMIT_MSG
+        total = prefix + program.final_context + program.turns[-1].output_tokens
+        assert total <= min(profile.max_model_len, profile.kv_capacity_tokens)
+
+
+@pytest.mark.parametrize("name", [c.name for c in CONDITIONS])
+def test_every_condition_finishes_every_task_with_consistent_counts(tiny, name: str) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs: list[Program] = programs_for(tiny, profile, 1)
+    sim = FleetSim(tiny, BY_NAME[name], profile, programs, 1)
+    run = sim.run()
+    assert all(end >= start for start, end in run.agents.values())
+    assert len(run.calls) == sum(len(p.turns) for p in programs)
+    assert 0 < run.prefix_hits <= run.prefix_queries
+    assert run.busy_s <= run.makespan_s * run.replicas + 1e-9
+    for replica in sim.replicas:
+        assert not replica.engine.has_work() and replica.dispatcher.in_flight == 0
+        assert len(replica.dispatcher.queue) == 0
+
+
+def test_the_kv_condition_runs_the_production_dispatcher_and_its_ledger(tiny) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs = programs_for(tiny, profile, 1)
+    sim = FleetSim(tiny, BY_NAME["kv"], profile, programs, 1)
+    sim.run()
+    dispatcher = sim.replicas[0].dispatcher
+    assert isinstance(dispatcher.policy, KVAwareOrder)
+    assert dispatcher.policy.capacity_tokens == profile.kv_capacity_tokens
+    ledger = dispatcher.kv_ledger
+    assert ledger is not None and set(ledger.snapshot()) == {p.agent for p in programs}
+    # every agent but the first of each recipe found the recipe's prompt cached on its first call
+    shared = [s.shared_tokens for s in ledger.snapshot().values()]
+    assert sum(1 for t in shared if t > 0) >= len(programs) - tiny.fleet.recipes
+
+
+def test_the_cli_runs_fleet_sim_and_plain_bench_keeps_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "fleet-sim", "--scenario", "tiny", "--seeds", "1", "--conditions", "kv"]) == 0
+    out = capsys.readouterr().out
+    assert "| metric | vllm | kv |" in out and "Improvement over vllm" in out
+    assert main(["bench", "fleet-sim", "--list"]) == 0
+    assert "tiny" in capsys.readouterr().out
+    assert main(["bench", "--list"]) == 0
+    assert "scenarios:" in capsys.readouterr().out
+    assert main(["bench", "fleet-sim", "--conditions", "nope"]) == 2
+
+
+def test_shipped_scenarios_load() -> None:
+    names = available_scenarios()
+    assert {"tiny", "default", "scale", "h200"} <= set(names)
+    for name in names:
+        load_scenario(name)
+
+
+def test_outputs_too_long_for_the_context_are_shortened_so_every_program_fits() -> None:
+    # h200: ~523-token outputs over up to 64 turns can exceed the 32K model length on their own
+    scenario = load_scenario("h200")
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
+    limit = min(profile.max_model_len, profile.kv_capacity_tokens)
+    for program in programs_for(scenario, profile, 1):
+        assert prefix + program.final_context + program.turns[-1].output_tokens <= limit

@@ -1,0 +1,143 @@
+"""KV-aware scheduling: the ledger, the LRU residency estimate, working-set admission and program-level order."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import pytest
+
+from sidecar.core.ordering import Gate, PolicyName, Waiting, WaitQueue
+from sidecar.core.stages import Tier
+from sidecar.core.working_set import AgentKV, KVAwareOrder, KVLedger, footprint_of, resident_agents
+
+HOT, WARM, COLD = Tier.HOT, Tier.WARM, Tier.COLD
+CAP = 10_000
+
+
+def kv(context: int, in_flight: int = 0, last: float = 0.0, first: float = 0.0, shared: int = 0) -> AgentKV:
+    return AgentKV(context, 0, in_flight, last, first, shared, calls=1)
+
+
+def queue_of(*items: Waiting) -> WaitQueue:
+    queue = WaitQueue()
+    for item in items:
+        queue.push(item)
+    return queue
+
+
+@pytest.mark.parametrize(
+    ("agents", "resident"),
+    [
+        ({}, set()),
+        # the most recently active fit; the oldest does not
+        ({"a": kv(4000, last=1), "b": kv(4000, last=3), "c": kv(4000, last=2)}, {"b", "c"}),
+        # in flight counts first whatever its last activity
+        ({"a": kv(4000, in_flight=1, last=0), "b": kv(4000, last=3), "c": kv(4000, last=2)}, {"a", "b"}),
+        # one agent larger than the cache is still the one being computed
+        ({"a": kv(50_000, in_flight=1)}, {"a"}),
+        # a shared prefix is held once: 3 x 3000 own + 3000 shared = 12000 > CAP, 2 x 3000 + 3000 fits
+        (
+            {
+                "a": kv(6000, last=3, shared=3000),
+                "b": kv(6000, last=2, shared=3000),
+                "c": kv(6000, last=1, shared=3000),
+            },
+            {"a", "b"},
+        ),
+    ],
+)
+def test_resident_agents_is_an_lru_estimate(agents: dict[str, AgentKV], resident: set[str]) -> None:
+    assert resident_agents(agents, CAP) == frozenset(resident)
+
+
+def test_footprint_counts_the_largest_shared_prefix_once() -> None:
+    agents = {"a": kv(7000, shared=3000), "b": kv(5000, shared=2000)}
+    assert footprint_of(agents, ["a", "b"]) == 4000 + 3000 + 3000
+
+
+def test_ledger_tracks_context_growth_and_the_first_calls_shared_prefix() -> None:
+    ledger = KVLedger()
+    ledger.started("a", 1.0, prompt_tokens=5000)
+    assert ledger.snapshot()["a"] == AgentKV(5000, 0, 1, 1.0, 1.0, 0, 0)
+    ledger.finished("a", 3.0, context_tokens=5200, cached_tokens=4000)
+    state = ledger.snapshot()["a"]
+    assert (state.context_tokens, state.growth_tokens, state.in_flight, state.shared_tokens) == (5200, 200, 0, 4000)
+    ledger.started("a", 4.0, prompt_tokens=6000)
+    ledger.finished("a", 6.0, context_tokens=6300, cached_tokens=5200)  # later hits are its own prefix
+    state = ledger.snapshot()["a"]
+    assert (state.context_tokens, state.growth_tokens, state.shared_tokens) == (6300, 300, 4000)
+    assert (state.first_seen, state.last_active, state.footprint) == (1.0, 6.0, 6600)
+    ledger.finished("unknown", 7.0, 100)  # ignored
+    ledger.forget("a")
+    assert dict(ledger.snapshot()) == {}
+
+
+def w(seq: int, agent: str, tier: Tier = WARM, at: float = 0.0) -> Waiting:
+    return Waiting(seq, agent, tier, at)
+
+
+POLICY = KVAwareOrder(capacity_tokens=CAP, keep_s=4.0, fill=1.0)
+
+
+def test_a_returning_resident_agent_goes_before_one_that_would_be_re_prefilled() -> None:
+    # b holds a place (back 1 s ago, resident); a is older but was evicted and has no place; c runs.
+    agents = {"a": kv(3000, last=0.0, first=0.0), "b": kv(3000, last=9.0, first=5.0), "c": kv(3000, 1, 9.5, 2.0)}
+    queue = queue_of(w(1, "a", HOT, 9.0), w(2, "b", COLD, 10.0))
+    pick = POLICY.pick_kv(queue, 10.0, {}, agents)
+    assert pick is not None and pick.item.agent == "b"
+
+
+def test_a_new_agent_waits_for_room_and_nothing_skips_ahead_of_it() -> None:
+    # a and b hold 5500 of 10000; the new agent needs 8192 (size unknown); the small known d fits.
+    agents = {"a": kv(1500, 1, 9.0, 0.0), "b": kv(4000, 0, 9.0, 1.0), "d": kv(1000, 0, 0.0, 3.0)}
+    queue = queue_of(w(1, "new", WARM, 1.0), w(2, "d", WARM, 2.0))
+    assert POLICY.pick_kv(queue, 10.0, {}, agents) is not None  # d is older than any unseen agent
+    only_new = queue_of(w(1, "new", WARM, 1.0))
+    assert POLICY.pick_kv(only_new, 10.0, {}, agents) is None
+    # once b's tool call outlasts keep_s it yields its place and the new agent fits beside a
+    assert POLICY.pick_kv(only_new, 13.5, {}, agents) is not None
+
+
+def test_a_waiting_older_program_blocks_younger_ones_until_it_fits() -> None:
+    agents = {"a": kv(6000, 1, 9.0, 0.0), "old": kv(5000, 0, 0.0, 1.0), "young": kv(1000, 0, 0.0, 2.0)}
+    queue = queue_of(w(1, "young", HOT, 1.0), w(2, "old", COLD, 2.0))
+    assert POLICY.pick_kv(queue, 10.0, {}, agents) is None
+    agents["a"] = kv(6000, 0, 9.0, 0.0)  # a's call ended 11 s ago by t=20: no place any more
+    pick = POLICY.pick_kv(queue, 20.0, {}, agents)
+    assert pick is not None and pick.item.agent == "old"
+
+
+def test_any_call_fits_when_no_agent_holds_a_place() -> None:
+    pick = POLICY.pick_kv(queue_of(w(1, "huge", WARM)), 0.0, {}, {"huge": kv(50_000, 0, -100.0)})
+    assert pick is not None and pick.item.agent == "huge"
+
+
+def test_without_the_working_set_the_policy_only_orders_and_the_window_gates() -> None:
+    policy = KVAwareOrder(capacity_tokens=CAP, working_set=False)
+    assert policy.gate is Gate.WINDOW and policy.name is PolicyName.KV
+    agents = {"a": kv(9000, 1, 9.0, 0.0)}
+    pick = policy.pick_kv(queue_of(w(1, "new", WARM)), 10.0, {}, agents)
+    assert pick is not None and pick.item.agent == "new"  # it does not fit, but no gate here
+
+
+def test_without_program_order_calls_follow_the_priority_order() -> None:
+    policy = KVAwareOrder(capacity_tokens=CAP, program_order=False, fill=1.0)
+    agents = {"a": kv(1000, 0, 9.0, 0.0)}
+    queue = queue_of(w(1, "a", COLD, 9.5), w(2, "b", HOT, 9.6))
+    pick = policy.pick_kv(queue, 10.0, MappingProxyType({}), agents)
+    assert pick is not None and pick.item.agent == "a"  # a holds a place: it starts first
+    pick = policy.pick_kv(queue_of(w(2, "b", HOT, 9.6), w(3, "c", COLD, 9.0)), 10.0, {}, agents)
+    assert pick is not None and pick.item.agent == "b"  # tiers, as the priority policy
+
+
+def test_pick_without_a_ledger_still_picks() -> None:
+    assert POLICY.pick(queue_of(w(1, "x")), 0.0) is not None
+    assert POLICY.pick(WaitQueue(), 0.0) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"capacity_tokens": 0}, {"capacity_tokens": 1, "fill": 0}, {"capacity_tokens": 1, "keep_s": -1}]
+)
+def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        KVAwareOrder(**kwargs)  # type: ignore[arg-type]
