@@ -285,9 +285,14 @@ def _admin_denied(state: CoordinatorState, request: Request, query_token: bool =
     """None when no admin token is configured or the request carries it: `Authorization: Bearer TOKEN`, or for
     the dashboard page (a browser opens a link) `?token=TOKEN`."""
     token = state.config.coordinator.admin_token
-    if token is None or bearer_token(request.headers.get("authorization")) == token:
+    if token is None:
         return None
-    if query_token and secrets.compare_digest(request.query_params.get("token", "").encode(), token.encode()):
+    # An empty token (compose without its .env) locks these routes rather than opening them.
+    given = bearer_token(request.headers.get("authorization")) or ""
+    if token and secrets.compare_digest(given.encode(), token.encode()):
+        return None
+    query = request.query_params.get("token", "")
+    if token and query_token and secrets.compare_digest(query.encode(), token.encode()):
         return None
     hint = " or ?token=TOKEN" if query_token else ""
     body = error_body(401, f"this endpoint requires the admin token (Authorization: Bearer TOKEN{hint})")

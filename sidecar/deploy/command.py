@@ -5,6 +5,7 @@
   deploy coordinator-config --workspace-name W [--environment-suffix S] [--auth | --no-auth] [--format toml|env]
   deploy coordinator-config --simulator      the same, pointing at the compose file's simulator services
   deploy compose --agents N [--simulator] [-o FILE]
+  deploy secrets --agents N [-o FILE]        new bearer tokens for the sidecars and the admin token, as .env lines
 
 Exit codes: 0 done, 1 `modal deploy` failed, 2 bad usage or settings, or modal missing / not logged in.
 """
@@ -58,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compose.add_argument("--simulator", action="store_true", help="add the simulator services (profile 'sim')")
     compose.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
 
+    tokens = sub.add_parser("secrets", help="print fresh sidecar and admin tokens for the compose fleet (.env lines)")
+    tokens.add_argument("--agents", type=int, default=2, metavar="N", help="one sidecar token per agent (2)")
+    tokens.add_argument("-o", "--output", metavar="FILE", help="append to FILE (created mode 600) instead of stdout")
+
 
 def run(args: argparse.Namespace, config: Config) -> int:
     del config  # deployment settings are SIDECAR_MODAL_* variables, shared with `modal deploy`
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return deploy_modal(args.env, dry_run=args.dry_run, env=os.environ)
     if args.deploy_command == "coordinator-config":
         return coordinator_config(args, os.environ)
+    if args.deploy_command == "secrets":
+        return write_secrets(args.agents, output=args.output)
     return write_compose(args.agents, simulator=args.simulator, output=args.output)
 
 
@@ -162,6 +169,21 @@ def write_compose(agents: int, *, simulator: bool, output: str | None) -> int:
     text = render_compose(agents, simulator=simulator)
     if output:
         Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def write_secrets(agents: int, *, output: str | None) -> int:
+    from sidecar.deploy.secrets import env_lines
+
+    if agents < 1:
+        return _fail("--agents must be at least 1")
+    text = env_lines(agents)
+    if output:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # never readable by others
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(text)
     else:
         sys.stdout.write(text)
     return 0

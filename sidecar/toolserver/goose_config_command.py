@@ -64,6 +64,8 @@ def run(args: argparse.Namespace, config: Any) -> int:
         sidecar_url=args.sidecar_url,
         extra_args=tuple(args.sidecar_arg),
         timeout_s=args.timeout,
+        # Over HTTP, the sidecar's token from the environment (never a flag: `ps` shows command lines).
+        sidecar_token=os.environ.get("GOOSE_SIDECAR_TOKEN") or None,
     )
     try:
         written = gc.write_goose_config(

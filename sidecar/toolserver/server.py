@@ -36,6 +36,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -45,6 +46,7 @@ from sidecar.core.toolcache import Generations
 from sidecar.obs import get_logger
 from sidecar.toolserver.cache import ToolCache
 from sidecar.toolserver.events import EventReporter
+from sidecar.toolserver.httpauth import SidecarGuard
 from sidecar.toolserver.jail import Jail, JailError
 from sidecar.toolserver.settings import SidecarSettings
 from sidecar.toolserver.speculation import TestPrerunner
@@ -505,9 +507,16 @@ def build_peek_app(sidecar: Sidecar) -> Starlette:
     return Starlette(routes=[peek_route(sidecar)])
 
 
-def build_http_app(sidecar: Sidecar) -> Starlette:
-    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats` and `/peek`; the lifespan starts the sidecar."""
-    inner = sidecar.mcp.streamable_http_app(transport_security=transport_security(sidecar.settings.allowed_hosts))
+def build_http_app(sidecar: Sidecar, *, token: str | None = None) -> Starlette:
+    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats` and `/peek`; the lifespan starts the sidecar.
+
+    Every route is behind `httpauth.SidecarGuard`: the Host check, and the bearer `token` (default: the
+    `auth_token` setting; None on both: no token, which only `goose-sidecar mcp --insecure-no-auth` allows).
+    """
+    security = transport_security(sidecar.settings.allowed_hosts)
+    inner = sidecar.mcp.streamable_http_app(transport_security=security)
+    hosts = ["*"] if not security.enable_dns_rebinding_protection else list(security.allowed_hosts)
+    guard = Middleware(SidecarGuard, allowed_hosts=hosts, token=token or sidecar.settings.auth_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -522,4 +531,4 @@ def build_http_app(sidecar: Sidecar) -> Starlette:
         return JSONResponse(sidecar.stats())
 
     routes = [*inner.routes, Route("/healthz", healthz), Route("/stats", stats), peek_route(sidecar)]
-    return Starlette(routes=routes, middleware=inner.user_middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=[guard, *inner.user_middleware], lifespan=lifespan)
