@@ -105,7 +105,11 @@ def test_path_like_arguments(argv: tuple[str, ...], paths: list[str]) -> None:
     ("command", "allowlist", "values"),
     [
         ("cat link_out", ["cat *"], ["link_out"]),
-        ("ls -la dir_out", ["ls *"], ["dir_out"]),  # a bare flag is not a path
+        # A short option's attached value may be a path (`-ofile`), so `-la` yields "a": checked, it resolves inside.
+        ("ls -la dir_out", ["ls *"], ["a", "dir_out"]),
+        ("sort -o/etc/x y", ["sort *"], ["/etc/x", "y"]),
+        ("git -C/elsewhere log", ["git *"], ["/elsewhere", "log"]),
+        ("tool --long", ["tool *"], []),  # a bare long flag is not a path
         ("git log --output=dir_out/pwned -1", ["git log *"], ["dir_out/pwned"]),
         ("git log --output dir_out/pwned", ["git log *"], ["dir_out/pwned"]),
         ("git log main..feature", ["git log *"], ["main..feature"]),  # checked: a word resolves inside
