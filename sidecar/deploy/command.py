@@ -105,6 +105,7 @@ def deploy_modal(environment: str | None, *, dry_run: bool, env: Mapping[str, st
         return 1
     print(
         "\nnext: goose-sidecar deploy coordinator-config --workspace-name <your workspace> > goose-sidecar.toml"
+        " (then goose-sidecar up --config goose-sidecar.toml)"
         + ("\n      (export SIDECAR_MODAL_PROXY_KEY / SIDECAR_MODAL_PROXY_SECRET first)" if spec.proxy_auth else ""),
         file=sys.stderr,
     )
