@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,6 +31,7 @@ from sidecar.config import Config
 from sidecar.coordinator.dashboard import Board, Page, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
+from sidecar.coordinator.guard import EVENTS_MAX_BYTES, BodyTooLarge, CoordinatorGuard, read_body
 from sidecar.coordinator.keys import bearer_token, load_keys
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
@@ -37,6 +39,7 @@ from sidecar.coordinator.speculation import SpeculationCollector, Speculator
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.admission import AdmissionLimits
+from sidecar.core.hosts import host_patterns
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import make_policy
@@ -111,6 +114,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     owns_client = client is None
     http = client or make_client(config)
     keys = load_keys(config.coordinator.keys_file) if config.coordinator.keys_file else {}
+    config = with_admin_token_file(config)
     pool = UpstreamPool(config.models, http)
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
@@ -141,9 +145,27 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
             if owns_client:
                 await http.aclose()
 
-    app = Starlette(routes=_routes(state), lifespan=lifespan)
+    guard = Middleware(
+        CoordinatorGuard,
+        allowed_hosts=host_patterns(config.coordinator.allowed_hosts, bound=config.coordinator.host),
+        max_body_bytes=config.coordinator.max_body_bytes,
+    )
+    app = Starlette(routes=_routes(state), lifespan=lifespan, middleware=[guard])
     app.state.coordinator = state
     return app
+
+
+def with_admin_token_file(config: Config) -> Config:
+    """`config` with `admin_token` read from `admin_token_file` (its first line) when only the file is set."""
+    c = config.coordinator
+    if c.admin_token is not None or c.admin_token_file is None:
+        return config
+    try:
+        lines = c.admin_token_file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read the admin token file {c.admin_token_file}: {exc.strerror}") from None
+    token = lines[0].strip() if lines else ""  # an empty file locks the admin routes (see _admin_denied)
+    return config.model_copy(update={"coordinator": c.model_copy(update={"admin_token": token})})
 
 
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
@@ -341,8 +363,9 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
             return _error(403, f"this API key belongs to agent {key_agent!r}; it cannot report for {agent_id!r}")
     if not valid_agent_id(agent_id):
         return _error(400, "agent id in the path is not valid")
-    raw = await request.body()
-    if len(raw) > 64 * 1024:
+    try:
+        raw = await read_body(request, EVENTS_MAX_BYTES)
+    except BodyTooLarge:
         return _error(413, "an event is at most 64 KiB")
     try:
         event = ToolEvent.model_validate_json(raw)

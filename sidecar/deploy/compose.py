@@ -88,7 +88,8 @@ def coordinator_service() -> dict[str, Any]:
     return {
         "build": ".",
         "image": IMAGE,
-        "command": ["up", "--host", "0.0.0.0", "--port", str(COORDINATOR_PORT)],
+        # Containers reach it as `coordinator`; any other Host (a DNS-rebinding page) is refused.
+        "command": ["up", "--host", "0.0.0.0", "--port", str(COORDINATOR_PORT), "--allowed-hosts", "coordinator"],
         # Passed through from the shell or .env when set; unset, the coordinator embeds its simulator.
         # The admin token is empty when .env lacks it: /status, /metrics and /dashboard then answer 401.
         "environment": ["GOOSE_SIDECAR_MODELS", "GOOSE_SIDECAR_COORDINATOR_ADMIN_TOKEN=${COORDINATOR_ADMIN_TOKEN:-}"],

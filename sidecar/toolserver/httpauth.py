@@ -4,6 +4,7 @@ Anyone who reaches `/mcp` can `write_file` and `run_tests`, i.e. run code in the
 shared container network every neighbour reaches it. So `SidecarGuard` (pure ASGI middleware, in front of the
 whole app) answers:
 
+- `403` when a browser says the request comes from another site's page (`Origin`);
 - `421` when the `Host` header is not one the sidecar was told it is reached by (loopback, `--allowed-hosts`),
   on every route: the MCP SDK checks it on `/mcp` only, and a DNS-rebinding page could otherwise read `/stats`;
 - `401` with `WWW-Authenticate: Bearer` when a token is configured and the request does not carry
@@ -23,6 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sidecar.core.hosts import host_allowed, origin_allowed
+
+__all__ = ["MIN_TOKEN_CHARS", "SidecarGuard", "TokenError", "host_allowed", "resolve_token"]
 
 MIN_TOKEN_CHARS = 16
 OPEN_PATHS = frozenset({"/healthz"})  # no token needed
@@ -56,28 +61,6 @@ def resolve_token(token: str | None, token_file: Path | None, *, insecure_no_aut
     return value
 
 
-def host_allowed(host: str | None, allowed: Sequence[str]) -> bool:
-    """Whether a `Host` header value matches one of `allowed` (`name`, `name:port` or `name:*`); '*' allows any."""
-    if "*" in allowed:
-        return True
-    if not host:
-        return False
-    host = host.strip().lower()
-    name = _host_name(host)
-    for pattern in allowed:
-        pattern = pattern.lower()
-        if pattern == host or (pattern.endswith(":*") and pattern[:-2] == name):
-            return True
-    return False
-
-
-def _host_name(host: str) -> str:
-    """`name:port` -> `name`; `[v6]:port` -> `[v6]`."""
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0]
-
-
 class SidecarGuard:
     """ASGI middleware: the Host check on every HTTP route, then the bearer token (see the module docstring)."""
 
@@ -94,6 +77,10 @@ class SidecarGuard:
         path = scope.get("path", "")
         if not host_allowed(headers.get(b"host", b"").decode("latin-1"), self.allowed_hosts):
             await _answer(send, 421, "this Host header is not one the sidecar is reached by (--allowed-hosts)")
+            return
+        origin = headers.get(b"origin")
+        if not origin_allowed(None if origin is None else origin.decode("latin-1"), self.allowed_hosts):
+            await _answer(send, 403, "requests from another site's pages are refused (Origin)")
             return
         if self.token is not None and path not in OPEN_PATHS and path not in KEYED_PATHS:
             given = _bearer(headers.get(b"authorization", b""))

@@ -102,6 +102,17 @@ async def test_every_route_checks_the_host(guarded: tuple[str, Sidecar], host: s
             assert (await http.get("/healthz", headers=headers)).status_code == 200
 
 
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://sidecar-1.evil"])
+async def test_other_sites_pages_are_refused(guarded: tuple[str, Sidecar], origin: str) -> None:
+    url, _ = guarded
+    async with httpx.AsyncClient(base_url=url) as http:
+        headers = {"Origin": origin, "Authorization": f"Bearer {TOKEN}", **MCP_HEADERS}
+        assert (await http.post("/mcp", json=initialize_body(), headers=headers)).status_code == 403
+        assert (await http.get("/stats", headers=headers)).status_code == 403
+        headers["Origin"] = "http://sidecar-1:8765"
+        assert (await http.get("/stats", headers=headers)).status_code == 200
+
+
 def test_host_patterns() -> None:
     allowed = ["127.0.0.1:*", "localhost:*", "[::1]:*", "box", "box:*"]
     for host in ("127.0.0.1:80", "LOCALHOST:1", "[::1]:9", "box", "box:1", "127.0.0.1"):
