@@ -122,7 +122,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     board = Board(gpu_hour_usd=config.coordinator.dashboard_gpu_hour_usd, large_alias=config.routing.default_alias)
     planner = Planner(config, pool, dispatchers)
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
-    state.speculator = Speculator(config.speculation, http, pool, dispatchers)
+    state.speculator = Speculator(config.speculation, http, pool, dispatchers, sessions=planner.sessions)
     telemetry.registry.register(SpeculationCollector(state.speculator))
 
     @contextlib.asynccontextmanager
@@ -374,8 +374,10 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
         return _error(400, f"invalid event: {problems}")
     stage = stage_from_tool_event(event.tool, event.ok, event.exit_code, tuple(event.paths), event.command)
     now = time.monotonic()
-    keys = [agent_id] + ([f"session:{event.session_id}"] if event.session_id else [])
     planner = state.planner
+    # A session another agent's sidecar reported first is not this agent's to move (sessions.py).
+    own_session = planner.sessions.claim(event.session_id, agent_id)
+    keys = [agent_id] + ([f"session:{event.session_id}"] if own_session else [])
     if stage is not None:
         planner.stages.report(keys, stage, now)
     current = planner.stages.latest(Identity(agent_id, IdentitySource.PATH, event.session_id))
@@ -385,7 +387,9 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
     state.board.tool_event(agent_id, event.tool, event.cache_hit, event.duration_ms)
     peek = event.peek_url
     if peek and len(peek) <= 512 and peek.startswith(("http://", "https://")) and state.speculator is not None:
-        state.speculator.note_peek_url([agent_id, event.session_id or agent_id], peek)
+        state.speculator.note_peek_url(
+            [agent_id, event.session_id] if own_session and event.session_id else [agent_id], peek
+        )
     if event.speculation is not None and state.speculator is not None:
         state.speculator.note_sidecar_counters(agent_id, event.speculation)
     if current is not None:

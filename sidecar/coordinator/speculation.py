@@ -39,6 +39,7 @@ import httpx
 from starlette.types import Send
 
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.sessions import SessionOwners
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
@@ -53,6 +54,7 @@ from sidecar.core.speculation import (
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.speculation")
+MAX_PEEK_URLS = 20_000  # agent and session keys whose sidecar peek URL is kept (the oldest report goes first)
 MAX_SIDECAR_REPORTS = 10_000  # agents whose sidecar counters are kept (the oldest reporter goes first)
 LOWEST_PRIORITY = 1_000_000  # vLLM serves lower values first; far below every tier's value (stages.native_priority)
 
@@ -112,8 +114,10 @@ class Speculator:
         dispatchers: Mapping[str, Dispatcher],
         *,
         clock: Callable[[], float] = time.monotonic,
+        sessions: SessionOwners | None = None,
     ) -> None:
         self.settings = settings
+        self.sessions = sessions if sessions is not None else SessionOwners()
         self.client = client
         self.pool = pool
         self.dispatchers = dispatchers
@@ -177,7 +181,10 @@ class Speculator:
     def note_peek_url(self, keys: list[str], url: str) -> None:
         """A sidecar serving these agent/session keys answers peeks at `url` (the latest report wins)."""
         for key in keys:
+            self.peek_urls.pop(key, None)
             self.peek_urls[key] = url
+        while len(self.peek_urls) > MAX_PEEK_URLS:  # bounded: the least recently reported first
+            self.peek_urls.pop(next(iter(self.peek_urls)))
 
     def note_sidecar_counters(self, agent: str, raw: Mapping[str, Any]) -> None:
         """An agent's sidecar reported its cumulative pre-run and prediction counters (the latest wins)."""
@@ -199,7 +206,8 @@ class Speculator:
         call in the background (module docstring). Returns at once; costs nothing when disabled."""
         if not self.settings.enabled:
             return
-        url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if session else None)
+        own = session is not None and self.sessions.usable(session, agent)
+        url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if own and session else None)
         if url is None:
             return
         if not self.allowed(alias):  # nothing could be sent: spare the parsing and the sidecar's peek
