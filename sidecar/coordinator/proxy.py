@@ -12,6 +12,7 @@ after the response started, an SSE stream gets vLLM's in-band error frame and `[
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
@@ -28,6 +29,7 @@ from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, sse_error_frame, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token
 from sidecar.coordinator.planner import CallPlan
+from sidecar.coordinator.telemetry import model_label
 from sidecar.coordinator.upstream import Replica
 from sidecar.core.breaker import backoff_s
 from sidecar.core.identity import Identity, IdentityConflict, resolve_identity
@@ -254,9 +256,16 @@ class Exchange:
         # latin-1, as HTTP/1.1 reads header bytes: a client's obs-text value goes on as the bytes it sent.
         return httpx.Headers(headers, encoding="latin-1")
 
+    @functools.cached_property
+    def metric_model(self) -> str:
+        """The `model` label of this call's metrics: a model the coordinator serves, else "other". A name taken
+        from the client is unbounded cardinality (20 calls with 256 KiB names grew /metrics to 120 MiB). Fixed
+        at first use, so the in-flight gauge goes down under the label it went up under."""
+        return model_label(self.parsed.model, self.state.pool.upstreams)
+
     async def run(self, send: Send) -> None:
         state, telemetry = self.state, self.state.telemetry
-        model = self.parsed.model
+        model = self.metric_model
         self.agent.in_flight += 1
         telemetry.in_flight_total += 1
         telemetry.in_flight.labels(model).inc()
@@ -454,7 +463,7 @@ class Exchange:
         telemetry = self.state.telemetry
         end = time.perf_counter()
         total = end - self.started
-        model = self.parsed.model
+        model = self.metric_model
         status = str(self.status) if self.status is not None else "499"  # cancelled before any answer
         telemetry.requests.labels(str(self.parsed.endpoint), model, status).inc()
         telemetry.total_requests += 1

@@ -167,3 +167,20 @@ async def test_the_admin_token_file(tmp_path: Path) -> None:
     async with stack(admin_token_file=str(token)) as st:
         assert (await st.client.get("/status", headers={"Authorization": "Bearer x"})).status_code == 401
         assert (await st.client.get("/dashboard?token=")).status_code == 401
+
+
+async def test_client_chosen_names_never_become_metric_labels_or_status_keys() -> None:
+    """Model names and tool names come from clients: /metrics and /status stay small whatever they send."""
+    async with stack() as st:
+        for n in range(12):
+            name = f"model-{n}-" + "x" * 4096
+            await st.client.post("/v1/chat/completions", json={**CHAT, "model": name})
+            tool = f"tool-{n}-" + "y" * 100
+            event = {**EVENT, "tool": tool, "cached": True}
+            assert (await st.client.post("/v1/agents/agent-1/events", json=event)).status_code == 200
+        metrics = (await st.client.get("/metrics")).text
+        status = (await st.client.get("/status")).text
+        assert "xxxx" not in metrics and 'model="other"' in metrics
+        assert "yyyy" not in status and len(status) < 200_000
+        await st.client.post("/v1/chat/completions", json={**CHAT, "model": "default"})  # the configured alias
+        assert 'model="default"' in (await st.client.get("/metrics")).text
