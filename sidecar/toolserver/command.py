@@ -121,7 +121,7 @@ async def _serve_http(settings: Any) -> int:
 
     from sidecar.obs import get_logger
     from sidecar.toolserver.httpauth import TokenError, resolve_token
-    from sidecar.toolserver.server import Sidecar, build_http_app, listen_socket
+    from sidecar.toolserver.server import UVICORN_OPTIONS, Sidecar, build_http_app, listen_socket
 
     try:
         token = resolve_token(settings.auth_token, settings.auth_token_file, insecure_no_auth=settings.insecure_no_auth)
@@ -136,7 +136,7 @@ async def _serve_http(settings: Any) -> int:
         get_logger(__name__).warning("sidecar serving HTTP without authentication (--insecure-no-auth)")
     sock = listen_socket(host, int(port))  # bound first, so port 0 works and the URL logged is the real one
     shown = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, **UVICORN_OPTIONS)
     port_bound = sock.getsockname()[1]
     get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{port_bound}/mcp")
     peer = advertised_host(host, settings.allowed_hosts)

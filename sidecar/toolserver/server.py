@@ -59,6 +59,15 @@ SESSION_META_KEY = "agent-session-id"
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 PEEK_MAX_CALLS = 64  # one answer's tool calls; more is refused
 PEEK_MAX_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+# h11 bounds the request head while it is parsed (httptools buffers any size), before the token is checked.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning",
+    "access_log": False,
+    "lifespan": "on",
+    "http": "h11",
+    "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+}
 
 INSTRUCTIONS = """\
 Workspace tools for coding. Prefer them to shell commands: read_file instead of cat/sed, search instead of \
@@ -468,7 +477,7 @@ async def serve_http(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> 
 
     sock = listen_socket(host, port)
     bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, **UVICORN_OPTIONS))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -491,11 +500,13 @@ def peek_route(sidecar: Sidecar) -> Route:
         given = request.query_params.get("key", "")
         if not secrets.compare_digest(given.encode(), sidecar.peek_key.encode()):
             return JSONResponse({"error": "not found"}, status_code=404)
-        raw = await request.body()
-        if len(raw) > PEEK_MAX_BYTES:
-            return JSONResponse({"error": f"a peek is at most {PEEK_MAX_BYTES} bytes"}, status_code=413)
+        raw = bytearray()
+        async for chunk in request.stream():  # bounded while it arrives, never buffered whole first
+            raw += chunk
+            if len(raw) > PEEK_MAX_BYTES:
+                return JSONResponse({"error": f"a peek is at most {PEEK_MAX_BYTES} bytes"}, status_code=413)
         try:
-            return JSONResponse(await sidecar.peek(json.loads(raw)))
+            return JSONResponse(await sidecar.peek(json.loads(bytes(raw))))
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 

@@ -176,3 +176,33 @@ async def test_the_cli_refuses_http_without_a_token(workspace: Path, token: str 
 def test_the_auth_token_setting_is_kept_out_of_reprs() -> None:
     settings: Any = SidecarSettings(auth_token=TOKEN)
     assert TOKEN not in repr(settings)
+
+
+async def test_oversized_headers_are_refused_before_the_token_is_checked(guarded: tuple[str, Sidecar]) -> None:
+    url, _ = guarded
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (1024 * 1024) + b"\r\n\r\n")
+        try:
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), 30)
+        except ConnectionError:
+            answer = b""
+    finally:
+        writer.close()
+    assert not answer.startswith(b"HTTP/1.1 200") and not answer.startswith(b"HTTP/1.1 401")
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_an_oversized_peek_is_refused(guarded: tuple[str, Sidecar]) -> None:
+    url, sc = guarded
+
+    async def body() -> Any:
+        for _ in range(64):
+            yield b"[" * 65536
+
+    async with httpx.AsyncClient(base_url=url) as http:
+        answer = await http.post(f"/peek?key={sc.peek_key}", content=body())
+        assert answer.status_code == 413
