@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import shlex
 import time
@@ -73,6 +74,14 @@ class ToolOutput:
     cached: bool = False
     command: str | None = None  # for run_command events: the command line (capped)
     speculative: bool = False  # a speculative test run served to the agent (metrics only, never in `text`)
+
+
+@dataclass(frozen=True)
+class CachedRead:
+    """A cached `read_file` answer and the digest of the bytes it was rendered from."""
+
+    text: str
+    digest: bytes
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,8 @@ class Tools:
         strerror = exc.strerror if isinstance(exc, OSError) else str(exc)
         return ToolFailure(f"Failed to read {target.shown}: {strerror}", paths=[target.shown])
 
-    def _read_text(self, target: Target, fd: int) -> tuple[str, int]:
+    def _read_text(self, target: Target, fd: int) -> tuple[str, int, bytes]:
+        """The file's text, its size and the digest of its bytes (what a cached read is checked against)."""
         size = os.fstat(fd).st_size
         if size > MAX_READ_BYTES:
             raise ToolFailure(
@@ -190,7 +200,7 @@ class Tools:
                 f"'{target.shown}' looks like a binary file ({len(data)} bytes); read_file shows text files only",
                 paths=[target.shown],
             )
-        return data.decode("utf-8", errors="replace"), len(data)
+        return data.decode("utf-8", errors="replace"), len(data), hashlib.blake2b(data, digest_size=16).digest()
 
     def _dir_target(self, path: str, tool: str) -> Target:
         target = self._resolve(path)
@@ -202,10 +212,34 @@ class Tools:
 
     # -- read-only, cached -----------------------------------------------------------------------------
 
+    def _same_content(self, target: Target, hit: CachedRead) -> bool:
+        """Whether the file still holds the bytes `hit` was rendered from. inotify and stat miss some writes:
+        one through a hard link from outside the watched tree (no event here), a second write through an
+        `mmap` whose page is still dirty (no event, and mtime unchanged). So a hit is served only after the
+        file is read again and its digest compared: reading is cheap, a stale answer is not."""
+        try:
+            fd = self.jail.open_file(target)
+        except (JailError, OSError):
+            return False
+        try:
+            data = read_all(fd, MAX_READ_BYTES)
+        finally:
+            os.close(fd)
+        return hashlib.blake2b(data, digest_size=16).digest() == hit.digest
+
+    def _valid_read_hit(self, target: Target, key: str) -> str | None:
+        hit = self.cache.lookup_files(key)
+        if not isinstance(hit, CachedRead):
+            return None
+        if not self._same_content(target, hit):
+            self.cache.lru.invalidate(key)
+            return None
+        return hit.text
+
     def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutput:
         target = self._resolve(path)
         key = _read_key(target, start_line, end_line)
-        hit = self.cache.lookup_files(key)
+        hit = self._valid_read_hit(target, key)
         if hit is not None:
             return ToolOutput(hit, [target.shown], cached=True)
         watched = (target.real,) if target.lexical == target.real else (target.real, target.lexical)
@@ -214,7 +248,7 @@ class Tools:
         fd = self._open(target)
         try:
             stamp_read = stamp_of(os.fstat(fd))
-            text, _ = self._read_text(target, fd)
+            text, _, digest = self._read_text(target, fd)
         finally:
             os.close(fd)
         try:
@@ -230,7 +264,7 @@ class Tools:
             raise ToolFailure(str(exc), paths=[target.shown]) from exc
         inputs = Inputs(files=((target.lexical, stamp_read),), paths=watched)
         stable = stamp_before if stamp_before == stamp_read else None
-        self.cache.store(key, rendered, len(rendered) + 256, inputs, before, (stable,))
+        self.cache.store(key, CachedRead(rendered, digest), len(rendered) + 256, inputs, before, (stable,))
         return ToolOutput(rendered, [target.shown])
 
     async def list_dir(self, path: str = ".", depth: int = 2) -> ToolOutput:
@@ -351,8 +385,7 @@ class Tools:
         try:
             if tool == "read_file":
                 target = self._resolve(args["path"])
-                hit = self.cache.lookup_files(_read_key(target, args.get("start_line"), args.get("end_line")))
-                return hit if isinstance(hit, str) else None
+                return self._valid_read_hit(target, _read_key(target, args.get("start_line"), args.get("end_line")))
             if tool == "list_dir":
                 key = _list_key(self._resolve(args.get("path", ".")), args.get("depth", 2))
             elif tool == "search":
