@@ -33,6 +33,7 @@ from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.guard import EVENTS_MAX_BYTES, BodyTooLarge, CoordinatorGuard, read_body
 from sidecar.coordinator.keys import bearer_token, load_keys
+from sidecar.coordinator.outbound import redirect_guard
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.speculation import SpeculationCollector, Speculator
@@ -104,7 +105,17 @@ def make_client(config: Config) -> httpx.AsyncClient:
         limits=limits,
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
+        # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
+        event_hooks={"request": [redirect_guard(_replica_urls(config), _secret_header_names(config))]},
     )
+
+
+def _replica_urls(config: Config) -> list[str]:
+    return [url for upstream in config.models.values() for url in upstream.replicas]
+
+
+def _secret_header_names(config: Config) -> set[str]:
+    return {name for upstream in config.models.values() for name in upstream.headers}
 
 
 def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Starlette:

@@ -28,6 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, sse_error_frame, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token
+from sidecar.coordinator.outbound import merge_headers
 from sidecar.coordinator.planner import CallPlan
 from sidecar.coordinator.telemetry import model_label
 from sidecar.coordinator.upstream import Replica
@@ -250,9 +251,9 @@ class Exchange:
     def upstream_headers(self, replica: Replica) -> httpx.Headers:
         headers = {"content-type": "application/json", "accept-encoding": "identity", "x-request-id": self.request_id}
         headers.update(forward_headers(self.client_headers, bool(self.state.keys)))
-        headers.update(self.upstream.headers)
         # Modal routes a session to one replica (best effort), keeping the agent's prefix cache warm there.
-        headers["Modal-Session-ID"] = self.identity.agent_id
+        # The coordinator's headers replace a client's of the same name in any case (outbound.py).
+        headers = merge_headers(headers, {**self.upstream.headers, "Modal-Session-ID": self.identity.agent_id})
         # latin-1, as HTTP/1.1 reads header bytes: a client's obs-text value goes on as the bytes it sent.
         return httpx.Headers(headers, encoding="latin-1")
 

@@ -39,6 +39,7 @@ import httpx
 from starlette.types import Send
 
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.outbound import merge_headers
 from sidecar.coordinator.sessions import SessionOwners
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
@@ -334,8 +335,7 @@ class Speculator:
         if upstream.native_priority and "priority" not in body:
             body["priority"] = LOWEST_PRIORITY
         headers = {**(extra or {}), "content-type": "application/json", "accept-encoding": "identity"}
-        headers.update(upstream.headers)
-        headers["Modal-Session-ID"] = call.agent
+        headers = merge_headers(headers, {**upstream.headers, "Modal-Session-ID": call.agent})
         replica.in_flight += 1
         try:
             request = self.client.build_request(
