@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from sidecar.core.gitsafety import FIXED_OPTIONS, clean_env, config_args, overrides, parse_config_list
 from sidecar.core.paths import is_within
+from sidecar.toolserver.runner import child_env
 
 CONFIG_MAX_BYTES = 4 * 1024 * 1024
 CONFIG_READ_TIMEOUT_S = 10.0  # reading configuration is instant; an include naming a FIFO would block it
@@ -95,7 +96,7 @@ class GitRunner:
         return os.path.lexists(posixpath.join(self.root, ".git"))
 
     def env(self) -> dict[str, str]:
-        return clean_env(self.base_env)
+        return clean_env(child_env(self.base_env))
 
     def _prefix(self, git_dir: str, config: list[str]) -> list[str]:
         return ["git", *FIXED_OPTIONS, f"--git-dir={git_dir}", f"--work-tree={self.root}", *config]

@@ -474,3 +474,29 @@ async def test_write_file_refuses_every_spelling_of_git(
     async with hostile() as sc:
         with pytest.raises(ToolFailure, match=r"\.git"):
             sc.tools.write_file(path, "[core]\n\tfsmonitor = x\n")
+
+
+async def test_test_processes_do_not_inherit_the_sidecars_secrets(
+    hostile: Callable[..., Sidecar], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository's test reads its environment: the coordinator key and the sidecar token are not in it."""
+    secrets = {
+        "GOOSE_SIDECAR_SIDECAR_COORDINATOR_API_KEY": "coordinator-key-0123456789",
+        "GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN": "sidecar-token-0123456789",
+        "GOOSE_SIDECAR_TOKEN": "goose-token-0123456789",
+        "OPENAI_API_KEY": "openai-0123456789",
+        "SIDECAR_MODAL_PROXY_SECRET": "modal-0123456789",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KEEP_ME", "ordinary")
+    (workspace / "tests" / "test_env.py").write_text(
+        "import os\n\ndef test_env():\n    print('ENV=' + repr(sorted(os.environ.items())))\n    assert False\n"
+    )
+    async with hostile(allow_commands=["env"]) as sc:
+        tests = await sc.tools.run_tests("tests/test_env.py")
+        command = await sc.tools.run_command("env")
+    for text in (tests.text, command.text):
+        assert "ordinary" in text
+        for value in secrets.values():
+            assert value not in text
