@@ -116,7 +116,13 @@ class Watcher:
                 logger.addHandler(self._alarm)
                 if logger.getEffectiveLevel() > logging.WARNING:
                     logger.setLevel(logging.WARNING)
-        self._start_observer()
+        try:
+            self._start_observer()
+        except (OSError, RecursionError) as exc:
+            # A tree deeper than watchdog's recursive walk (a repository can ship one 1,000 directories deep)
+            # or a watch limit: serve the tools uncached (healthy stays False) rather than not at all.
+            log.warning("watcher could not start; tool results will not be cached", error=repr(exc)[:300])
+            self._observer = None
 
     def _start_observer(self) -> None:
         observer = Observer()
@@ -155,8 +161,8 @@ class Watcher:
             threading.Thread(target=old.stop, name="sidecar-watcher-stop", daemon=True).start()
         try:
             self._start_observer()
-        except OSError as exc:
-            log.warning("watcher restart failed", error=str(exc))
+        except (OSError, RecursionError) as exc:
+            log.warning("watcher restart failed", error=repr(exc)[:300])
             self._observer = None
 
     def flush(self, reason: str) -> None:

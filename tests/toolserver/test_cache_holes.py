@@ -4,11 +4,17 @@ returns the old text. (Tree-wide results, search and run_tests, are not re-read:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import mmap
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from sidecar.toolserver.server import Sidecar
+from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.tools import ToolFailure
 
 from .conftest import settle
 
@@ -42,3 +48,27 @@ async def test_a_write_through_a_hard_link_outside_is_seen(sidecar: Sidecar, wor
     os.utime(outside, ns=(st.st_atime_ns, st.st_mtime_ns))
     seen = sidecar.tools.read_file("pkg/calc.py")
     assert "a * b" in seen.text and not seen.cached
+
+
+async def test_a_tree_deeper_than_the_watchers_walk_still_serves_every_tool(
+    make_settings: Callable[..., SidecarSettings], workspace: Path
+) -> None:
+    """A repository can ship a tree 1,000 directories deep: watchdog's recursive walk fails on it. The sidecar
+    starts anyway and answers every call, uncached (the watcher is not healthy, so nothing is cached)."""
+    here = workspace
+    for _ in range(1000):
+        here = here / "d"
+        here.mkdir()
+    (here / "deep.txt").write_text("needle\n")
+    settle()
+    try:
+        async with Sidecar(make_settings(search_backend="python"), env={}) as sc:
+            assert "return a + b" in sc.tools.read_file("pkg/calc.py").text
+            assert not sc.tools.read_file("pkg/calc.py").cached
+            listed = await sc.tools.list_dir(".", depth=3)
+            assert "d/d/" in listed.text
+            with contextlib.suppress(ToolFailure):  # an answer (a result or a message), never an exception or hang
+                await sc.tools.search("needle")
+    finally:
+        # rm, not shutil: pytest's own clean-up of old temporary directories recurses and fails on this tree.
+        await asyncio.to_thread(subprocess.run, ["rm", "-rf", str(workspace / "d")], check=True, timeout=60)
