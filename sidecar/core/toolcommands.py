@@ -137,12 +137,22 @@ def _values(args: Sequence[str]) -> list[str]:
 
 def path_candidates(value: str) -> list[str]:
     """Every string a program could open as a path from one argument value: the value, and each part of it after
-    splitting on '=', ',' and ':' (`-o cache_dir=/out` to pytest, `--opt=a:b` search paths, `k=v,k2=v2` lists)."""
+    splitting on '=', ',' and ':' (`-o cache_dir=/out` to pytest, `--opt=a:b` search paths, `k=v,k2=v2` lists).
+    A URL part is not split: a `file://` URL names its path (`git clone file:///elsewhere`), any other scheme
+    names no local path (`https://host/x`)."""
     found = [value]
-    for part in value.replace(",", "=").replace(":", "=").split("="):
-        if part and part not in found:
-            found.append(part)
+    for piece in value.replace(",", "=").split("="):
+        for part in _piece_paths(piece):
+            if part and part not in found:
+                found.append(part)
     return found
+
+
+def _piece_paths(piece: str) -> list[str]:
+    scheme, sep, rest = piece.partition("://")
+    if not (sep and scheme.isalpha()):
+        return piece.split(":")
+    return [rest or "/"] if scheme.lower() == "file" else []
 
 
 def refuse_argument_file(value: str, what: str = "argument") -> Refused | None:

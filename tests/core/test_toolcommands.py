@@ -10,6 +10,7 @@ from sidecar.core.toolcommands import (
     argument_values,
     check_command,
     match_allowlist,
+    path_candidates,
     path_like_arguments,
     split_command,
     split_test_target,
@@ -123,3 +124,22 @@ def test_argument_values(command: str, allowlist: list[str], values: list[str]) 
     allowed = check_command(command, allowlist)
     assert isinstance(allowed, Allowed)
     assert argument_values(allowed) == values
+
+
+@pytest.mark.parametrize(
+    ("value", "candidates"),
+    [
+        ("pkg/calc.py", ["pkg/calc.py"]),
+        ("cache_dir=/out", ["cache_dir=/out", "cache_dir", "/out"]),
+        ("a,/b", ["a,/b", "a", "/b"]),
+        ("a:/b", ["a:/b", "a", "/b"]),
+        ("tests/t.py::test_x", ["tests/t.py::test_x", "tests/t.py", "test_x"]),
+        ("https://example.com/repo.git", ["https://example.com/repo.git"]),  # a network URL names no local path
+        ("file:///elsewhere/repo", ["file:///elsewhere/repo", "/elsewhere/repo"]),
+        ("FILE:///x", ["FILE:///x", "/x"]),
+        ("url=file:///x", ["url=file:///x", "url", "/x"]),
+        ("HEAD:../x", ["HEAD:../x", "HEAD", "../x"]),
+    ],
+)
+def test_path_candidates(value: str, candidates: list[str]) -> None:
+    assert path_candidates(value) == candidates

@@ -354,12 +354,17 @@ def test_path_candidates_keep_the_value_and_every_part() -> None:
     from sidecar.core.toolcommands import path_candidates
 
     @FAST
-    @given(value=st.text(alphabet="ab/.=,:~-", max_size=16))
+    @given(value=st.text(alphabet="ab/.=,:~-", max_size=16) | st.sampled_from(["a://b", "file:///x", "x=file://"]))
     def check(value: str) -> None:
         found = path_candidates(value)
         assert found[0] == value and len(found) == len(set(found))
-        for part in value.replace(",", "=").replace(":", "=").split("="):
-            assert not part or part in found
+        for piece in value.replace(",", "=").split("="):
+            scheme, sep, rest = piece.partition("://")
+            if sep and scheme.isalpha():  # a URL: only a file:// one names a path
+                assert scheme.lower() != "file" or (rest or "/") in found
+                continue
+            for part in piece.split(":"):
+                assert not part or part in found
 
     check()
 

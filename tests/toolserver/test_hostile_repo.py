@@ -500,3 +500,17 @@ async def test_test_processes_do_not_inherit_the_sidecars_secrets(
         assert "ordinary" in text
         for value in secrets.values():
             assert value not in text
+
+
+async def test_file_urls_are_paths_and_network_urls_are_not(
+    hostile: Callable[..., Sidecar], workspace: Path, tmp_path: Path
+) -> None:
+    other = outside_repo(tmp_path)
+    async with hostile(allow_commands=["git clone *", "git ls-remote *"]) as sc:
+        for command in (f"git clone file://{other} copy", f"git clone {other} copy", "git clone file:///etc copy"):
+            with pytest.raises(ToolFailure, match="outside the workspace"):
+                await sc.tools.run_command(command)
+        # A network URL names no local path: it passes the jail (and fails on the network, here refused fast).
+        out = await sc.tools.run_command("git ls-remote https://127.0.0.1:1/x.git")
+    assert out.exit_code not in (None, 0)
+    assert not (workspace / "copy").exists()
