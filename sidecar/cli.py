@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sidecar import __version__
-from sidecar.config import ENV_PREFIX, Config, ConfigError, load_config
+from sidecar.config import ENV_PREFIX, Config, ConfigError, ignored_file_note, load_config
 
 # Registered explicitly, in the order `--help` lists them.
 COMMANDS: dict[str, str] = {
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="goose-sidecar",
         description="Coordinator, MCP sidecar and vLLM simulator for fleets of background coding agents.",
-        epilog="Configuration: goose-sidecar.toml (or --config), GOOSE_SIDECAR_<SECTION>_<FIELD> variables, "
+        epilog="Configuration: --config FILE (or $GOOSE_SIDECAR_CONFIG), GOOSE_SIDECAR_<SECTION>_<FIELD> variables, "
         "then flags. Run 'goose-sidecar COMMAND --help' for a command's flags.",
     )
     parser.add_argument("--version", action="version", version=f"goose-sidecar {__version__}")
@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a role not built yet in this checkout
             raise
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        command.add_argument("--config", metavar="PATH", help="TOML configuration file (default ./goose-sidecar.toml)")
+        command.add_argument(
+            "--config",
+            metavar="PATH",
+            help="TOML configuration file (default: $GOOSE_SIDECAR_CONFIG; never read from the current directory)",
+        )
         command.add_argument(
             "--log-level",
             dest="log.level",
@@ -96,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if note := ignored_file_note(args.config):
+        print(f"goose-sidecar {args.command}: note: {note}", file=sys.stderr)
     try:
         config: Config = load_config(args.config, overrides=flag_overrides(args))
     except ConfigError as exc:

@@ -1,9 +1,11 @@
 """Configuration: one TOML file, then `GOOSE_SIDECAR_*` environment variables, then command-line flags.
 
-Precedence (later wins): built-in defaults < `goose-sidecar.toml` < environment < flags.
+Precedence (later wins): built-in defaults < the TOML file < environment < flags.
 
-- The file is `--config PATH`, else `$GOOSE_SIDECAR_CONFIG`, else `./goose-sidecar.toml` when it exists.
-  A path given explicitly must exist.
+- The file is `--config PATH`, else `$GOOSE_SIDECAR_CONFIG`, else none. A path given must exist. Nothing is
+  read from the current directory: the sidecar runs in a workspace whose files belong to the repository (and to
+  the model, through `write_file`), so a `goose-sidecar.toml` there could widen the command allowlist or open an
+  HTTP listener at the next start. Configuration comes only from where the operator pointed.
 - Environment: `GOOSE_SIDECAR_<SECTION>_<FIELD>` sets `[section] field`, e.g. `GOOSE_SIDECAR_COORDINATOR_PORT=9000`.
   Lists take JSON or comma-separated values, maps JSON or `k=v,k2=v2`. `GOOSE_SIDECAR_UPSTREAM=URL` is a shortcut
   for one upstream serving every model (like `up --upstream URL`).
@@ -122,8 +124,18 @@ def _find_file(path: str | Path | None, env: Mapping[str, str], problems: list[s
             problems.append(f"config file {candidate} does not exist")
             return None
         return candidate
-    default = Path(DEFAULT_FILE)
-    return default if default.is_file() else None
+    return None
+
+
+def ignored_file_note(path: str | Path | None, env: Mapping[str, str] | None = None) -> str | None:
+    """A note for the operator when `./goose-sidecar.toml` exists but is not read (no --config given)."""
+    env = os.environ if env is None else env
+    if path is None and not env.get(ENV_PREFIX + "CONFIG") and Path(DEFAULT_FILE).is_file():
+        return (
+            f"./{DEFAULT_FILE} is not read (configuration comes only from --config or ${ENV_PREFIX}CONFIG, never "
+            f"from the current directory); pass --config {DEFAULT_FILE} if you meant it"
+        )
+    return None
 
 
 def _section_fields() -> dict[str, type[BaseModel]]:

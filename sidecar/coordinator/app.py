@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -32,8 +33,10 @@ from sidecar.config import Config
 from sidecar.coordinator.dashboard import Board, Page, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
+from sidecar.coordinator.guard import EVENTS_MAX_BYTES, BodyTooLarge, CoordinatorGuard, read_body
 from sidecar.coordinator.keys import bearer_token, load_keys
 from sidecar.coordinator.ledger import UsageLedger
+from sidecar.coordinator.outbound import redirect_guard
 from sidecar.coordinator.planner import Planner
 from sidecar.coordinator.proxy import CompletionsEndpoint
 from sidecar.coordinator.speculation import SpeculationCollector, Speculator
@@ -41,6 +44,7 @@ from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
 from sidecar.core.engine_admission import Phase
+from sidecar.core.hosts import host_patterns
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import OrderingPolicy, make_policy
@@ -106,7 +110,17 @@ def make_client(config: Config) -> httpx.AsyncClient:
         limits=limits,
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
+        # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
+        event_hooks={"request": [redirect_guard(_replica_urls(config), _secret_header_names(config))]},
     )
+
+
+def _replica_urls(config: Config) -> list[str]:
+    return [url for upstream in config.models.values() for url in upstream.replicas]
+
+
+def _secret_header_names(config: Config) -> set[str]:
+    return {name for upstream in config.models.values() for name in upstream.headers}
 
 
 def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Starlette:
@@ -116,6 +130,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     owns_client = client is None
     http = client or make_client(config)
     keys = load_keys(config.coordinator.keys_file) if config.coordinator.keys_file else {}
+    config = with_admin_token_file(config)
     pool = UpstreamPool(config.models, http, native_priority=config.scheduling.native_priority)
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
@@ -132,7 +147,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     )
     planner = Planner(config, pool, dispatchers)
     state = CoordinatorState(config, http, pool, telemetry, dispatchers, planner, board, load_page(), keys)
-    state.speculator = Speculator(config.speculation, http, pool, dispatchers)
+    state.speculator = Speculator(config.speculation, http, pool, dispatchers, sessions=planner.sessions)
     telemetry.registry.register(SpeculationCollector(state.speculator))
 
     @contextlib.asynccontextmanager
@@ -155,7 +170,17 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
             if owns_client:
                 await http.aclose()
 
-    app = Starlette(routes=_routes(state), lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    guard = Middleware(
+        CoordinatorGuard,
+        allowed_hosts=host_patterns(config.coordinator.allowed_hosts, bound=config.coordinator.host),
+        max_body_bytes=config.coordinator.max_body_bytes,
+    )
+    app = Starlette(
+        routes=_routes(state),
+        lifespan=lifespan,
+        middleware=[guard],
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.coordinator = state
     return app
 
@@ -171,6 +196,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     body = error_body(exc.status_code, message)
     return Response(body, status_code=exc.status_code, headers=exc.headers, media_type="application/json")
+
+
+def with_admin_token_file(config: Config) -> Config:
+    """`config` with `admin_token` read from `admin_token_file` (its first line) when only the file is set."""
+    c = config.coordinator
+    if c.admin_token is not None or c.admin_token_file is None:
+        return config
+    try:
+        lines = c.admin_token_file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read the admin token file {c.admin_token_file}: {exc.strerror}") from None
+    token = lines[0].strip() if lines else ""  # an empty file locks the admin routes (see _admin_denied)
+    return config.model_copy(update={"coordinator": c.model_copy(update={"admin_token": token})})
 
 
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
@@ -334,9 +372,14 @@ def _admin_denied(state: CoordinatorState, request: Request, query_token: bool =
     """None when no admin token is configured or the request carries it: `Authorization: Bearer TOKEN`, or for
     the dashboard page (a browser opens a link) `?token=TOKEN`."""
     token = state.config.coordinator.admin_token
-    if token is None or bearer_token(request.headers.get("authorization")) == token:
+    if token is None:
         return None
-    if query_token and secrets.compare_digest(request.query_params.get("token", "").encode(), token.encode()):
+    # An empty token (compose without its .env) locks these routes rather than opening them.
+    given = bearer_token(request.headers.get("authorization")) or ""
+    if token and secrets.compare_digest(given.encode(), token.encode()):
+        return None
+    query = request.query_params.get("token", "")
+    if token and query_token and secrets.compare_digest(query.encode(), token.encode()):
         return None
     hint = " or ?token=TOKEN" if query_token else ""
     body = error_body(401, f"this endpoint requires the admin token (Authorization: Bearer TOKEN{hint})")
@@ -411,8 +454,9 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
             return _error(403, f"this API key belongs to agent {key_agent!r}; it cannot report for {agent_id!r}")
     if not valid_agent_id(agent_id):
         return _error(400, "agent id in the path is not valid")
-    raw = await request.body()
-    if len(raw) > 64 * 1024:
+    try:
+        raw = await read_body(request, EVENTS_MAX_BYTES)
+    except BodyTooLarge:
         return _error(413, "an event is at most 64 KiB")
     try:
         event = ToolEvent.model_validate_json(raw)
@@ -421,8 +465,10 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
         return _error(400, f"invalid event: {problems}")
     stage = stage_from_tool_event(event.tool, event.ok, event.exit_code, tuple(event.paths), event.command)
     now = time.monotonic()
-    keys = [agent_id] + ([f"session:{event.session_id}"] if event.session_id else [])
     planner = state.planner
+    # A session another agent's sidecar reported first is not this agent's to move (sessions.py).
+    own_session = planner.sessions.claim(event.session_id, agent_id)
+    keys = [agent_id] + ([f"session:{event.session_id}"] if own_session else [])
     if stage is not None:
         planner.stages.report(keys, stage, now)
     current = planner.stages.latest(Identity(agent_id, IdentitySource.PATH, event.session_id))
@@ -432,7 +478,9 @@ async def _events(state: CoordinatorState, request: Request) -> Response:
     state.board.tool_event(agent_id, event.tool, event.cache_hit, event.duration_ms)
     peek = event.peek_url
     if peek and len(peek) <= 512 and peek.startswith(("http://", "https://")) and state.speculator is not None:
-        state.speculator.note_peek_url([agent_id, event.session_id or agent_id], peek)
+        state.speculator.note_peek_url(
+            [agent_id, event.session_id] if own_session and event.session_id else [agent_id], peek
+        )
     if event.speculation is not None and state.speculator is not None:
         state.speculator.note_sidecar_counters(agent_id, event.speculation)
     if current is not None:

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sidecar.config import Config
+from sidecar.coordinator.settings import CoordinatorSettings
 
 HELP = "Start the coordinator (an OpenAI-compatible proxy); embeds the vLLM simulator when no upstream is given."
 
@@ -42,7 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keys-file", dest="coordinator.keys_file", default=argparse.SUPPRESS, help="API keys file (KEY AGENT_ID)"
     )
     parser.add_argument(
-        "--admin-token", dest="coordinator.admin_token", default=argparse.SUPPRESS, help="token for /status /metrics"
+        "--admin-token-file",
+        dest="coordinator.admin_token_file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="require the token on FILE's first line for /status /metrics /dashboard (or set "
+        "GOOSE_SIDECAR_COORDINATOR_ADMIN_TOKEN; not a flag: command lines are visible to other processes)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        dest="coordinator.allowed_hosts",
+        default=argparse.SUPPRESS,
+        type=lambda v: [h.strip() for h in v.split(",") if h.strip()],
+        metavar="H1,H2",
+        help="Host headers accepted besides loopback and the bound address (e.g. a container name); '*' any",
     )
 
 
@@ -82,6 +97,20 @@ async def _upstreams(config: Config) -> AsyncIterator[Config]:
         yield config.model_copy(update={"models": upstreams})
 
 
+def uvicorn_options(c: CoordinatorSettings) -> dict[str, Any]:
+    """How uvicorn serves the coordinator (besides where)."""
+    return {
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": round(c.shutdown_grace_s),
+        # h11 bounds the request head while it is parsed (httptools buffers any size): headers over
+        # max_header_bytes never reach memory in full, before any authentication.
+        "http": "h11",
+        "h11_max_incomplete_event_size": c.max_header_bytes,
+    }
+
+
 async def _serve(config: Config) -> None:
     import uvicorn
 
@@ -90,17 +119,7 @@ async def _serve(config: Config) -> None:
     async with _upstreams(config) as resolved:
         app = build_app(resolved)
         c = resolved.coordinator
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=c.host,
-                port=c.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-                timeout_graceful_shutdown=round(c.shutdown_grace_s),
-            )
-        )
+        server = uvicorn.Server(uvicorn.Config(app, host=c.host, port=c.port, **uvicorn_options(c)))
         for line in upstream_lines(resolved):
             print(line, file=sys.stderr)
         print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)

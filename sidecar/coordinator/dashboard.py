@@ -259,7 +259,8 @@ class Board:
         if tool not in CACHEABLE_TOOLS and not cache_hit:
             return
         agent.cacheable_calls += 1
-        stats = self.tools.setdefault(tool, ToolStats())
+        # Keyed from a closed set: a tool name comes from the client (unbounded names grew /status to 8.5 MiB).
+        stats = self.tools.setdefault(tool if tool in CACHEABLE_TOOLS else "other", ToolStats())
         stats.calls += 1
         if cache_hit:
             agent.cache_hits += 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sidecar.config import Config
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.sessions import SessionOwners
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
@@ -43,8 +44,9 @@ class CallPlan:
 class StageBook:
     """The stage each agent's (and session's) sidecar reported last, bounded (oldest forgotten)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: SessionOwners | None = None) -> None:
         self._by_key: OrderedDict[str, ReportedStage] = OrderedDict()
+        self.sessions = sessions if sessions is not None else SessionOwners()
 
     def report(self, keys: list[str], stage: Stage, at: float) -> None:
         for key in keys:
@@ -54,7 +56,10 @@ class StageBook:
             self._by_key.popitem(last=False)
 
     def latest(self, identity: Identity) -> ReportedStage | None:
-        found = [self._by_key.get(k) for k in (identity.agent_id, f"session:{identity.session_id}")]
+        keys = [identity.agent_id]
+        if self.sessions.usable(identity.session_id, identity.agent_id):  # never another agent's session
+            keys.append(f"session:{identity.session_id}")
+        found = [self._by_key.get(k) for k in keys]
         present = [r for r in found if r is not None]
         return max(present, key=lambda r: r.at) if present else None
 
@@ -64,7 +69,8 @@ class Planner:
         self.config = config
         self.pool = pool
         self.dispatchers = dispatchers
-        self.stages = StageBook()
+        self.sessions = SessionOwners()
+        self.stages = StageBook(self.sessions)
         self.stage_tiers = (
             stage_tiers_from(config.scheduling.stage_tiers) if config.scheduling.stage_tiers else (DEFAULT_STAGE_TIERS)
         )

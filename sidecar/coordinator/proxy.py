@@ -12,6 +12,7 @@ after the response started, an SSE stream gets vLLM's in-band error frame and `[
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -28,7 +29,9 @@ from starlette.types import Message, Receive, Scope, Send
 from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, sse_error_frame, translate_upstream_exception
 from sidecar.coordinator.keys import bearer_token
+from sidecar.coordinator.outbound import merge_headers
 from sidecar.coordinator.planner import CallPlan
+from sidecar.coordinator.telemetry import model_label
 from sidecar.coordinator.upstream import Replica
 from sidecar.core.breaker import backoff_s
 from sidecar.core.identity import Identity, IdentityConflict, resolve_identity
@@ -253,17 +256,24 @@ class Exchange:
     def upstream_headers(self, replica: Replica) -> httpx.Headers:
         headers = {"content-type": "application/json", "accept-encoding": "identity", "x-request-id": self.request_id}
         headers.update(forward_headers(self.client_headers, bool(self.state.keys)))
-        headers.update(self.upstream.headers)
         # Modal routes a session to one replica (best effort), keeping the agent's prefix cache warm there.
-        headers["Modal-Session-ID"] = self.identity.agent_id
+        # The coordinator's headers replace a client's of the same name in any case (outbound.py).
+        headers = merge_headers(headers, {**self.upstream.headers, "Modal-Session-ID": self.identity.agent_id})
         if self.upstream.session_id and self.identity.session_id:
             headers["X-Session-ID"] = self.identity.session_id  # vLLM 0.33+'s session id (reference/vllm.md)
         # latin-1, as HTTP/1.1 reads header bytes: a client's obs-text value goes on as the bytes it sent.
         return httpx.Headers(headers, encoding="latin-1")
 
+    @functools.cached_property
+    def metric_model(self) -> str:
+        """The `model` label of this call's metrics: a model the coordinator serves, else "other". A name taken
+        from the client is unbounded cardinality (20 calls with 256 KiB names grew /metrics to 120 MiB). Fixed
+        at first use, so the in-flight gauge goes down under the label it went up under."""
+        return model_label(self.parsed.model, self.state.pool.upstreams)
+
     async def run(self, send: Send) -> None:
         state, telemetry = self.state, self.state.telemetry
-        model = self.parsed.model
+        model = self.metric_model
         self.agent.in_flight += 1
         telemetry.in_flight_total += 1
         telemetry.in_flight.labels(model).inc()
@@ -464,7 +474,7 @@ class Exchange:
         telemetry = self.state.telemetry
         end = time.perf_counter()
         total = end - self.started
-        model = self.parsed.model
+        model = self.metric_model
         status = str(self.status) if self.status is not None else "499"  # cancelled before any answer
         telemetry.requests.labels(str(self.parsed.endpoint), model, status).inc()
         telemetry.total_requests += 1

@@ -32,10 +32,15 @@ class CoordinatorSettings(BaseModel):
     shutdown_grace_s: float = Field(30.0, ge=0)
     # Request headers larger than this in total are refused (431).
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # Host header values accepted besides loopback and the bound address (a bare name allows any port; compose:
+    # "coordinator"); "*" turns the check off. Requests under another name are answered 421 (DNS rebinding).
+    allowed_hosts: list[str] = Field(default_factory=list)
     # Optional API keys: a file of `key agent-id` lines (or JSON object key -> agent id).
     keys_file: Path | None = None
-    # Optional bearer token required on /status, /metrics and /dashboard.
-    admin_token: str | None = None
+    # Optional bearer token required on /status, /metrics and /dashboard (set it through the environment,
+    # GOOSE_SIDECAR_COORDINATOR_ADMIN_TOKEN, or `admin_token_file`: command lines are visible to others).
+    admin_token: str | None = Field(None, repr=False)
+    admin_token_file: Path | None = None
     # Log prompt and completion content (off by default; for debugging only).
     log_content: bool = False
     # Price of one GPU-hour for the dashboard's "cost saved" estimate: the Modal A100 price the silly-goose report

@@ -43,6 +43,8 @@ from starlette.types import Send
 
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.early import EarlyStarter
+from sidecar.coordinator.outbound import merge_headers
+from sidecar.coordinator.sessions import SessionOwners
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream import UpstreamPool
 from sidecar.core.admission import has_spare_capacity
@@ -57,6 +59,7 @@ from sidecar.core.speculation import (
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.speculation")
+MAX_PEEK_URLS = 20_000  # agent and session keys whose sidecar peek URL is kept (the oldest report goes first)
 MAX_SIDECAR_REPORTS = 10_000  # agents whose sidecar counters are kept (the oldest reporter goes first)
 LOWEST_PRIORITY = 1_000_000  # vLLM serves lower values first; far below every tier's value (stages.native_priority)
 
@@ -116,8 +119,10 @@ class Speculator:
         dispatchers: Mapping[str, Dispatcher],
         *,
         clock: Callable[[], float] = time.monotonic,
+        sessions: SessionOwners | None = None,
     ) -> None:
         self.settings = settings
+        self.sessions = sessions if sessions is not None else SessionOwners()
         self.client = client
         self.pool = pool
         self.dispatchers = dispatchers
@@ -200,7 +205,10 @@ class Speculator:
     def note_peek_url(self, keys: list[str], url: str) -> None:
         """A sidecar serving these agent/session keys answers peeks at `url` (the latest report wins)."""
         for key in keys:
+            self.peek_urls.pop(key, None)
             self.peek_urls[key] = url
+        while len(self.peek_urls) > MAX_PEEK_URLS:  # bounded: the least recently reported first
+            self.peek_urls.pop(next(iter(self.peek_urls)))
 
     def note_sidecar_counters(self, agent: str, raw: Mapping[str, Any]) -> None:
         """An agent's sidecar reported its cumulative pre-run and prediction counters (the latest wins)."""
@@ -222,7 +230,8 @@ class Speculator:
         call in the background (module docstring). Returns at once; costs nothing when disabled."""
         if not self.settings.enabled:
             return
-        url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if session else None)
+        own = session is not None and self.sessions.usable(session, agent)
+        url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if own and session else None)
         if url is None:
             return
         if not self.allowed(alias):  # nothing could be sent: spare the parsing and the sidecar's peek
@@ -349,8 +358,7 @@ class Speculator:
         if upstream.native_priority and "priority" not in body:
             body["priority"] = LOWEST_PRIORITY
         headers = {**(extra or {}), "content-type": "application/json", "accept-encoding": "identity"}
-        headers.update(upstream.headers)
-        headers["Modal-Session-ID"] = call.agent
+        headers = merge_headers(headers, {**upstream.headers, "Modal-Session-ID": call.agent})
         replica.in_flight += 1
         try:
             request = self.client.build_request(

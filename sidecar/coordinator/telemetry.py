@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from sidecar import __version__
 from sidecar.coordinator.errors import ErrorKind
+from sidecar.coordinator.upstream import Upstream
 from sidecar.core.stats import SampleWindow, Summary
 
 MAX_AGENTS = 10_000
@@ -53,6 +55,18 @@ def summary_ms(summary: Summary) -> dict[str, float | None]:
     if summary.count == 0:
         return {"p50": None, "p95": None, "p99": None, "max": None}
     return {k: round(float(getattr(summary, k)) * 1000, 1) for k in ("p50", "p95", "p99", "max")}
+
+
+OTHER_LABEL = "other"
+
+
+def model_label(model: str, upstreams: Iterable[Upstream]) -> str:
+    """`model` when an upstream is configured or discovered under that name (alias or served name), else
+    "other": a metric label must come from a closed set, never straight from a client."""
+    for upstream in upstreams:
+        if model == upstream.alias or model == upstream.configured_name or model in upstream.served_names:
+            return model
+    return OTHER_LABEL
 
 
 class Telemetry:

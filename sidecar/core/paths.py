@@ -103,9 +103,25 @@ def check_argument(arg: str, what: str = "argument") -> Refused | None:
     return None
 
 
+# Code points HFS+ ignores in names (git's `is_hfs_dotgit` list): `.g\u200cit` is `.git` there.
+_HFS_IGNORED = dict.fromkeys(
+    [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, *range(0x206A, 0x2070), 0xFEFF]
+)
+
+
+def is_dotgit(name: str) -> bool:
+    """True for a path component that some filesystem takes as `.git`: any case (case-insensitive filesystems),
+    with code points HFS+ ignores, with trailing dots or spaces or an NTFS stream (`.git::$INDEX_ALLOCATION`),
+    or the NTFS short name `GIT~1`."""
+    folded = name.translate(_HFS_IGNORED).casefold()
+    folded = folded.split(":", 1)[0].rstrip(". ")
+    return folded == ".git" or folded == "git~1"
+
+
 def is_git_internal(rel: str) -> bool:
-    """True for paths inside a `.git` directory (or the `.git` entry itself), relative to the root."""
-    return ".git" in rel.split("/")
+    """True for paths inside a `.git` directory (or the `.git` entry itself, in any spelling `is_dotgit` knows),
+    relative to the root."""
+    return any(is_dotgit(part) for part in rel.split("/"))
 
 
 def has_component(rel: str, names: frozenset[str] | set[str]) -> bool:

@@ -12,8 +12,12 @@ Every argument the model chose that a program could open as a path (`argument_va
 workspace jail before the command runs: absolute, `~` and '..' ones lexically (`path_like_arguments`), and all
 of them after the shell resolved symlinks, so `cat link_out` is refused when `link_out` leads outside.
 
-The test target for `run_tests` is checked here too: it must not start with `-` and its path part (before a
-pytest `::` node id) goes through the workspace jail like any other path.
+Values are judged by what a program may do with them, not only by their spelling: a short option's attached
+value (`-ofile`) and each part of a value after '=', ',' or ':' (`-o cache_dir=/out`) are paths too
+(`path_candidates`), and `@file` (an argument file, read by pytest and compilers) is refused.
+
+The test target for `run_tests` is checked here too: it must not start with `-` or `@` and its path part
+(before a pytest `::` node id) goes through the workspace jail like any other path.
 """
 
 from __future__ import annotations
@@ -78,8 +82,8 @@ def check_command(command: str, allowlist: Sequence[str]) -> Allowed | Refused:
 
 
 def split_test_target(target: str) -> tuple[str, str] | Refused:
-    """Split a pytest-style target `path::node` into (path, '::node'); refuse flag-like targets."""
-    refused = check_argument(target, "test target")
+    """Split a pytest-style target `path::node` into (path, '::node'); refuse flag-like and `@file` targets."""
+    refused = check_argument(target, "test target") or refuse_argument_file(target, "test target")
     if refused is not None:
         return refused
     path, sep, node = target.partition("::")
@@ -125,4 +129,38 @@ def _values(args: Sequence[str]) -> list[str]:
         value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
         if value and not value.startswith("-"):
             found.append(value)
+        elif len(arg) > 2 and arg[0] == "-" and arg[1] not in "-=" and "=" not in arg:
+            # `-ofile`, `-C/dir`: a short option's attached value is as much a path as a separate one.
+            found.append(arg[2:])
     return found
+
+
+def path_candidates(value: str) -> list[str]:
+    """Every string a program could open as a path from one argument value: the value, and each part of it after
+    splitting on '=', ',' and ':' (`-o cache_dir=/out` to pytest, `--opt=a:b` search paths, `k=v,k2=v2` lists).
+    A URL part is not split: a `file://` URL names its path (`git clone file:///elsewhere`), any other scheme
+    names no local path (`https://host/x`)."""
+    found = [value]
+    for piece in value.replace(",", "=").split("="):
+        for part in _piece_paths(piece):
+            if part and part not in found:
+                found.append(part)
+    return found
+
+
+def _piece_paths(piece: str) -> list[str]:
+    scheme, sep, rest = piece.partition("://")
+    if not (sep and scheme.isalpha()):
+        return piece.split(":")
+    return [rest or "/"] if scheme.lower() == "file" else []
+
+
+def refuse_argument_file(value: str, what: str = "argument") -> Refused | None:
+    """Refuse `@file`: pytest, compilers and many others read further arguments from it, which no check sees
+    (an `@args.txt` of `--basetemp=/outside` made pytest empty a directory outside the workspace)."""
+    if value.startswith("@"):
+        return Refused(
+            f"the {what} '{value}' starts with '@', which the program would read as a file of more arguments; "
+            "pass the arguments themselves"
+        )
+    return None

@@ -8,6 +8,7 @@
   deploy k8s --agents N [--simulator] [--service-monitor] [--image IMG] [--namespace NS] [--api-keys-secret S]
              [-o FILE]
   deploy keys --agents N -o FILE [--env-file .env]   a coordinator keys file with a fresh key per agent
+  deploy secrets --agents N [-o FILE]        new bearer tokens for the sidecars and the admin token, as .env lines
 
 Exit codes: 0 done, 1 `modal deploy` failed, 2 bad usage or settings, or modal missing / not logged in.
 """
@@ -92,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also append AGENT_N_API_KEY=... lines to this .env (what the generated compose file gives each Goose)",
     )
 
+    tokens = sub.add_parser("secrets", help="print fresh sidecar and admin tokens for the compose fleet (.env lines)")
+    tokens.add_argument("--agents", type=int, default=2, metavar="N", help="one sidecar token per agent (2)")
+    tokens.add_argument("-o", "--output", metavar="FILE", help="append to FILE (created mode 600) instead of stdout")
+
 
 def run(args: argparse.Namespace, config: Config) -> int:
     del config  # deployment settings are SIDECAR_MODAL_* variables, shared with `modal deploy`
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return write_kubernetes(args)
     if args.deploy_command == "keys":
         return write_keys(args.agents, Path(args.output), Path(args.env_file) if args.env_file else None)
+    if args.deploy_command == "secrets":
+        return write_secrets(args.agents, output=args.output)
     return write_compose(args.agents, simulator=args.simulator, output=args.output)
 
 
@@ -183,6 +190,7 @@ def deploy_modal(environment: str | None, *, dry_run: bool, env: Mapping[str, st
         return 1
     print(
         "\nnext: goose-sidecar deploy coordinator-config --workspace-name <your workspace> > goose-sidecar.toml"
+        " (then goose-sidecar up --config goose-sidecar.toml)"
         + ("\n      (export SIDECAR_MODAL_PROXY_KEY / SIDECAR_MODAL_PROXY_SECRET first)" if spec.proxy_auth else ""),
         file=sys.stderr,
     )
@@ -252,6 +260,21 @@ def write_compose(agents: int, *, simulator: bool, output: str | None) -> int:
     text = render_compose(agents, simulator=simulator)
     if output:
         Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def write_secrets(agents: int, *, output: str | None) -> int:
+    from sidecar.deploy.secrets import env_lines
+
+    if agents < 1:
+        return _fail("--agents must be at least 1")
+    text = env_lines(agents)
+    if output:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # never readable by others
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(text)
     else:
         sys.stdout.write(text)
     return 0

@@ -16,6 +16,11 @@ Services (container ports are fixed; only the coordinator is published, on 127.0
   goose-N          the official Goose image, headless `goose run --recipe ... --params task=...`, its provider
                    pointed at the coordinator by environment; the task is `$AGENT_N_TASK` (from .env) or a default
 
+Secrets come from `.env` (`goose-sidecar deploy secrets --agents N >> .env` generates them): `SIDECAR_N_TOKEN`,
+the bearer token sidecar-N requires and goose-N sends (unset, sidecar-N refuses to start: anyone on the network
+could otherwise write files and run code in agent N's workspace), and `COORDINATOR_ADMIN_TOKEN` for `/status`,
+`/metrics` and `/dashboard` (unset or empty, they answer 401).
+
 Agent N's workspace is the host directory `${WORKSPACES:-./workspaces}/agent-N`, shared by goose-N and sidecar-N at
 /workspace (both images run as uid 1000).
 """
@@ -89,9 +94,11 @@ def coordinator_service() -> dict[str, Any]:
     return {
         "build": ".",
         "image": IMAGE,
-        "command": ["up", "--host", "0.0.0.0", "--port", str(COORDINATOR_PORT)],
+        # Containers reach it as `coordinator`; any other Host (a DNS-rebinding page) is refused.
+        "command": ["up", "--host", "0.0.0.0", "--port", str(COORDINATOR_PORT), "--allowed-hosts", "coordinator"],
         # Passed through from the shell or .env when set; unset, the coordinator embeds its simulator.
-        "environment": ["GOOSE_SIDECAR_MODELS"],
+        # The admin token is empty when .env lacks it: /status, /metrics and /dashboard then answer 401.
+        "environment": ["GOOSE_SIDECAR_MODELS", "GOOSE_SIDECAR_COORDINATOR_ADMIN_TOKEN=${COORDINATOR_ADMIN_TOKEN:-}"],
         "ports": [f"127.0.0.1:{COORDINATOR_PORT}:{COORDINATOR_PORT}"],
         # Readiness (/readyz: 503 until an upstream answers): here the healthcheck only gates the agents'
         # depends_on (Docker never restarts on it), and a cold Modal endpoint may take its whole start-up budget
@@ -128,6 +135,8 @@ def sidecar_service(n: int) -> dict[str, Any]:
             "--allowed-hosts",
             f"sidecar-{n}",  # the Host header Goose sends; MCP's DNS-rebinding check refuses other names
         ],
+        # Empty when .env lacks it: the sidecar then refuses to start rather than serve without authentication.
+        "environment": {"GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN": sidecar_token_ref(n)},
         "volumes": [_workspace_volume(n)],
         "depends_on": ["coordinator"],
         "healthcheck": _healthcheck(f"http://127.0.0.1:{SIDECAR_PORT}/healthz"),
@@ -203,12 +212,18 @@ def goose_environment(n: int) -> dict[str, str]:
         "GOOSE_DISABLE_SESSION_NAMING": "true",
         "AGENT_ID": agent_id(n),
         "GOOSE_PATH_ROOT": GOOSE_ROOT,
+        "GOOSE_SIDECAR_TOKEN": sidecar_token_ref(n),  # the extension's `Authorization: Bearer ${...}` (env_keys)
     }
 
 
 def api_key_variable(agent: str) -> str:
     """The .env variable holding an agent's API key: agent-3 -> AGENT_3_API_KEY."""
     return re.sub(r"[^A-Z0-9]", "_", agent.upper()) + "_API_KEY"
+
+
+def sidecar_token_ref(n: int) -> str:
+    """Agent N's sidecar token, interpolated by compose from `.env` (see `sidecar.deploy.secrets`)."""
+    return f"${{SIDECAR_{n}_TOKEN:-}}"
 
 
 def _workspace_volume(n: int) -> str:

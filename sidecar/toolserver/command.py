@@ -27,6 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="H1,H2",
         help="extra Host headers accepted over HTTP besides loopback (e.g. a container name); '*' accepts any",
     )
+    parser.add_argument(
+        "--auth-token-file",
+        dest="sidecar.auth_token_file",
+        default=s,
+        metavar="FILE",
+        help="over HTTP, require the bearer token on this file's first line (or set "
+        "GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN; never a flag, since command lines are visible to other processes)",
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        dest="sidecar.insecure_no_auth",
+        default=s,
+        action="store_true",
+        help="serve HTTP without a bearer token: anyone who reaches it can write files and run the tests",
+    )
     parser.add_argument("--coordinator", dest="sidecar.coordinator", default=s, metavar="URL", help="events go here")
     parser.add_argument("--agent-id", dest="sidecar.agent_id", default=s, metavar="ID", help="agent id for events")
     parser.add_argument("--test-command", dest="sidecar.test_command", default=s, metavar="CMD", help="for run_tests")
@@ -128,18 +143,28 @@ def advertised_host(host: str, allowed_hosts: list[str]) -> str:
 
 
 async def _serve_http(settings: Any) -> int:
+    import sys
+
     import uvicorn
 
     from sidecar.obs import get_logger
-    from sidecar.toolserver.server import Sidecar, build_http_app, listen_socket
+    from sidecar.toolserver.httpauth import TokenError, resolve_token
+    from sidecar.toolserver.server import UVICORN_OPTIONS, Sidecar, build_http_app, listen_socket
 
+    try:
+        token = resolve_token(settings.auth_token, settings.auth_token_file, insecure_no_auth=settings.insecure_no_auth)
+    except TokenError as exc:
+        print(f"goose-sidecar mcp: {exc}", file=sys.stderr)
+        return 2
     host, _, port = settings.http.rpartition(":")
     host = host.strip("[]")
     sidecar = Sidecar(settings)
-    app = build_http_app(sidecar)
+    app = build_http_app(sidecar, token=token)
+    if token is None:
+        get_logger(__name__).warning("sidecar serving HTTP without authentication (--insecure-no-auth)")
     sock = listen_socket(host, int(port))  # bound first, so port 0 works and the URL logged is the real one
     shown = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, **UVICORN_OPTIONS)
     port_bound = sock.getsockname()[1]
     get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{port_bound}/mcp")
     peer = advertised_host(host, settings.allowed_hosts)

@@ -12,6 +12,9 @@ entry is skipped silently by Goose, which is why these are generated from code a
   reading, searching and running tests through the shell). Its `description` and `display_name` must equal
   Goose's built-in definition (`platform_extensions/mod.rs`): otherwise Goose's config migration rewrites
   the entry and drops `available_tools`.
+- Over HTTP the sidecar requires a bearer token (`sidecar/toolserver/httpauth.py`): the extension entry sends
+  `Authorization: Bearer ${GOOSE_SIDECAR_TOKEN}`, which Goose fills from `env_keys` (its environment, else
+  `secrets.yaml`), so the token itself is never written into `config.yaml` or a recipe.
 - The provider, pointed at the coordinator with the agent's identity: `GOOSE_PROVIDER=openai`,
   `OPENAI_HOST`, a dummy `OPENAI_API_KEY` (Goose ignores `OPENAI_CUSTOM_HEADERS` without one),
   `OPENAI_CUSTOM_HEADERS=X-Agent-Id=<id>`, `GOOSE_CONTEXT_LIMIT`, `GOOSE_DISABLE_SESSION_NAMING`.
@@ -46,6 +49,7 @@ DEVELOPER = {  # Goose's built-in definition (platform_extensions/mod.rs); must 
 DEFAULT_MODEL = "auto"  # the coordinator's route table picks the model per stage (DESIGN.md, Routing)
 DEFAULT_CONTEXT_LIMIT = 32768  # what the vLLM deployment serves (--max-model-len, sidecar/deploy/vllm_spec.py)
 DUMMY_API_KEY = "goose-sidecar"  # the coordinator identifies agents by X-Agent-Id; Goose needs some key
+TOKEN_ENV = "GOOSE_SIDECAR_TOKEN"  # Goose's variable for the HTTP sidecar's bearer token (`env_keys`)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class AgentSetup:
     env: dict[str, str] = field(default_factory=dict)
     # The agent's coordinator API key (a keys-file key, when the coordinator has --keys-file); else a dummy.
     api_key: str = DUMMY_API_KEY
+    # The HTTP sidecar's bearer token, when known: goes to secrets.yaml and the env file, never config.yaml.
+    sidecar_token: str | None = field(default=None, repr=False)
 
     @property
     def coordinator_base(self) -> str:
@@ -119,9 +125,9 @@ def http_extension(setup: AgentSetup) -> dict[str, Any]:
         "name": EXTENSION_NAME,
         "description": sidecar_description(),
         "uri": setup.sidecar_url,
-        "headers": {},
+        "headers": {"Authorization": f"Bearer ${{{TOKEN_ENV}}}"},
         "envs": {},
-        "env_keys": [],
+        "env_keys": [TOKEN_ENV],
         "timeout": setup.timeout_s,
         "available_tools": [],
     }
@@ -154,7 +160,10 @@ def provider_params(setup: AgentSetup) -> dict[str, Any]:
 
 
 def provider_secrets(setup: AgentSetup) -> dict[str, str]:
-    return {"OPENAI_API_KEY": setup.api_key, "OPENAI_CUSTOM_HEADERS": f"X-Agent-Id={setup.agent_id}"}
+    found = {"OPENAI_API_KEY": setup.api_key, "OPENAI_CUSTOM_HEADERS": f"X-Agent-Id={setup.agent_id}"}
+    if setup.transport == "http" and setup.sidecar_token:
+        found[TOKEN_ENV] = setup.sidecar_token
+    return found
 
 
 def provider_env(setup: AgentSetup, goose_root: str | None = None) -> dict[str, str]:

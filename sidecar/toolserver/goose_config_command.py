@@ -76,6 +76,8 @@ def run(args: argparse.Namespace, config: Any) -> int:
         extra_args=tuple(args.sidecar_arg),
         timeout_s=args.timeout,
         api_key=args.api_key or gc.DUMMY_API_KEY,
+        # Over HTTP, the sidecar's token from the environment (never a flag: `ps` shows command lines).
+        sidecar_token=os.environ.get("GOOSE_SIDECAR_TOKEN") or None,
     )
     try:
         written = gc.write_goose_config(

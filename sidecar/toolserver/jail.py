@@ -67,16 +67,18 @@ class Jail:
             raise JailError(rel.reason)
         return Target(raw, lexical, real, rel, relative_to(self.root, lexical))
 
-    def check_argument(self, value: str) -> None:
+    def check_argument(self, value: str) -> str:
         """A relative command argument the model chose: refuse it when it names a path that resolves outside.
 
         A value that names nothing (a word, a revision) resolves to itself below the root and passes; one that
         is, or passes through, a symlink out is refused. Absolute, `~` and '..' values go through `resolve`.
+        Returns the resolved path relative to the root.
         """
         lexical = posixpath.normpath(posixpath.join(self.root, value))
         rel = check_resolved(self.root, self._realpath(lexical, value), value)
         if isinstance(rel, Refused):
             raise JailError(f"the argument {rel.reason}")
+        return rel
 
     @staticmethod
     def _realpath(path: str, shown: str) -> str:

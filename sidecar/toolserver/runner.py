@@ -19,6 +19,18 @@ from sidecar.core.toolformat import cap_head_tail
 KEEP_BYTES = 4 * 1024 * 1024  # bytes kept per stream end while streaming (head and tail)
 
 
+# The sidecar's own secrets, which the repository's code (run_tests, run_command) must not read from its
+# environment: its bearer token, the coordinator's API key, Goose's keys, Modal's tokens.
+SECRET_PREFIXES = ("GOOSE_SIDECAR_", "SIDECAR_MODAL_", "MODAL_TOKEN_")
+SECRET_NAMES = frozenset({"OPENAI_API_KEY", "GOOSE_SIDECAR_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_CUSTOM_HEADERS"})
+
+
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) without the sidecar's secrets (`SECRET_*`)."""
+    base = os.environ if base is None else base
+    return {k: v for k, v in base.items() if k not in SECRET_NAMES and not k.startswith(SECRET_PREFIXES)}
+
+
 @dataclass(frozen=True)
 class RunResult:
     argv: tuple[str, ...]
@@ -37,7 +49,8 @@ async def run(
     max_chars: int,
     env: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Run `argv` in `cwd`; never raises for a failing command (a missing program is exit code 127)."""
+    """Run `argv` in `cwd` with `env` (default: the sidecar's environment), minus the sidecar's secrets
+    (`child_env`); never raises for a failing command (a missing program is exit code 127)."""
     started_at = time.time()
     t0 = time.perf_counter()
     try:
@@ -47,7 +60,7 @@ async def run(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=None if env is None else dict(env),
+            env=child_env(env),
             start_new_session=True,
         )
     except (FileNotFoundError, PermissionError) as exc:

@@ -38,6 +38,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import Field
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -48,6 +49,7 @@ from sidecar.obs import get_logger
 from sidecar.toolserver.cache import ToolCache
 from sidecar.toolserver.early import EarlyRunner, early_route
 from sidecar.toolserver.events import EventReporter
+from sidecar.toolserver.httpauth import SidecarGuard
 from sidecar.toolserver.jail import Jail, JailError
 from sidecar.toolserver.settings import SidecarSettings
 from sidecar.toolserver.speculation import TestPrerunner
@@ -60,6 +62,15 @@ SESSION_META_KEY = "agent-session-id"
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 PEEK_MAX_CALLS = 64  # one answer's tool calls; more is refused
 PEEK_MAX_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+# h11 bounds the request head while it is parsed (httptools buffers any size), before the token is checked.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning",
+    "access_log": False,
+    "lifespan": "on",
+    "http": "h11",
+    "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+}
 
 INSTRUCTIONS = """\
 Workspace tools for coding. Prefer them to shell commands: read_file instead of cat/sed, search instead of \
@@ -498,7 +509,7 @@ async def serve_http(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> 
 
     sock = listen_socket(host, port)
     bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, **UVICORN_OPTIONS))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -521,11 +532,13 @@ def peek_route(sidecar: Sidecar) -> Route:
         given = request.query_params.get("key", "")
         if not secrets.compare_digest(given.encode(), sidecar.peek_key.encode()):
             return JSONResponse({"error": "not found"}, status_code=404)
-        raw = await request.body()
-        if len(raw) > PEEK_MAX_BYTES:
-            return JSONResponse({"error": f"a peek is at most {PEEK_MAX_BYTES} bytes"}, status_code=413)
+        raw = bytearray()
+        async for chunk in request.stream():  # bounded while it arrives, never buffered whole first
+            raw += chunk
+            if len(raw) > PEEK_MAX_BYTES:
+                return JSONResponse({"error": f"a peek is at most {PEEK_MAX_BYTES} bytes"}, status_code=413)
         try:
-            return JSONResponse(await sidecar.peek(json.loads(raw)))
+            return JSONResponse(await sidecar.peek(json.loads(bytes(raw))))
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -538,9 +551,16 @@ def build_peek_app(sidecar: Sidecar) -> Starlette:
     return Starlette(routes=[peek_route(sidecar), early_route(sidecar.early, sidecar.peek_key)])
 
 
-def build_http_app(sidecar: Sidecar) -> Starlette:
-    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats`, `/peek` and `/early`; the lifespan starts the sidecar."""
-    inner = sidecar.mcp.streamable_http_app(transport_security=transport_security(sidecar.settings.allowed_hosts))
+def build_http_app(sidecar: Sidecar, *, token: str | None = None) -> Starlette:
+    """Streamable HTTP at `/mcp`, plus `/healthz`, `/stats`, `/peek` and `/early`; the lifespan starts the sidecar.
+
+    Every route is behind `httpauth.SidecarGuard`: the Host check, and the bearer `token` (default: the
+    `auth_token` setting; None on both: no token, which only `goose-sidecar mcp --insecure-no-auth` allows).
+    """
+    security = transport_security(sidecar.settings.allowed_hosts)
+    inner = sidecar.mcp.streamable_http_app(transport_security=security)
+    hosts = ["*"] if not security.enable_dns_rebinding_protection else list(security.allowed_hosts)
+    guard = Middleware(SidecarGuard, allowed_hosts=hosts, token=token or sidecar.settings.auth_token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -556,4 +576,4 @@ def build_http_app(sidecar: Sidecar) -> Starlette:
 
     routes = [*inner.routes, Route("/healthz", healthz), Route("/stats", stats), peek_route(sidecar)]
     routes.append(early_route(sidecar.early, sidecar.peek_key))
-    return Starlette(routes=routes, middleware=inner.user_middleware, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=[guard, *inner.user_middleware], lifespan=lifespan)

@@ -26,6 +26,14 @@ class SidecarSettings(BaseModel):
     test_timeout_s: float = Field(600.0, gt=0)
     # `--http HOST:PORT` serves streamable HTTP at /mcp; None serves stdio.
     http: str | None = None
+    # Bearer token every HTTP request but /healthz must carry (`Authorization: Bearer TOKEN`; /peek has its own
+    # key). `goose-sidecar mcp --http` refuses to start without one unless `insecure_no_auth` is set: anyone who
+    # reaches /mcp can write files and run the tests, i.e. run code in this workspace. Set it through the
+    # environment (GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN) or a file (`auth_token_file`), never a flag: command lines
+    # are visible to every process on the machine.
+    auth_token: str | None = Field(None, repr=False)
+    auth_token_file: Path | None = None
+    insecure_no_auth: bool = False
     # Extra Host header values accepted over HTTP (containers: the service name); "*" turns the check off.
     allowed_hosts: list[str] = Field(default_factory=list)
     # Command lines `run_command` may run (see sidecar/core/toolcommands.py); empty disables it.

@@ -10,15 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.core.paths import Refused, check_argument
+from sidecar.core.gitsafety import refuse_git_args
+from sidecar.core.paths import Refused, check_argument, is_git_internal
 from sidecar.core.toolcache import Generations, Inputs
-from sidecar.core.toolcommands import argument_values, check_command, is_path_like, split_test_target
+from sidecar.core.toolcommands import (
+    argument_values,
+    check_command,
+    is_path_like,
+    path_candidates,
+    refuse_argument_file,
+    split_test_target,
+)
 from sidecar.core.toolformat import (
     EditError,
     RangeError,
@@ -29,6 +38,7 @@ from sidecar.core.toolformat import (
 )
 from sidecar.toolserver import runner
 from sidecar.toolserver.cache import ToolCache, stamp_of, stat_stamp
+from sidecar.toolserver.gitrun import GitRefused, GitRunner
 from sidecar.toolserver.jail import Jail, JailError, Target, read_all
 from sidecar.toolserver.search import (
     Scope,
@@ -46,7 +56,6 @@ from sidecar.toolserver.walk import walk
 MAX_READ_BYTES = 20 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8192
 MAX_DEPTH = 10
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "PAGER": "cat", "GIT_OPTIONAL_LOCKS": "0"}
 
 
 class ToolFailure(Exception):
@@ -65,6 +74,14 @@ class ToolOutput:
     cached: bool = False
     command: str | None = None  # for run_command events: the command line (capped)
     speculative: bool = False  # a speculative test run served to the agent (metrics only, never in `text`)
+
+
+@dataclass(frozen=True)
+class CachedRead:
+    """A cached `read_file` answer and the digest of the bytes it was rendered from."""
+
+    text: str
+    digest: bytes
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class Tools:
         self.jail = jail
         self.cache = cache
         self.gens = gens
+        self.git = GitRunner(jail.root)
         self.test_argv = shlex.split(settings.test_command)
         if not self.test_argv:
             raise ValueError("sidecar.test_command is empty")
@@ -168,7 +186,8 @@ class Tools:
         strerror = exc.strerror if isinstance(exc, OSError) else str(exc)
         return ToolFailure(f"Failed to read {target.shown}: {strerror}", paths=[target.shown])
 
-    def _read_text(self, target: Target, fd: int) -> tuple[str, int]:
+    def _read_text(self, target: Target, fd: int) -> tuple[str, int, bytes]:
+        """The file's text, its size and the digest of its bytes (what a cached read is checked against)."""
         size = os.fstat(fd).st_size
         if size > MAX_READ_BYTES:
             raise ToolFailure(
@@ -182,7 +201,7 @@ class Tools:
                 f"'{target.shown}' looks like a binary file ({len(data)} bytes); read_file shows text files only",
                 paths=[target.shown],
             )
-        return data.decode("utf-8", errors="replace"), len(data)
+        return data.decode("utf-8", errors="replace"), len(data), hashlib.blake2b(data, digest_size=16).digest()
 
     def _dir_target(self, path: str, tool: str) -> Target:
         target = self._resolve(path)
@@ -194,10 +213,34 @@ class Tools:
 
     # -- read-only, cached -----------------------------------------------------------------------------
 
+    def _same_content(self, target: Target, hit: CachedRead) -> bool:
+        """Whether the file still holds the bytes `hit` was rendered from. inotify and stat miss some writes:
+        one through a hard link from outside the watched tree (no event here), a second write through an
+        `mmap` whose page is still dirty (no event, and mtime unchanged). So a hit is served only after the
+        file is read again and its digest compared: reading is cheap, a stale answer is not."""
+        try:
+            fd = self.jail.open_file(target)
+        except (JailError, OSError):
+            return False
+        try:
+            data = read_all(fd, MAX_READ_BYTES)
+        finally:
+            os.close(fd)
+        return hashlib.blake2b(data, digest_size=16).digest() == hit.digest
+
+    def _valid_read_hit(self, target: Target, key: str) -> str | None:
+        hit = self.cache.lookup_files(key)
+        if not isinstance(hit, CachedRead):
+            return None
+        if not self._same_content(target, hit):
+            self.cache.lru.invalidate(key)
+            return None
+        return hit.text
+
     def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutput:
         target = self._resolve(path)
         key = _read_key(target, start_line, end_line)
-        hit = self.cache.lookup_files(key)
+        hit = self._valid_read_hit(target, key)
         if hit is not None:
             return ToolOutput(hit, [target.shown], cached=True)
         watched = (target.real,) if target.lexical == target.real else (target.real, target.lexical)
@@ -206,7 +249,7 @@ class Tools:
         fd = self._open(target)
         try:
             stamp_read = stamp_of(os.fstat(fd))
-            text, _ = self._read_text(target, fd)
+            text, _, digest = self._read_text(target, fd)
         finally:
             os.close(fd)
         try:
@@ -222,7 +265,7 @@ class Tools:
             raise ToolFailure(str(exc), paths=[target.shown]) from exc
         inputs = Inputs(files=((target.lexical, stamp_read),), paths=watched)
         stable = stamp_before if stamp_before == stamp_read else None
-        self.cache.store(key, rendered, len(rendered) + 256, inputs, before, (stable,))
+        self.cache.store(key, CachedRead(rendered, digest), len(rendered) + 256, inputs, before, (stable,))
         return ToolOutput(rendered, [target.shown])
 
     async def list_dir(self, path: str = ".", depth: int = 2) -> ToolOutput:
@@ -343,8 +386,7 @@ class Tools:
         try:
             if tool == "read_file":
                 target = self._resolve(args["path"])
-                hit = self.cache.lookup_files(_read_key(target, args.get("start_line"), args.get("end_line")))
-                return hit if isinstance(hit, str) else None
+                return self._valid_read_hit(target, _read_key(target, args.get("start_line"), args.get("end_line")))
             if tool == "list_dir":
                 key = _list_key(self._resolve(args.get("path", ".")), args.get("depth", 2))
             elif tool == "search":
@@ -483,50 +525,60 @@ class Tools:
         if isinstance(allowed, Refused):
             raise ToolFailure(allowed.reason)
         for value in argument_values(allowed):
-            # Absolute, '~' and '..' values must name a path inside (lexically, then resolved); any other value
-            # that names an existing path, or passes through one, must not resolve outside (`cat link_out`).
-            if is_path_like(value):
-                self._resolve(value)
-            else:
-                try:
-                    self.jail.check_argument(value)
-                except JailError as exc:
-                    raise ToolFailure(str(exc), paths=[value]) from exc
+            refused = refuse_argument_file(value)
+            if refused is not None:
+                raise ToolFailure(refused.reason, paths=[value])
+            for candidate in path_candidates(value):
+                self._check_command_path(candidate)
+        argv, env = list(allowed.argv), None
+        if os.path.basename(argv[0]) == "git":  # the same hardened git as git_status and git_diff
+            refused = refuse_git_args(argv[1:])
+            if refused is not None:
+                raise ToolFailure(refused.reason)
+            try:
+                argv = await self.git.argv(argv[1:])
+            except GitRefused as exc:
+                raise ToolFailure(str(exc)) from exc
+            env = self.git.env()
         result = await runner.run(
-            allowed.argv,
+            argv,
             cwd=self.jail.root,
             timeout_s=self.settings.command_timeout_s,
             max_chars=self.settings.output_max_chars,
+            env=env,
         )
         status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
         text = f"$ {shlex.join(allowed.argv)}\n[{status} after {result.duration_s:.2f} s]\n{result.output}"
         return ToolOutput(text, exit_code=result.exit_code, command=shlex.join(allowed.argv)[:500])
 
-    def _git_argv(self, *args: str) -> list[str]:
-        return [
-            "git",
-            "--no-pager",
-            "--no-optional-locks",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.quotepath=off",
-            "-c",
-            "color.ui=never",
-            "-C",
-            self.jail.root,
-            *args,
-        ]
+    def _check_command_path(self, value: str) -> None:
+        """One path a command may open: absolute, '~' and '..' values must name a path inside (lexically, then
+        resolved); any other value that names an existing path, or passes through one, must not resolve outside
+        (`cat link_out`). Neither may lead into `.git` in any spelling (`--output=.git/hooks/x`, `.GIT/config`
+        on a case-insensitive filesystem, a symlink to `.git`): writes there become code the sidecar's own git
+        runs would execute, and reads there are not the workspace's files."""
+        try:
+            rel = self._resolve(value).rel if is_path_like(value) else self.jail.check_argument(value)
+        except JailError as exc:
+            raise ToolFailure(str(exc), paths=[value]) from exc
+        if is_git_internal(rel) or is_git_internal(value):
+            raise ToolFailure(
+                f"the argument '{value}' names a path inside .git; run_command may not read or write git's "
+                "internals (use git_status, git_diff or an allowed git command)",
+                paths=[value],
+            )
 
     async def _git(self, *args: str) -> runner.RunResult:
+        try:
+            argv = await self.git.argv(list(args))
+        except GitRefused as exc:
+            raise ToolFailure(str(exc)) from exc
         result = await runner.run(
-            self._git_argv(*args),
+            argv,
             cwd=self.jail.root,
             timeout_s=self.settings.command_timeout_s,
             max_chars=self.settings.output_max_chars,
-            env={**os.environ, **_GIT_ENV},
+            env=self.git.env(),
         )
         if result.exit_code == 127:
             raise ToolFailure("git is not installed on the sidecar's machine")
@@ -535,12 +587,12 @@ class Tools:
         return result
 
     async def git_status(self) -> ToolOutput:
-        result = await self._git("status", "--short", "--branch", "--untracked-files=all")
+        result = await self._git("status", "--short", "--branch", "--untracked-files=all", "--ignore-submodules=all")
         text = result.output if result.output.strip() else "(clean)"
         return ToolOutput(text, exit_code=result.exit_code)
 
     async def git_diff(self, path: str | None = None, staged: bool = False) -> ToolOutput:
-        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--stat", "--patch"]
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "--stat", "--patch"]
         if staged:
             args.append("--cached")
         paths: list[str] = []

@@ -119,7 +119,21 @@ class Watcher:
                 logger.addHandler(self._alarm)
                 if logger.getEffectiveLevel() > logging.WARNING:
                     logger.setLevel(logging.WARNING)
-        self._start_observer()
+        try:
+            self._start_observer()
+        except InotifyLimitError as exc:
+            if exc.errno == errno.EMFILE:
+                # No inotify instance at all: too many sidecars for this uid on the host, the operator's to fix,
+                # so it is a start-up error that names the sysctl, not a sidecar quietly serving uncached.
+                raise
+            log.warning("watcher could not start; tool results will not be cached", error=exc.strerror)
+            self._observer = None
+        except (OSError, RecursionError) as exc:
+            # A tree deeper than watchdog's recursive walk (a repository can ship one 1,000 directories deep) or,
+            # above, a watch limit (a repository with that many directories): serve the tools uncached (healthy
+            # stays False) rather than not at all.
+            log.warning("watcher could not start; tool results will not be cached", error=repr(exc)[:300])
+            self._observer = None
 
     def _start_observer(self) -> None:
         try:  # watchdog opens its inotify instance in Observer() (newer) or in start() (older)
@@ -161,8 +175,8 @@ class Watcher:
             threading.Thread(target=old.stop, name="sidecar-watcher-stop", daemon=True).start()
         try:
             self._start_observer()
-        except OSError as exc:
-            log.warning("watcher restart failed", error=str(exc))
+        except (OSError, RecursionError) as exc:
+            log.warning("watcher restart failed", error=repr(exc)[:300])
             self._observer = None
 
     def flush(self, reason: str) -> None:

@@ -10,6 +10,7 @@ from sidecar.core.toolcommands import (
     argument_values,
     check_command,
     match_allowlist,
+    path_candidates,
     path_like_arguments,
     split_command,
     split_test_target,
@@ -105,7 +106,11 @@ def test_path_like_arguments(argv: tuple[str, ...], paths: list[str]) -> None:
     ("command", "allowlist", "values"),
     [
         ("cat link_out", ["cat *"], ["link_out"]),
-        ("ls -la dir_out", ["ls *"], ["dir_out"]),  # a bare flag is not a path
+        # A short option's attached value may be a path (`-ofile`), so `-la` yields "a": checked, it resolves inside.
+        ("ls -la dir_out", ["ls *"], ["a", "dir_out"]),
+        ("sort -o/etc/x y", ["sort *"], ["/etc/x", "y"]),
+        ("git -C/elsewhere log", ["git *"], ["/elsewhere", "log"]),
+        ("tool --long", ["tool *"], []),  # a bare long flag is not a path
         ("git log --output=dir_out/pwned -1", ["git log *"], ["dir_out/pwned"]),
         ("git log --output dir_out/pwned", ["git log *"], ["dir_out/pwned"]),
         ("git log main..feature", ["git log *"], ["main..feature"]),  # checked: a word resolves inside
@@ -119,3 +124,22 @@ def test_argument_values(command: str, allowlist: list[str], values: list[str]) 
     allowed = check_command(command, allowlist)
     assert isinstance(allowed, Allowed)
     assert argument_values(allowed) == values
+
+
+@pytest.mark.parametrize(
+    ("value", "candidates"),
+    [
+        ("pkg/calc.py", ["pkg/calc.py"]),
+        ("cache_dir=/out", ["cache_dir=/out", "cache_dir", "/out"]),
+        ("a,/b", ["a,/b", "a", "/b"]),
+        ("a:/b", ["a:/b", "a", "/b"]),
+        ("tests/t.py::test_x", ["tests/t.py::test_x", "tests/t.py", "test_x"]),
+        ("https://example.com/repo.git", ["https://example.com/repo.git"]),  # a network URL names no local path
+        ("file:///elsewhere/repo", ["file:///elsewhere/repo", "/elsewhere/repo"]),
+        ("FILE:///x", ["FILE:///x", "/x"]),
+        ("url=file:///x", ["url=file:///x", "url", "/x"]),
+        ("HEAD:../x", ["HEAD:../x", "HEAD", "../x"]),
+    ],
+)
+def test_path_candidates(value: str, candidates: list[str]) -> None:
+    assert path_candidates(value) == candidates

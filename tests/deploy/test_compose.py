@@ -54,6 +54,44 @@ def test_n_agents_give_n_goose_and_n_sidecar_services(agents: int) -> None:
         assert services[f"goose-{n}"]["depends_on"][f"sidecar-{n}"] == {"condition": "service_healthy"}
 
 
+def test_every_sidecar_requires_its_own_token_from_env_and_its_goose_sends_it() -> None:
+    """No secret in the file: each sidecar's token is its own `.env` variable, empty (fail closed) without it."""
+    services = compose_project(3)["services"]
+    refs = set()
+    for n in range(1, 4):
+        ref = services[f"sidecar-{n}"]["environment"]["GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN"]
+        assert ref == f"${{SIDECAR_{n}_TOKEN:-}}" == services[f"goose-{n}"]["environment"]["GOOSE_SIDECAR_TOKEN"]
+        assert "--insecure-no-auth" not in services[f"sidecar-{n}"]["command"]
+        refs.add(ref)
+    assert len(refs) == 3
+    (admin,) = [e for e in services["coordinator"]["environment"] if e.startswith("GOOSE_SIDECAR_COORDINATOR_ADMIN")]
+    assert admin.endswith("=${COORDINATOR_ADMIN_TOKEN:-}")
+
+
+def test_deploy_secrets_generates_every_variable_the_file_refers_to(tmp_path: Path) -> None:
+    out = tmp_path / ".env"
+    for _ in range(2):  # appends, never prints a secret twice
+        done = subprocess.run(
+            [sys.executable, "-m", "sidecar.cli", "deploy", "secrets", "--agents", "3", "-o", str(out)],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and done.stdout == "", done.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    pairs = [line.split("=", 1) for line in out.read_text().splitlines()]
+    names = [name for name, _ in pairs]
+    assert names == ["COORDINATOR_ADMIN_TOKEN", "SIDECAR_1_TOKEN", "SIDECAR_2_TOKEN", "SIDECAR_3_TOKEN"] * 2
+    values = [value for _, value in pairs]
+    assert len(set(values)) == len(values) and all(len(v) >= 32 and shlex.quote(v) == v for v in values)
+    text = render_compose(3)
+    for name in names:
+        assert f"${{{name}:-}}" in text
+
+
 def test_simulators_are_an_optional_profile() -> None:
     services = compose_project(1, simulator=True)["services"]
     simulators = {name: s for name, s in services.items() if name.startswith("simulator")}
@@ -101,7 +139,11 @@ def test_goose_config_writes_what_goose_reads(tmp_path: Path, n: int) -> None:
     # What compose makes of `${VAR:-default}` with VAR unset (no per-agent key in .env).
     expected = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in goose["environment"].items()}
     assert expected.pop("GOOSE_PATH_ROOT") == GOOSE_ROOT
+    # The sidecar's token is interpolated by compose from .env; goose-config, given none, writes none.
+    assert goose["environment"]["GOOSE_SIDECAR_TOKEN"] == f"${{SIDECAR_{n}_TOKEN:-}}"
+    assert expected.pop("GOOSE_SIDECAR_TOKEN") == ""
     assert expected == written
+    assert "Bearer ${GOOSE_SIDECAR_TOKEN}" in text and "GOOSE_SIDECAR_TOKEN" in text
 
 
 def compose_config(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

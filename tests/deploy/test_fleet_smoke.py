@@ -68,11 +68,14 @@ class Fleet:
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)  # service -> (container port, loopback port)
     volumes: dict[str, Path] = field(default_factory=dict)  # volume source in the compose file -> directory
 
+    dotenv: dict[str, str] = field(default_factory=dict)  # `.env` as `deploy secrets` writes it
+
     def localize(self, value: str) -> str:
-        """A URL as a container sees it (`http://<service>:<port>`) as the loopback URL of that process."""
+        """A URL as a container sees it (`http://<service>:<port>`) as the loopback URL of that process, and
+        `${NAME:-}` filled from `.env` as compose interpolates it."""
         for service, (inner, outer) in self.ports.items():
             value = value.replace(f"http://{service}:{inner}", f"http://127.0.0.1:{outer}")
-        return value
+        return re.sub(r"\$\{(\w+):-\}", lambda m: self.dotenv.get(m.group(1), ""), value)
 
     def volume(self, service: str, target: str) -> Path:
         for volume in SERVICES[service].get("volumes", []):
@@ -100,7 +103,9 @@ class Fleet:
         declared = SERVICES[service].get("environment", {})
         if isinstance(declared, list):  # pass-through names: compose takes the values from the shell or .env
             dotenv = {"GOOSE_SIDECAR_MODELS": self.localize(models_line)}
-            env.update({name: dotenv[name] for name in declared})
+            for entry in declared:
+                name, sep, value = entry.partition("=")
+                env[name] = self.localize(value) if sep else dotenv[name]
         else:
             env.update({k: self.localize(v) for k, v in declared.items()})
         return env
@@ -137,12 +142,27 @@ def coordinator_models_line(fleet: Fleet) -> str:
     return value
 
 
+def deploy_secrets(fleet: Fleet) -> dict[str, str]:
+    """The `.env` secrets, from `goose-sidecar deploy secrets` as the operator runs it."""
+    done = subprocess.run(
+        [*entrypoint(), "deploy", "secrets", "--agents", str(AGENTS)],
+        cwd=fleet.tmp,
+        env=fleet.env("goose-config-1", ""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines())
+
+
 @contextlib.contextmanager
 def running(tmp: Path) -> Iterator[Fleet]:
     fleet = Fleet(tmp=tmp, ports={s: (container_port(s), free_port()) for s in SERVERS})
     for n in range(1, AGENTS + 1):
         make_workspace(fleet.volume(f"sidecar-{n}", "/workspace"))
     models_line = coordinator_models_line(fleet)
+    fleet.dotenv = deploy_secrets(fleet)
     logs = tmp / "logs"
     logs.mkdir()
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -228,9 +248,15 @@ async def test_the_compose_fleet_runs_as_local_processes(tmp_path: Path) -> None
         async with httpx.AsyncClient(timeout=120) as http:
             for n in range(1, AGENTS + 1):
                 env, uri = goose_view(fleet, n)
-                # MCP as Goose does it: to the recipe's URI, whose host part is the Host header the sidecar must accept.
+                # MCP as Goose does it: to the recipe's URI, whose host part is the Host header the sidecar must
+                # accept, with the bearer token Goose fills into the recipe's header from goose-N's environment.
+                host = {"Host": urlsplit(uri).netloc}
+                token = fleet.localize(env["GOOSE_SIDECAR_TOKEN"])
+                assert len(token) >= 32
+                denied = await http.get(fleet.localize(uri).replace("/mcp", "/stats"), headers=host)
+                assert denied.status_code == 401  # a neighbour without the token gets nothing
                 async with (
-                    create_mcp_http_client(headers={"Host": urlsplit(uri).netloc}) as mcp_http,
+                    create_mcp_http_client(headers={**host, "Authorization": f"Bearer {token}"}) as mcp_http,
                     Client(streamable_http_client(fleet.localize(uri), http_client=mcp_http)) as client,
                 ):
                     tools = (await client.list_tools()).tools
@@ -263,7 +289,10 @@ async def test_the_compose_fleet_runs_as_local_processes(tmp_path: Path) -> None
                 assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
                 assert chunks[0]["model"].startswith("Qwen/Qwen2.5-Coder-")
 
-            status = (await http.get(fleet.localize("http://coordinator:8080/status"))).json()
+            status_url = fleet.localize("http://coordinator:8080/status")
+            assert (await http.get(status_url)).status_code == 401  # the admin token from .env guards it
+            admin = {"Authorization": f"Bearer {fleet.dotenv['COORDINATOR_ADMIN_TOKEN']}"}
+            status = (await http.get(status_url, headers=admin)).json()
         text = json.dumps(status)
         for n in range(1, AGENTS + 1):
             assert f"agent-{n}" in text  # identified by the X-Agent-Id header Goose's custom headers carry

@@ -4,12 +4,15 @@ against a real sidecar."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
@@ -93,9 +96,14 @@ def test_each_agent_pod_runs_goose_beside_a_native_sidecar_on_loopback(agents: i
         assert "ports" not in sidecar  # nothing of /mcp is declared or exposed
         assert config["args"][config["args"].index("--sidecar-url") + 1] == f"{SIDECAR_LOCAL}/mcp"
         # Goose's provider settings are compose's, plus the task it is given.
-        env = {e["name"]: e["value"] for e in goose["env"]}
-        expected = {**compose.goose_environment(n), "OPENAI_API_KEY": "goose-sidecar"}  # no compose ${...} here
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in goose["env"]}
+        token = {"secretKeyRef": {"name": "goose-sidecar-tokens", "key": f"SIDECAR_{n}_TOKEN"}}
+        # Compose's values, but no compose ${...}: the dummy key, and the sidecar token from the tokens Secret.
+        expected = {**compose.goose_environment(n), "OPENAI_API_KEY": "goose-sidecar", "GOOSE_SIDECAR_TOKEN": token}
         assert env == {"AGENT_TASK": compose.DEFAULT_TASK, **expected}
+        # The sidecar requires the same token Goose (and goose-config, which writes it into Goose's secrets) sends.
+        assert sidecar["env"] == [{"name": "GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN", "valueFrom": token}]
+        assert config["env"] == [{"name": "GOOSE_SIDECAR_TOKEN", "valueFrom": token}]
         assert "task=$(AGENT_TASK)" in goose["args"]
         # Goose and its sidecar share the workspace claim at the same path.
         workspace = {"name": "workspace", "mountPath": compose.WORKSPACE}
@@ -129,8 +137,8 @@ def test_only_the_coordinator_and_simulators_are_services() -> None:
 def test_the_coordinator_reads_its_upstreams_from_a_secret_unless_it_is_given_the_simulators() -> None:
     def models_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
         coordinator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "coordinator")
-        (env,) = coordinator["spec"]["template"]["spec"]["containers"][0]["env"]
-        return dict(env)
+        env = coordinator["spec"]["template"]["spec"]["containers"][0]["env"]
+        return dict(next(e for e in env if e["name"] == "GOOSE_SIDECAR_MODELS"))
 
     secret = models_env(manifests(1))["valueFrom"]["secretKeyRef"]
     assert secret == {"name": "goose-sidecar-models", "key": "GOOSE_SIDECAR_MODELS", "optional": True}
@@ -143,7 +151,13 @@ def test_the_service_monitor_scrapes_the_coordinators_metrics_port() -> None:
     service = next(d for d in docs if d["kind"] == "Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["selector"]["matchLabels"] == service["metadata"]["labels"]
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    # /metrics wants the admin token; the coordinator reads it from the same key of the same Secret.
+    admin = {"name": "goose-sidecar-tokens", "key": "COORDINATOR_ADMIN_TOKEN"}
+    assert endpoint["authorization"] == {"credentials": admin}
+    coordinator = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "GOOSE_SIDECAR_COORDINATOR_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": admin}} in coordinator["env"]
     assert not any(d["kind"] == "ServiceMonitor" for d in manifests(1))  # off by default: it needs the CRD
 
 
@@ -158,7 +172,8 @@ def test_the_sidecar_probe_command_passes_against_the_real_sidecar_it_probes(tmp
     probe[0] = sys.executable
     before = subprocess.run(probe, capture_output=True, timeout=30, check=False)
     assert before.returncode == 1  # nothing listens yet: the probe fails, so it can tell
-    server = subprocess.Popen([sys.executable, "-m", "sidecar.cli", *args], stderr=subprocess.DEVNULL)
+    env = {**os.environ, "GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN": "a-token-from-the-secret"}  # it refuses to serve without
+    server = subprocess.Popen([sys.executable, "-m", "sidecar.cli", *args], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90  # start-up on a busy machine; the condition, not the time, is the test
         while subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode != 0:
@@ -196,3 +211,34 @@ def test_the_simulators_run_as_compose_runs_them() -> None:
         deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"] == compose.simulator_service(profile)["command"]
+
+
+def test_the_coordinator_probes_pass_its_host_check_where_kubelets_default_host_would_not(tmp_path: Path) -> None:
+    """The coordinator's own command, run for real: kubelet's default Host (the Pod IP) is refused, the probes'
+    Host header passes, on /livez with no upstream ready yet."""
+    deployment = next(d for d in manifests(1) if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    probe = container["livenessProbe"]["httpGet"]
+    port = free_port()
+    args = list(container["args"])
+    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
+    unreachable = {"large": {"replicas": [f"http://127.0.0.1:{free_port()}"]}}
+    env = {**os.environ, "GOOSE_SIDECAR_MODELS": json.dumps(unreachable), "GOOSE_SIDECAR_COORDINATOR_ADMIN_TOKEN": "t"}
+    server = subprocess.Popen([sys.executable, "-m", "sidecar.cli", *args], env=env, stderr=subprocess.DEVNULL)
+    try:
+        headers = {h["name"]: h["value"] for h in probe["httpHeaders"]}
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, "the coordinator exited with the Deployment's arguments"
+            try:
+                passed = httpx.get(f"http://127.0.0.1:{port}{probe['path']}", headers=headers, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the coordinator never answered"
+                time.sleep(0.2)
+        assert passed.status_code == 200
+        pod_ip = httpx.get(f"http://127.0.0.1:{port}{probe['path']}", headers={"Host": f"10.1.2.3:{port}"}, timeout=5)
+        assert pod_ip.status_code == 421
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

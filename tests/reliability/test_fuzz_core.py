@@ -296,3 +296,109 @@ def test_check_command_allows_only_listed_prefixes() -> None:
 
     check()
     record("fuzz check_command", seen)
+
+
+# --- untrusted repositories and neighbours (docs/security.md) --------------------------------------------------
+
+git_words = st.sampled_from(
+    ["log", "diff", "status", "fetch", "-c", "-C", "--exec-path=x", "--upload-pack=x", "-u", "-ux", "--output=x",
+     "--ext-diff", "--textconv", "--", "-p", "rebase", "--exec", "-x", "grep", "-O", "config", "--global",
+     "submodule", "foreach", "difftool", "bisect", "run", "HEAD", "main..x", "@x", "-S", "--show-signature"]
+)  # fmt: skip
+
+
+def test_refuse_git_args_refuses_every_global_option_and_never_raises() -> None:
+    from sidecar.core.gitsafety import REFUSED_SUBCOMMANDS, refuse_git_args
+
+    seen: Counter[str] = Counter()
+
+    @FAST
+    @given(args=st.lists(git_words | st.text(max_size=8), max_size=6))
+    def check(args: list[str]) -> None:
+        refused = refuse_git_args(args)
+        seen["refused" if refused else "allowed"] += 1
+        if not args or args[0].startswith("-") or args[0] in REFUSED_SUBCOMMANDS:
+            assert isinstance(refused, Refused)
+        before_dashdash = args[1 : args.index("--")] if "--" in args else args[1:]
+        if any(a.startswith(("--ext-diff", "--textconv")) for a in before_dashdash):
+            assert isinstance(refused, Refused)
+
+    check()
+    record("fuzz refuse_git_args", seen)
+
+
+def test_overrides_neutralise_every_program_key_in_any_case() -> None:
+    from sidecar.core.gitsafety import FIXED_CONFIG, is_program_key, overrides
+
+    sections = st.sampled_from(["filter", "diff", "merge", "core", "pager", "alias", "credential", "gpg", "remote",
+                                "user", "Filter", "CORE", "sendemail", "trace2", "submodule"])  # fmt: skip
+    names = st.sampled_from(["clean", "smudge", "process", "textconv", "command", "driver", "fsmonitor", "pager",
+                             "hooksPath", "worktree", "helper", "program", "uploadpack", "name", "email"])  # fmt: skip
+    keys = st.builds(lambda a, sub, b: f"{a}.{sub}.{b}" if sub else f"{a}.{b}", sections, st.text(max_size=6), names)
+
+    @FAST
+    @given(keys=st.lists(keys | st.text(max_size=20), max_size=8))
+    def check(keys: list[str]) -> None:
+        pairs = overrides(keys)
+        lowered = {k.lower() for k, _ in pairs}
+        assert len(lowered) == len(pairs)  # one override per key
+        assert {k.lower() for k, _ in FIXED_CONFIG} <= lowered
+        for key in keys:
+            if is_program_key(key):
+                assert key.lower() in lowered
+
+    check()
+
+
+def test_path_candidates_keep_the_value_and_every_part() -> None:
+    from sidecar.core.toolcommands import path_candidates
+
+    @FAST
+    @given(value=st.text(alphabet="ab/.=,:~-", max_size=16) | st.sampled_from(["a://b", "file:///x", "x=file://"]))
+    def check(value: str) -> None:
+        found = path_candidates(value)
+        assert found[0] == value and len(found) == len(set(found))
+        for piece in value.replace(",", "=").split("="):
+            scheme, sep, rest = piece.partition("://")
+            if sep and scheme.isalpha():  # a URL: only a file:// one names a path
+                assert scheme.lower() != "file" or (rest or "/") in found
+                continue
+            for part in piece.split(":"):
+                assert not part or part in found
+
+    check()
+
+
+def test_host_and_origin_checks_never_raise_and_only_match_listed_names() -> None:
+    from sidecar.core.hosts import LOOPBACK, host_allowed, host_name, origin_allowed
+
+    hosts = st.sampled_from(["127.0.0.1", "localhost", "[::1]", "evil", "127.0.0.1.evil", "[::1", "]", ":", ""])
+    ports = st.sampled_from(["", ":80", ":*", ":", ":x", "::1"])
+
+    @FAST
+    @given(host=st.builds(str.__add__, hosts, ports) | st.text(max_size=20), scheme=st.sampled_from(["http://", ""]))
+    def check(host: str, scheme: str) -> None:
+        allowed = host_allowed(host, LOOPBACK)
+        if allowed:
+            assert host_name(host.strip().lower()) in ("127.0.0.1", "localhost", "[::1]")
+        origin_allowed(scheme + host, LOOPBACK)
+        assert host_allowed(host, ["*"]) and origin_allowed(host, ["*"])
+
+    check()
+
+
+def test_is_dotgit_ignores_case_and_hfs_ignorables() -> None:
+    from sidecar.core.paths import is_dotgit
+
+    ignorable = st.sampled_from(["", "\u200c", "\u200d", "\ufeff", "\u206a"])
+    letters = st.tuples(*(st.sampled_from([c, c.upper()]) for c in ".git"))
+
+    tails = st.sampled_from(["", ".", " ", ". "])
+
+    @FAST
+    @given(letters=letters, junk=st.lists(ignorable, min_size=5, max_size=5), tail=tails)
+    def check(letters: tuple[str, ...], junk: list[str], tail: str) -> None:
+        name = "".join(j + c for j, c in zip(junk, letters, strict=False)) + junk[-1] + tail
+        assert is_dotgit(name)
+
+    check()

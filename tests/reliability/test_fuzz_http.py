@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 
 from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.guard import SIMPLE_TYPES
+from sidecar.core.hosts import LOOPBACK, host_allowed, origin_allowed
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
 from sidecar.testing import serve_app
@@ -135,7 +137,11 @@ known_headers = st.fixed_dictionaries(
         "authorization": st.sampled_from([f"Bearer {KEY}", f"Bearer {KEY}", f"Bearer {OTHER_KEY}", f"Bearer {ADMIN}",
                                           "Bearer x",
                                           "Basic abc", "bearer", ""]),
-        "content-type": st.sampled_from(["application/json", "text/plain", "multipart/form-data", ""]),
+        "content-type": st.sampled_from(["application/json", "text/plain", "multipart/form-data", "",
+                                         "application/x-www-form-urlencoded", "TEXT/PLAIN; charset=utf-8",
+                                         "application/json; charset=utf-8"]),
+        "host": st.sampled_from(["127.0.0.1", "localhost:8080", "[::1]:1", "evil.example", "127.0.0.1.evil", ""]),
+        "origin": st.sampled_from(["null", "https://evil.example", "http://127.0.0.1", "http://localhost:9", "x"]),
         "x-request-id": st.sampled_from(["abc-123", "", "x" * 80, "bad id!"]),
         "accept-encoding": st.sampled_from(["gzip", "br", "identity", "*"]),
     },
@@ -255,6 +261,12 @@ async def test_routes_answer_without_coordinator_5xx_or_hangs(surface: Surface, 
         keyed = headers.get("authorization", "").removeprefix("Bearer ") in (KEY, OTHER_KEY)
         public = path.rstrip("/").endswith(PUBLIC_PATHS) or method in ("HEAD", "OPTIONS")
         assert keyed or public, f"locked coordinator served {method} {path} without a key"
+    if 200 <= response.status_code < 300:  # the front door: never a foreign Host, Origin or cross-site POST
+        lowered = {k.lower(): v for k, v in headers.items()}
+        assert host_allowed(lowered.get("host", "127.0.0.1"), LOOPBACK), headers
+        assert origin_allowed(lowered.get("origin"), LOOPBACK), headers
+        ctype = lowered.get("content-type", "").split(";")[0].strip().lower()
+        assert method != "POST" or ctype not in SIMPLE_TYPES, headers
 
 
 @SETTINGS

@@ -45,16 +45,22 @@ async def hostile(tmp_path: Path) -> AsyncIterator[Hostile]:
         test_command=f"{sys.executable} -c pass",
         test_timeout_s=10,
         # Commands whose arguments cannot read or write through a symlink (see the adversarial table for those).
-        allow_commands=["echo *", "git status", "python3 -c pass"],
+        # `git log *` (the README's example) with the sidecar's hardened git: its arguments must not write into
+        # .git or outside, nor run a program (checked below: .git/config and everything outside unchanged).
+        allow_commands=["echo *", "git status", "python3 -c pass", "git log *"],
         command_timeout_s=10,
         output_max_chars=2000,
         read_max_chars=2000,
     )
     before = outside_state(tmp_path, ws)
+    git_config = (ws / ".git" / "config").read_bytes()
+    hooks = sorted(p.name for p in (ws / ".git" / "hooks").iterdir())
     async with Sidecar(settings_, env={}) as sidecar:
         value = Hostile(tmp_path, ws, sidecar)
         yield value
     assert outside_state(tmp_path, ws) == before, "something outside the workspace changed"
+    assert (ws / ".git" / "config").read_bytes() == git_config, "run_command wrote into .git"
+    assert sorted(p.name for p in (ws / ".git" / "hooks").iterdir()) == hooks, "a hook appeared"
     record("fuzz MCP tool arguments", value.seen)
 
 
@@ -66,7 +72,8 @@ def path_values(base: str) -> st.SearchStrategy[str]:
         "dir_out/secret.txt", "link_in", "pkg/../../secret.txt", "pkg/./calc.py", "a\x00b", "~/x", "~root",
         "file:///etc/passwd", "-rf", "--help", ".git/config", ".git", "blob.bin", "x" * 5000, "ñame.txt",
         "new/dir/file.txt", "pkg//calc.py", "pkg/calc.py/", "\\..\\secret.txt", "%2e%2e/secret.txt",
-        "tests/test_calc.py::test_ok", "tests", "pkg/calc.py::x", "link_out/x",
+        "tests/test_calc.py::test_ok", "tests", "pkg/calc.py::x", "link_out/x", ".GIT/config", ".g\u200cit/x",
+        "GIT~1/config", ".git./config", "@args.txt", "@tests/test_calc.py",
     ]  # fmt: skip
     good = st.sampled_from(["README.md", "pkg/calc.py", "link_in", "new/dir/file.txt", f"{ws}/pkg/calc.py", "tests",
                             "pkg", ".", "tests/test_calc.py"])  # fmt: skip
@@ -93,6 +100,18 @@ def arguments(base: str) -> dict[str, st.SearchStrategy[Any]]:
             "rm -rf /",
             "echo hi; cat link_out",
             "echo 'unterminated",
+            "git log -1 --output=.git/config",
+            "git log -1 --output=.GIT/config",
+            "git log -1 --output=../secret.txt",
+            "git log -1 --output=link_out/x",
+            "git log -1 --output=dir_out/x",
+            "git log -1 -o.git/hooks/pre-commit",
+            "git log --ext-diff -p -1",
+            "git log -1 -- .git",
+            "git log @args.txt",
+            "echo @link_out",
+            "echo a=/etc/passwd",
+            "echo -o/etc/passwd",
             "",
             "ls",
             "echo \x00",

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from sidecar.testing import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
@@ -172,6 +173,9 @@ async def test_goose_wire_format_over_http(make_settings: Callable[..., SidecarS
     assert rec.events[0][1]["session_id"] == "20250101_7" and rec.events[0][1]["tool"] == "list_dir"
 
 
+CLI_TOKEN = "cli-token-0123456789abcdef"
+
+
 async def test_cli_serves_http(workspace: Path) -> None:
     settle()
     proc = await asyncio.create_subprocess_exec(
@@ -183,6 +187,7 @@ async def test_cli_serves_http(workspace: Path) -> None:
         "--log-format",
         "json",
         cwd=str(ROOT),
+        env={**os.environ, "GOOSE_SIDECAR_SIDECAR_AUTH_TOKEN": CLI_TOKEN},
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -193,7 +198,10 @@ async def test_cli_serves_http(workspace: Path) -> None:
             assert line, "the server exited"
             found = re.search(r'http://[^"\s]+/mcp', line.decode())
             url = found.group(0) if found else None
-        async with Client(url) as client:
+        async with (
+            create_mcp_http_client(headers={"Authorization": f"Bearer {CLI_TOKEN}"}) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
             await exercise(client)
     finally:
         proc.terminate()
