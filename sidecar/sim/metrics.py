@@ -13,6 +13,7 @@ Client aborts are not counted in `request_success_total`, as in vLLM (only its `
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -74,6 +75,8 @@ class EngineMetrics(Collector):
         # Requests accepted by the API server but not yet in the scheduler (set by the app to its driver's).
         self.extra_waiting: Callable[[], int] = lambda: 0
         self.tool_parses: Counter[tuple[str, str]] = Counter()
+        # Counters carry a `_created` sample, as vLLM's do (prometheus_client's own counters and histograms).
+        self.created = time.time()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         names = list(self.labels)
@@ -163,15 +166,20 @@ class EngineMetrics(Collector):
             family.add_metric(values, value)
             return family
 
+        created = self.created
+
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             family = CounterMetricFamily(name, doc, labels=names)
-            family.add_metric(values, value)
+            family.add_metric(values, value, created=created)
             return family
 
         def by(kind: type, name: str, doc: str, label: str, counts: dict[str, float]) -> Metric:
             family = kind(name, doc, labels=[*names, label])
             for key, value in counts.items():
-                family.add_metric([*values, key], value)
+                if kind is CounterMetricFamily:
+                    family.add_metric([*values, key], value, created=created)
+                else:
+                    family.add_metric([*values, key], value)
             return family
 
         waiting = engine.num_waiting + self.extra_waiting()
@@ -235,7 +243,7 @@ class EngineMetrics(Collector):
             "vllm:admission_rejections", "Requests rejected by admission control.", labels=["model_name", "reason"]
         )
         for reason in ("max_num_queued_reqs", "max_num_queued_tokens"):
-            rejections.add_metric([model, reason], 0)
+            rejections.add_metric([model, reason], 0, created=created)
         yield rejections
         parses = CounterMetricFamily(
             "vllm:tool_call_parser_invocations",
@@ -246,7 +254,7 @@ class EngineMetrics(Collector):
             for outcome in TOOL_OUTCOMES:
                 for kind in TOOL_REQUEST_TYPES:
                     count = self.tool_parses[(mode, outcome)] if kind == "chat_completions" else 0
-                    parses.add_metric([mode, model, outcome, kind], count)
+                    parses.add_metric([mode, model, outcome, kind], count, created=created)
         yield parses
         yield self._cache_config_info()
 
