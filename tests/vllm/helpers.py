@@ -23,7 +23,7 @@ READ_FILE = {
 }
 # vLLM's integer priorities for the coordinator's tiers (sidecar.core.stages.native_priority: hot 0, cold 2).
 HOT, COLD = 0, 2
-COLD_TOKENS, HOT_TOKENS = 400, 100
+COLD_TOKENS, HOT_TOKENS = 240, 60
 
 
 def chat(max_tokens: int = 8, **extra: Any) -> dict[str, Any]:

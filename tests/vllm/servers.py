@@ -82,8 +82,7 @@ class VllmServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **ENV},
-                cwd=self.log.parent,
-                start_new_session=True,
+                cwd=self.log.parent,  # its torch.compile and temp folders stay out of the checkout
             )
         self.launched_at = time.monotonic()
 

@@ -52,7 +52,7 @@ async def test_adaptive_admission_tracks_vllms_metrics(vllm_prio2: VllmServer) -
     """/status shows what vLLM reports: its 2 running requests under load, none after; the window is adaptive,
     not static. The calls are long (many metric scrapes) so the busy state cannot be missed."""
     async with coordinator(vllm_prio2.url) as (client, _):
-        calls = [asyncio.create_task(client.post("/v1/chat/completions", json=chat(800))) for _ in range(3)]
+        calls = [asyncio.create_task(client.post("/v1/chat/completions", json=chat(400))) for _ in range(3)]
 
         async def busy() -> bool:
             assert not all(call.done() for call in calls), "the calls ended before /status showed them running"
