@@ -20,6 +20,8 @@ from sidecar.sim.profiles import Profile
 from sidecar.sim.text import Dice
 from sidecar.sim.tokens import render_chat, render_completion
 
+# vLLM answers with `vllm-<version>-<hash of its config>`; the simulator's version, and a fixed hash.
+SYSTEM_FINGERPRINT = "vllm-0.32.0-5e1d0000"
 _TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError", 503: "ServiceUnavailableError"}
 
 
@@ -197,11 +199,13 @@ def _validation(message: str, param: str, value: object) -> ApiError:
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    """vLLM's usage object as served with `--enable-prompt-tokens-details` (the deploy sets it)."""
     return {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
         "prompt_tokens_details": {"cached_tokens": max(0, cached_tokens)},
+        "completion_tokens_details": None,
     }
 
 
@@ -214,27 +218,33 @@ def chat_response(
         for c in generation.tool_calls
     ]
     content = generation.content if generation.parsed else "".join(generation.pieces[:completion_tokens])
-    message = {
+    message: dict[str, Any] = {
         "role": "assistant",
         "content": content or (None if calls else ""),
         "refusal": None,
         "annotations": None,
         "audio": None,
         "function_call": None,
-        "tool_calls": calls,
-        "reasoning_content": None,
     }
+    if calls:  # vLLM 0.32 leaves `tool_calls` out when there are none
+        message["tool_calls"] = calls
+    message["reasoning"] = None
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
     return {
         "id": response_id,
         "object": "chat.completion",
         "created": created,
         "model": job.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+        "choices": [{**choice, "token_ids": None, "routed_experts": None}],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": usage(len(job.prompt), completion_tokens, cached),
         "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "prompt_text": None,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 
@@ -248,7 +258,10 @@ def completion_response(
         "logprobs": None,
         "finish_reason": finish,
         "stop_reason": None,
+        "token_ids": None,
         "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "routed_experts": None,
     }
     return {
         "id": response_id,
@@ -257,9 +270,11 @@ def completion_response(
         "model": job.model,
         "choices": [choice],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": usage(len(job.prompt), completion_tokens, cached),
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 
