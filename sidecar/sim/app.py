@@ -280,7 +280,11 @@ class EngineResponse(Response):
         tail = b""
         if job.include_usage:
             tail += chunk(
-                job, request.request_id, self.created, [], usage=usage(len(job.prompt), sent, request.num_cached_tokens)
+                job,
+                request.request_id,
+                self.created,
+                [],
+                usage=usage(len(job.prompt), sent, request.num_cached_tokens, job),
             )
         await _body(send, tail + DONE, done=True)
 

@@ -63,6 +63,7 @@ class Job:
     generation: Generation
     max_tokens: int = 0  # the output budget after vLLM's length checks
     tools: bool = False  # the request offered tools (vLLM then runs its tool-call parser)
+    block_size: int = 16  # the engine's KV block, for the usage's cache-creation count
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ def parse_chat(body: dict[str, Any], served: ServedModel) -> Job:
     dice = Dice(key)
     answer = chat_answer(messages, tools, body.get("tool_choice"), served.profile, dice, served.max_agent_steps)
     generation = generate(answer, max_tokens, ignore_eos, dice)
-    return Job(True, model, stream, include_usage, priority, prompt, generation, max_tokens, bool(tools))
+    block = served.profile.block_size
+    return Job(True, model, stream, include_usage, priority, prompt, generation, max_tokens, bool(tools), block)
 
 
 def parse_completion(body: dict[str, Any], served: ServedModel) -> Job:
@@ -198,13 +200,19 @@ def _validation(message: str, param: str, value: object) -> ApiError:
 # --- response objects -------------------------------------------------------------------------------------
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    """vLLM's usage object as served with `--enable-prompt-tokens-details` (the deploy sets it)."""
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int, job: Job | None = None) -> dict[str, Any]:
+    """vLLM's usage object as served with `--enable-prompt-tokens-details` (the deploy sets it). Chat answers
+    also count `created_cache_tokens`: here the prompt's whole blocks that were not already cached (vLLM counts
+    the tokens its prefill added to the prefix cache); completions leave it null, as vLLM 0.32 does."""
+    cached = max(0, cached_tokens)
+    created = None
+    if job is not None and job.chat:
+        created = max(0, prompt_tokens // job.block_size * job.block_size - cached)
     return {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": max(0, cached_tokens)},
+        "prompt_tokens_details": {"cached_tokens": cached, "created_cache_tokens": created, "multimodal_tokens": None},
         "completion_tokens_details": None,
     }
 
@@ -238,7 +246,7 @@ def chat_response(
         "choices": [{**choice, "token_ids": None, "routed_experts": None}],
         "service_tier": None,
         "system_fingerprint": SYSTEM_FINGERPRINT,
-        "usage": usage(len(job.prompt), completion_tokens, cached),
+        "usage": usage(len(job.prompt), completion_tokens, cached, job),
         "prompt_logprobs": None,
         "prompt_token_ids": None,
         "prompt_text": None,
@@ -271,7 +279,7 @@ def completion_response(
         "choices": [choice],
         "service_tier": None,
         "system_fingerprint": SYSTEM_FINGERPRINT,
-        "usage": usage(len(job.prompt), completion_tokens, cached),
+        "usage": usage(len(job.prompt), completion_tokens, cached, job),
         "kv_transfer_params": None,
         "ec_transfer_params": None,
         "metrics": None,
