@@ -69,12 +69,14 @@ async def hot_rank(
     hot_priority: Any,
     held: Callable[[], Awaitable[int]] | None = None,
 ) -> tuple[int, list[str]]:
-    """The issue's experiment: `colds` long calls, each sent once the previous one is inside vLLM (or held by
-    the coordinator: `held` counts what it queues), then one short hot call. Returns the rank (1-based) at which
-    the hot call finished and the whole finishing order.
+    """The issue's experiment: `colds` long calls sent together, then, once all of them are inside vLLM (or held by
+    the coordinator: `held` counts what it queues), one short hot call. Returns the rank (1-based) at which the hot
+    call finished and the whole finishing order.
 
-    Lengths in tokens (the engine's steps), not seconds: a cold call is 4x a hot one and the hot one is long
-    against the few steps between two arrivals, so the outcome does not depend on how fast this machine is."""
+    The colds are identical and sent at once, so the ones vLLM runs start within a step or two of each other and
+    the rest wait; lengths are in tokens (the engine's steps), a cold call 4x a hot one. So the outcome does not
+    depend on how fast this machine is (cold calls sent one by one arrive steps apart, and a hot call shorter
+    than that stagger then finishes before running cold calls that started earlier)."""
     order: list[str] = []
 
     async def send(name: str, body: dict[str, Any]) -> None:
@@ -82,15 +84,14 @@ async def hot_rank(
         assert response.status_code == 200, response.text
         order.append(name)
 
-    tasks = []
-    for i in range(colds):
-        tasks.append(asyncio.create_task(send(f"cold{i}", chat(COLD_TOKENS, priority=cold_priority, temperature=0))))
+    cold = chat(COLD_TOKENS, priority=cold_priority, temperature=0)
+    tasks = [asyncio.create_task(send(f"cold{i}", cold)) for i in range(colds)]
 
-        async def arrived(count: int = i + 1) -> bool:
-            inside = await engine_load(client, engine)
-            return inside + (await held() if held else 0) >= count
+    async def arrived() -> bool:
+        inside = await engine_load(client, engine)
+        return inside + (await held() if held else 0) >= colds
 
-        await wait_until(arrived, f"cold call {i} to arrive")
+    await wait_until(arrived, f"{colds} cold calls to arrive")
     tasks.append(asyncio.create_task(send("hot", chat(HOT_TOKENS, priority=hot_priority, temperature=0))))
     await asyncio.gather(*tasks)
     return order.index("hot") + 1, order

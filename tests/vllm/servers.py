@@ -53,7 +53,7 @@ def serve_argv(port: int, extra: list[str]) -> list[str]:
     argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", SERVED]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "float32"]
     argv += ["--enable-prefix-caching", "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
-    argv += ["--enable-log-requests"]
+    argv += ["--enable-prompt-tokens-details", "--enable-log-requests"]  # the first as the deploy sets it
     return argv + extra
 
 
