@@ -65,13 +65,14 @@ async def hot_rank(
     send_to: str,
     engine: str,
     colds: int,
+    slots: int,
     cold_priority: Any,
     hot_priority: Any,
     held: Callable[[], Awaitable[int]] | None = None,
 ) -> tuple[int, list[str]]:
     """The issue's experiment: `colds` long calls sent together, then, once all of them are inside vLLM (or held by
-    the coordinator: `held` counts what it queues), one short hot call. Returns the rank (1-based) at which the hot
-    call finished and the whole finishing order.
+    the coordinator: `held` counts what it queues) and vLLM runs as many as it has `slots`, one short hot call.
+    Returns the rank (1-based) at which the hot call finished and the whole finishing order.
 
     The colds are identical and sent at once, so the ones vLLM runs start within a step or two of each other and
     the rest wait; lengths are in tokens (the engine's steps), a cold call 4x a hot one. So the outcome does not
@@ -88,8 +89,9 @@ async def hot_rank(
     tasks = [asyncio.create_task(send(f"cold{i}", cold)) for i in range(colds)]
 
     async def arrived() -> bool:
+        running = await gauge(client, engine, "vllm:num_requests_running")
         inside = await engine_load(client, engine)
-        return inside + (await held() if held else 0) >= colds
+        return running >= min(slots, colds) and inside + (await held() if held else 0) >= colds
 
     await wait_until(arrived, f"{colds} cold calls to arrive")
     tasks.append(asyncio.create_task(send("hot", chat(HOT_TOKENS, priority=hot_priority, temperature=0))))

@@ -136,8 +136,8 @@ async def test_the_simulator_schedules_as_vllm_does(
     the two running; fcfs: last, its priority ignored)."""
     server = vllm_prio2 if policy == "priority" else vllm_fcfs2
     async with httpx.AsyncClient(timeout=300) as client:
-        real_rank, real_order = await hot_rank(client, server.url, server.url, 4, COLD, HOT)
+        real_rank, real_order = await hot_rank(client, server.url, server.url, 4, 2, COLD, HOT)
         async with simulator(policy) as url:
-            sim_rank, sim_order = await hot_rank(client, url, url, 4, COLD, HOT)
+            sim_rank, sim_order = await hot_rank(client, url, url, 4, 2, COLD, HOT)
     assert sim_rank == real_rank, f"sim {sim_order}, vLLM {real_order}"
     assert real_rank == (3 if policy == "priority" else 5)

@@ -23,27 +23,26 @@ async def queued(client: httpx.AsyncClient) -> int:
     return sum(entry["queued"] for entry in (await status(client))["scheduling"].values())
 
 
-async def _ordering(server: VllmServer, colds: int) -> tuple[int, int, list[str], list[str]]:
+async def _ordering(server: VllmServer, colds: int, slots: int) -> tuple[int, int, list[str], list[str]]:
     async with httpx.AsyncClient(timeout=300) as client:
-        direct, direct_order = await hot_rank(client, server.url, server.url, colds, COLD, HOT)
+        direct, direct_order = await hot_rank(client, server.url, server.url, colds, slots, COLD, HOT)
     async with coordinator(server.url) as (through, _):
-        rank, order = await hot_rank(
-            through, str(through.base_url).rstrip("/"), server.url, colds, "cold", "hot", lambda: queued(through)
-        )
+        url = str(through.base_url).rstrip("/")
+        rank, order = await hot_rank(through, url, server.url, colds, slots, "cold", "hot", lambda: queued(through))
     return direct, rank, direct_order, order
 
 
 @AWAITS_ADMISSION
 async def test_hot_call_finishes_no_later_through_the_coordinator_at_two_slots(vllm_prio2: VllmServer) -> None:
     """vLLM with native priority at --max-num-seqs 2: 4 cold calls, then a hot one (issue 14, finding 1)."""
-    direct, rank, direct_order, order = await _ordering(vllm_prio2, colds=4)
+    direct, rank, direct_order, order = await _ordering(vllm_prio2, colds=4, slots=2)
     assert direct == 3, direct_order  # vLLM's own priority queue puts the hot call right after the running two
     assert rank <= direct, f"through the coordinator {order}, direct {direct_order}"
 
 
 async def test_hot_call_finishes_no_later_through_the_coordinator_at_four_slots(vllm_prio4: VllmServer) -> None:
     """The same at --max-num-seqs 4 with 6 cold calls."""
-    direct, rank, direct_order, order = await _ordering(vllm_prio4, colds=6)
+    direct, rank, direct_order, order = await _ordering(vllm_prio4, colds=6, slots=4)
     assert direct == 5, direct_order
     assert rank <= direct, f"through the coordinator {order}, direct {direct_order}"
 
