@@ -15,6 +15,9 @@ configure_logging("info", "console")
 ROOT = Path(__file__).resolve().parent.parent
 NPM_TOOLS = ROOT / ".cache" / "npm-tools"
 
+# The real-vLLM tier runs from scripts/test-vllm (which installs vLLM and sets this), never in the normal suite.
+collect_ignore = [] if os.environ.get("GOOSE_SIDECAR_VLLM_TIER") else ["vllm"]
+
 
 def require_tool(name: str, path: str | Path | None = None) -> str:
     """Return the executable for `name`; skip when missing, but fail under CI where .ci/run installs it."""

@@ -36,8 +36,8 @@ class Finding:
 REQUIRED_METRIC = "vllm:num_requests_waiting"
 USED_METRICS = (
     ("vllm:num_requests_running",),
-    ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),  # the older name, still read
-    ("vllm:num_preemptions_total", "vllm:num_preemptions"),
+    ("vllm:kv_cache_usage_perc",),  # `gpu_cache_usage_perc` is gone from vLLM (0.32 exports neither alias)
+    ("vllm:num_preemptions_total",),
 )
 
 

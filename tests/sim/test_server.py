@@ -129,11 +129,15 @@ async def test_a_repeated_prompt_hits_the_prefix_cache() -> None:
     ("body", "status", "message"),
     [
         ({**chat(), "model": "gpt-4"}, 404, "The model `gpt-4` does not exist."),
-        ({"model": MODEL}, 400, "messages"),
-        ({**chat(), "priority": 3}, 400, "Got priority 3 but Priority scheduling is not enabled."),
         ({**chat(), "stream_options": {"include_usage": True}}, 400, "Stream options can only be defined"),
-        ({**chat(), "max_tokens": 40_000}, 400, "maximum context length is 32768 tokens"),
-        ({**chat(), "max_tokens": 0}, 400, "max_tokens must be at least 1"),
+        ({**chat(), "max_tokens": 40_000}, 400, "max_tokens=40000 cannot be greater than max_model_len=32768. "),
+        ({**chat(), "max_completion_tokens": 40_000}, 400, "(parameter=max_completion_tokens, value=40000)"),
+        (
+            {**chat(), "messages": [{"role": "user", "content": "x " * 40_000}]},
+            400,
+            "However, your prompt contains at least 32769 input tokens, which exceeds this limit",
+        ),
+        ({**chat(), "max_tokens": 0}, 400, "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)"),
     ],
 )
 async def test_errors_have_vllms_shape(body: dict[str, Any], status: int, message: str) -> None:
@@ -146,16 +150,29 @@ async def test_errors_have_vllms_shape(body: dict[str, Any], status: int, messag
     assert message in error["message"]
 
 
+async def test_a_missing_field_gets_fastapis_validation_error() -> None:
+    async with running() as (client, _):
+        response = await client.post("/v1/chat/completions", json={"model": MODEL})
+    assert response.status_code == 400
+    message = "1 validation error:\n  {'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', "
+    message += "'input': '<dict of 1 items>'}"
+    error = {"message": message, "type": "Bad Request", "param": "body.messages", "code": 400}
+    assert response.json() == {"error": error}
+
+
 async def test_invalid_json_is_a_400() -> None:
     async with running() as (client, _):
         response = await client.post("/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400 and response.json()["error"]["type"] == "BadRequestError"
 
 
-async def test_priority_policy_accepts_priorities() -> None:
-    async with running(scheduling_policy="priority") as (client, _):
-        response = await client.post("/v1/chat/completions", json={**chat(), "priority": -5})
-    assert response.status_code == 200
+@pytest.mark.parametrize("policy", ["priority", "fcfs"])
+async def test_every_policy_accepts_priorities(policy: str) -> None:
+    """vLLM V1 accepts `priority` under fcfs too, and ignores it (no V0-style 400)."""
+    async with running(scheduling_policy=policy) as (client, _):
+        for priority in (-5, 2, 1_000_000):
+            response = await client.post("/v1/chat/completions", json={**chat(), "priority": priority})
+            assert response.status_code == 200, response.text
 
 
 async def test_models_health_version_and_api_key() -> None:
@@ -164,7 +181,7 @@ async def test_models_health_version_and_api_key() -> None:
         models = (await client.get("/v1/models", headers={"Authorization": "Bearer sekret"})).json()
         assert [m["id"] for m in models["data"]] == [MODEL] and models["data"][0]["max_model_len"] == 32768
         assert (await client.get("/health")).status_code == 200
-        assert (await client.get("/version")).json() == {"version": "0.11.0"}
+        assert (await client.get("/version")).json() == {"version": "0.32.0"}
         assert (await client.get("/metrics")).status_code == 200  # stays open, as in vLLM
 
 
@@ -189,6 +206,11 @@ async def test_metrics_use_vllms_names_and_labels() -> None:
         assert f"{name}{{{labels}}}" in text, name
     assert f"vllm:time_to_first_token_seconds_count{{{labels}}} 1.0" in text
     assert 'block_size="16"' in text and 'num_gpu_blocks="2240"' in text and "vllm:cache_config_info{" in text
+    assert f'kv_cache_size_tokens="{2240 * 16}"' in text  # the KV capacity the coordinator can read
+    assert "gpu_cache_usage_perc" not in text  # gone from vLLM since 0.10
+    for family in ("num_requests_waiting_by_reason", "prompt_tokens_cached_total", "admission_rejections_total"):
+        assert f"vllm:{family}" in text, family
+    assert f"vllm:request_prefill_kv_computed_tokens_count{{{labels}}} 1.0" in text
     assert f'vllm:request_success_total{{{labels[:-1]}",finished_reason="stop"' not in text  # label order
     assert 'finished_reason="stop"' in text
 
