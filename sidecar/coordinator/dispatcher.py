@@ -121,37 +121,15 @@ class Dispatcher:
     async def acquire(self, agent: str, tier: Tier, prompt_tokens: int | None = None) -> Slot:
         """Wait for a slot (FIFO-fair per the policy). Raises ProxyError 429 when the queue is full.
         `prompt_tokens`: an estimate of the call's prompt, for the `kv` policy's ledger (None: unknown)."""
-        now = self.clock()
-        counters = self.tiers[tier]
-        if len(self.queue) >= self.max_queue:
-            counters.rejected += 1
-            wait = retry_after_s(len(self.queue), self.drain_rate(now))
-            raise ProxyError(
-                429,
-                ErrorKind.QUEUE_FULL,
-                f"the coordinator's queue for {self.name} is full ({len(self.queue)} calls waiting); retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        item = Waiting(next(self._seq), agent, tier, now)
         future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
-        if self.kv_ledger is not None:
-            self.kv_ledger.queued(agent, now, prompt_tokens)
-            if prompt_tokens is not None:
-                self._prompt_hints[item.seq] = prompt_tokens
-        self.queue.push(item)
-        self._waiters[item.seq] = future
-        self._pump()
-        if not future.done():
-            self._waited = True
-            for callback in self.on_queue:
-                callback()
+        item = self._enqueue(agent, tier, future, prompt_tokens)
         try:
             return await future
         except asyncio.CancelledError:
             if self.queue.remove(item.seq) is not None:
                 self._waiters.pop(item.seq, None)
                 self._prompt_hints.pop(item.seq, None)
-                counters.cancelled_waiting += 1
+                self.tiers[tier].cancelled_waiting += 1
             elif future.done() and not future.cancelled():
                 future.result().release()  # granted in the same instant the caller left: give it back
             raise
@@ -160,6 +138,17 @@ class Dispatcher:
         """`acquire` for a caller without an event loop: queue a call and return its seq; `on_grant(slot)` runs when
         it starts (possibly before this returns). `prompt_tokens`: the caller's estimate of the prompt, for the KV
         ledger. Raises ProxyError 429 when the queue is full, as `acquire` does."""
+        return self._enqueue(agent, tier, on_grant, prompt_tokens).seq
+
+    def _enqueue(
+        self,
+        agent: str,
+        tier: Tier,
+        waiter: asyncio.Future[Slot] | Callable[[Slot], None],
+        prompt_tokens: int | None,
+    ) -> Waiting:
+        """Queue one call for `acquire` and `submit` alike (so the fleet simulation drives exactly what the proxy
+        does) and pump: it may have started before this returns. Raises ProxyError 429 when the queue is full."""
         now = self.clock()
         if len(self.queue) >= self.max_queue:
             self.tiers[tier].rejected += 1
@@ -173,15 +162,16 @@ class Dispatcher:
         item = Waiting(next(self._seq), agent, tier, now)
         if self.kv_ledger is not None:
             self.kv_ledger.queued(agent, now, prompt_tokens)
+            if prompt_tokens is not None:
+                self._prompt_hints[item.seq] = prompt_tokens
         self.queue.push(item)
-        self._waiters[item.seq] = on_grant
-        if prompt_tokens is not None:
-            self._prompt_hints[item.seq] = prompt_tokens
+        self._waiters[item.seq] = waiter
         self._pump()
-        if item.seq in self.queue:
+        if item.seq in self.queue:  # it waits: a signal for admission, and room to make for it
+            self._waited = True
             for callback in self.on_queue:
                 callback()
-        return item.seq
+        return item
 
     def drain_rate(self, now: float) -> float:
         return rate(self._completions, now, DRAIN_WINDOW_S)
