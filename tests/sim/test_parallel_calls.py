@@ -23,8 +23,8 @@ from sidecar.sim.protocol import ServedModel, parse_chat
 from tests.sim.test_agent import SIDECAR, TASK
 from tests.sim.workspace import Executor
 
-# What `scenarios/parallel-tools.toml` sets: commits, diffs and first steps never carry companions, so this share
-# of answers asked for gives the median of 2 calls per tool-calling answer on the fleet's sample projects.
+# What `sidecar/fleet/scenarios/parallel-tools.toml` sets: commits, diffs and first steps never carry companions,
+# so this share of answers asked for gives the median of 2 calls per tool-calling answer on the fleet's sample projects.
 PARALLEL = dataclasses.replace(QWEN_32B_A100, parallel_tool_calls=0.65)
 READ = "sidecar__read_file"
 LIST = "sidecar__list_dir"

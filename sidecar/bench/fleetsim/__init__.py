@@ -1,7 +1,7 @@
 """The deterministic fleet simulation (`goose-sidecar bench fleet-sim`): hundreds of coding agents as programs, the
 coordinator's production dispatcher and policies, the simulator's vLLM V1 engine, one virtual clock.
 
-    scenario.py    scenarios/fleet-sim/<name>.toml, validated
+    scenario.py    scenarios/<name>.toml (package data), validated
     program.py     an agent's task: turns, stages, output lengths, tool times, context growth (from a seed)
     loop.py        the event heap on the virtual clock
     fleet.py       one condition under one seed: agents, dispatchers, engines

@@ -19,7 +19,9 @@ HELP = "Deterministic fleet simulation: the production scheduler on the simulate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", dest="fs_scenario", default="default", help="name in scenarios/fleet-sim/")
+    parser.add_argument(
+        "--scenario", dest="fs_scenario", default="default", help="a scenario name (--list shows them) or a .toml path"
+    )
     parser.add_argument("--conditions", dest="fs_conditions", help="comma-separated subset (vllm is always run)")
     parser.add_argument("--seeds", dest="fs_seeds", help="comma-separated seeds (default: the scenario's)")
     parser.add_argument("--json", dest="fs_json", type=Path, help="also write the figures as JSON here")

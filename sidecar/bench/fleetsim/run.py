@@ -96,7 +96,7 @@ def run_scenario(
         f"GPU: {scenario.gpu.replicas} x {profile.name} ({profile.kv_capacity_tokens:,} KV tokens each); "
         f"{f.agents} agents, final contexts {f.context_min_tokens:,}-{f.context_max_tokens:,} tokens: "
         f"KV oversubscribed {demand / kv_total:.1f}x at the tasks' end.",
-        f"Scenario: `{scenario.name}` (scenarios/fleet-sim/{scenario.name}.toml). Regenerate: "
+        f"Scenario: `{scenario.name}` (sidecar/bench/fleetsim/scenarios/{scenario.name}.toml). Regenerate: "
         f"`goose-sidecar bench fleet-sim --scenario {scenario.name}"
         + (f" --seeds {','.join(map(str, seeds))}" if list(seeds) != scenario.bench.seeds else "")
         + "`.",

@@ -1,4 +1,5 @@
-"""Fleet-simulation scenarios: `scenarios/fleet-sim/<name>.toml` (or a `.toml` path), validated as a whole.
+"""Fleet-simulation scenarios: `<name>.toml` shipped in `sidecar/bench/fleetsim/scenarios/` (or a `.toml` path),
+validated as a whole.
 
 Every field is documented in `scenarios/fleet-sim/README.md` with the source of its default. A scenario fixes the
 fleet (agents, recipes, turns, context growth, output lengths, tool times), the GPUs (profile, replicas) and the
@@ -15,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sidecar.config import ConfigError
 
+# Shipped as package data (a built wheel and the Docker image have them); a checkout's `scenarios/fleet-sim/`
+# and the current directory's come first, for extra or edited scenarios.
+PACKAGED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 REPO_SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios" / "fleet-sim"
+FOLDERS = (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS, PACKAGED_SCENARIOS)
 
 
 class FleetSection(BaseModel):
@@ -92,11 +97,11 @@ def scenario_path(name: str) -> Path:
     candidate = Path(name)
     if candidate.suffix == ".toml":
         return candidate
-    for folder in (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS):
+    for folder in FOLDERS:
         path = folder / f"{name}.toml"
         if path.is_file():
             return path
-    return REPO_SCENARIOS / f"{name}.toml"
+    return PACKAGED_SCENARIOS / f"{name}.toml"
 
 
 def load_scenario(name: str) -> FleetSimScenario:
@@ -115,5 +120,4 @@ def load_scenario(name: str) -> FleetSimScenario:
 
 
 def available_scenarios() -> list[str]:
-    folders = (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS)
-    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.toml")})
+    return sorted({p.stem for folder in FOLDERS if folder.is_dir() for p in folder.glob("*.toml")})
