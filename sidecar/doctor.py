@@ -189,9 +189,15 @@ def native_priority_finding(config: Config) -> Finding:
         "whether the upstream runs vLLM with --scheduling-policy priority is unknown from here (vLLM does not "
         "report it; under fcfs it ignores the field)"
     )
-    if setting == "off":
-        return Finding("native priority", Status.INFO, "scheduling.native_priority = off: the field is not sent")
-    return Finding("native priority", Status.INFO, f"scheduling.native_priority = {setting}: sent; {upstream}")
+    per_model = {
+        alias: setting if model.native_priority is None else model.native_priority
+        for alias, model in config.models.items()
+    } or {"every model": setting}
+    on = sorted(alias for alias, value in per_model.items() if value)
+    if not on:
+        detail = "off (scheduling.native_priority, or per model): no priority is sent, the coordinator orders alone"
+        return Finding("native priority", Status.INFO, detail)
+    return Finding("native priority", Status.INFO, f"on for {', '.join(on)}: tiers sent as vLLM priorities; {upstream}")
 
 
 def modal_finding(config: Config) -> Finding:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from sidecar import citations
+from sidecar.bench import scheduling as bench_scheduling
 from sidecar.config_example import render_example
-from sidecar.coordinator import bench_scheduling, dashboard
+from sidecar.coordinator import dashboard
 from sidecar.fleet.report import write_report
 from sidecar.sim.profiles import PROFILES
 from tests.fleet.test_report import bench_result

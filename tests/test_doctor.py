@@ -34,7 +34,8 @@ def lines(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 async def test_doctor_passes_on_a_working_deployment_and_fails_without_a_coordinator(tmp_path: Path) -> None:
     async with run_embedded(SimSettings(time_scale=100)) as models:
-        toml = "".join(f'[models.{m.alias}]\nreplicas = ["{m.url}"]\n' for m in models)
+        # The embedded simulator runs vLLM's priority policy, which the configuration must say (nothing detects it).
+        toml = "".join(f'[models.{m.alias}]\nreplicas = ["{m.url}"]\nnative_priority = true\n' for m in models)
         (tmp_path / "goose-sidecar.toml").write_text(toml)
         config = load_config(tmp_path / "goose-sidecar.toml", env={})
         async with serve_app(build_app(config)) as url:
@@ -50,7 +51,7 @@ async def test_doctor_passes_on_a_working_deployment_and_fails_without_a_coordin
                 assert found[f"upstream {m.alias}"].startswith(f"ok    upstream {m.alias}: {m.url}/metrics has"), found
             for check in ("goose config", "goose provider", "goose config env", "inotify instances"):
                 assert found[check].startswith("ok"), found[check]
-            assert "unknown" in found["native priority"]
+            assert "on for large, small" in found["native priority"] and "unknown" in found["native priority"]
     gone = await asyncio.to_thread(doctor, *common, "--coordinator", f"http://127.0.0.1:{free_port()}")
     found = lines(gone)
     assert gone.returncode == 1

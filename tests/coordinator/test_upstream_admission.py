@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sidecar.bench.ordering import format_table, run_condition, simulator
 from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.coordinator.bench_ordering import format_table, run_condition, simulator
 from sidecar.coordinator.command import upstream_lines
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.upstream import parse_vllm_metrics
@@ -47,7 +47,7 @@ async def test_a_hot_call_finishes_no_later_through_the_coordinator_than_with_vl
     print("\n" + format_table(list(trials.values())))
     assert trials["default"].hot_rank <= trials["direct"].hot_rank, trials
     # The experiment tells ordering from none: without priority the hot call waits behind the colds (at 4 slots
-    # this short hot call overtakes the two queued colds on its own, see `bench_ordering.HOT_TOKENS`).
+    # this short hot call overtakes the two queued colds on its own, see `sidecar.bench.ordering.HOT_TOKENS`).
     assert trials["direct"].hot_rank == slots + 1, trials  # right after the colds running when it arrived
     assert trials["fcfs"].hot_rank >= trials["direct"].hot_rank + (2 if slots == 2 else 0), trials
 

@@ -1,5 +1,5 @@
 """How many cases each reliability test tried, printed (`pytest -s` shows it) and, when `RELIABILITY_COUNTS`
-names a file, appended there as JSON lines (`python -m sidecar.coordinator.bench_load --fuzz` reads it)."""
+names a file, appended there as JSON lines (`python -m sidecar.bench.load --fuzz` reads it)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sidecar.coordinator.bench_load import Level, Sample, Stream, outcome_of, paced_upstream_app, request_bytes
+from sidecar.bench.load import Level, Sample, Stream, outcome_of, paced_upstream_app, request_bytes
 from sidecar.testing import serve_app
 
 

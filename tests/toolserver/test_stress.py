@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from sidecar.bench.stress import run_stress
 from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
-from sidecar.toolserver.stress import run_stress
 
 
 async def test_no_stale_reads_under_churn(make_settings: Callable[..., SidecarSettings], tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ what streams after the test run's call, and one real pair runs through the stack
 
 from __future__ import annotations
 
+from sidecar.bench.stream import answer_frames, lead_frames, run
 from sidecar.core.nextcall import assistant_from_sse
-from sidecar.fleet.bench_stream import answer_frames, lead_frames, run
 
 
 def test_the_scripted_answer_is_a_test_run_then_the_reads_and_the_lead_grows_with_them() -> None:

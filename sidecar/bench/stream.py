@@ -1,4 +1,4 @@
-"""Streaming tool execution, the mechanism alone: `python -m sidecar.fleet.bench_stream`.
+"""Streaming tool execution, the mechanism alone: `python -m sidecar.bench.stream`.
 
 The fleet bench (`goose-sidecar bench --scenario parallel-tools`) measures agent time, but paired runs of one
 seed diverge (tool results carry timings, so conversations and their lengths differ), which hides an effect of a
@@ -192,7 +192,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sidecar.fleet.bench_stream", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sidecar.bench.stream", description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--rate", type=float, default=22.0, help="streamed tokens per second (default 22)")
     parser.add_argument("--reads", type=int, default=2, help="read calls after the test run's call (default 2)")

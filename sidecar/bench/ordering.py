@@ -1,4 +1,4 @@
-"""`python -m sidecar.coordinator.bench_ordering`: does a hot call get ahead of cold work, and where is it held?
+"""`python -m sidecar.bench.ordering`: does a hot call get ahead of cold work, and where is it held?
 
 The experiment of issue 14 (finding 1): an engine with `--scheduling-policy priority` and few sequence slots
 (`max_num_seqs` 2, and 4 for the issue's target); `colds` cold calls sent 0.3 s apart (4, or 6), then one hot
@@ -248,7 +248,7 @@ def format_table(trials: Sequence[Trial]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sidecar.coordinator.bench_ordering", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sidecar.bench.ordering", description=__doc__)
     parser.add_argument("--upstream", help="a real vLLM (base URL) instead of the simulator")
     parser.add_argument("--model", help="the model name the upstream serves (with --upstream)")
     parser.add_argument("--slots", type=int, default=None, help="the upstream's --max-num-seqs (with --upstream)")

@@ -1,4 +1,4 @@
-"""Sidecar benchmark: `python -m sidecar.toolserver.bench [--quick] [--json FILE]`.
+"""Sidecar benchmark: `python -m sidecar.bench.toolserver [--quick] [--json FILE]`.
 
 Prints, on a generated sample project:
 - per tool, cached vs uncached latency, p50/p99, in-process (the tool body, as the server calls it) and over a
@@ -23,9 +23,9 @@ from typing import Any
 
 from mcp import Client
 
+from sidecar.bench.stress import run_stress
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
-from sidecar.toolserver.stress import run_stress
 
 
 def sample_project(root: Path, modules: int = 60) -> None:

@@ -214,7 +214,7 @@ async def _wait_ready(port: int, path: str, timeout_s: float = 60.0) -> None:
 
 
 def start_upstream(port: int, chunks: int) -> subprocess.Popen[bytes]:
-    cmd = [*_pin(1), sys.executable, "-m", "sidecar.coordinator.bench", "--serve-upstream", str(port),
+    cmd = [*_pin(1), sys.executable, "-m", "sidecar.bench.proxy", "--serve-upstream", str(port),
            "--chunks", str(chunks)]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

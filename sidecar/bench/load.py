@@ -1,4 +1,4 @@
-"""`python -m sidecar.coordinator.bench_load`: how many concurrent streaming agents the coordinator carries on this
+"""`python -m sidecar.bench.load`: how many concurrent streaming agents the coordinator carries on this
 machine with p99 added latency under a limit (10 ms), its memory per agent, the faults it survives, and the fuzz
 case counts of the reliability suite.
 
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.coordinator.bench import _children, _free_port, _pin, _sse_body, _wait_ready, stop_processes
+from sidecar.bench.proxy import _children, _free_port, _pin, _sse_body, _wait_ready, stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = (25, 50, 100, 200, 400, 800, 1600, 3200)
@@ -308,7 +308,7 @@ async def load(args: argparse.Namespace) -> list[Level]:
     if not args.default_window:
         env["GOOSE_SIDECAR_SCHEDULING_MAX_WINDOW"] = "4096"
     with processes() as start:
-        start([*_pin(1), sys.executable, "-m", "sidecar.coordinator.bench_load", "--serve-upstream", str(up_port),
+        start([*_pin(1), sys.executable, "-m", "sidecar.bench.load", "--serve-upstream", str(up_port),
                "--chunks", str(args.chunks), "--interval-ms", str(args.interval_ms)])  # fmt: skip
         await _wait_ready(up_port, "/v1/models")
         coordinator = start(coordinator_cmd(coord_port, f"http://127.0.0.1:{up_port}"), env, args.coordinator_log)
@@ -538,9 +538,7 @@ def fuzz_counts() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sidecar.coordinator.bench_load", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m sidecar.bench.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=list(LEVELS))
     parser.add_argument("--limit-ms", type=float, default=10.0, help="p99 added latency a level must stay under")
     parser.add_argument("--chunks", type=int, default=100, help="SSE frames per streamed answer")

@@ -1,4 +1,4 @@
-"""`python -m sidecar.coordinator.bench_scheduling`: priority scheduling and routing across a fleet, measured.
+"""`python -m sidecar.bench.scheduling`: priority scheduling and routing across a fleet, measured.
 
 A fleet of synthetic coding agents (16 by default) drives the real coordinator in front of the embedded simulator
 (`sidecar.sim.run_embedded`: `large` = the Qwen2.5-Coder-32B-on-A100 profile, `small` = the 7B one), all in one
@@ -975,7 +975,7 @@ async def run_benchmark(options: Options, progress: Callable[[str], None] | None
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
     parser = argparse.ArgumentParser(
-        prog="python -m sidecar.coordinator.bench_scheduling",
+        prog="python -m sidecar.bench.scheduling",
         description="Priority scheduling and routing across a fleet of agents on the simulator (see the module doc).",
     )
     defaults = Options()

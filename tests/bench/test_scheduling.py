@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.coordinator import bench_scheduling as bench
+from sidecar.bench import scheduling as bench
 from sidecar.core.stages import DEFAULT_STAGE_TIERS, classify_messages
 
 
