@@ -484,7 +484,7 @@ def transport_security(allowed_hosts: list[str]) -> TransportSecuritySettings:
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound listening socket for uvicorn (`serve(sockets=[...])`), so port 0 works and is known at once.
+    """A bound, listening socket for uvicorn (`serve(sockets=[...])`), so port 0 works and is known at once.
 
     Created with `IPPROTO_TCP` explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose `proto` is
     IPPROTO_TCP, and a socket made with proto 0 passes its 0 on. Without NODELAY every HTTP response waits for
@@ -498,6 +498,9 @@ def listen_socket(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
+    # Listening from here on: a client that read the logged URL before uvicorn finished its start-up (the sidecar's
+    # lifespan starts the watcher first) waits in the backlog instead of being refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
