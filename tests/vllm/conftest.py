@@ -124,14 +124,18 @@ def early_coordinator(vllm_fcfs2: VllmServer) -> EarlyCoordinator:
     return early
 
 
-def coordinator_config(upstream_url: str, **overrides: Any) -> Config:
-    """The default configuration with one upstream (what `goose-sidecar up --upstream URL` runs)."""
-    return load_config(env={}, overrides={"models": {"default": {"replicas": [upstream_url]}}, **overrides})
+def coordinator_config(upstream_url: str, native_priority: bool = False, **overrides: Any) -> Config:
+    """The default configuration with one upstream (what `goose-sidecar up --upstream URL` runs); with
+    `native_priority`, that upstream declared as running `--scheduling-policy priority` (nothing can detect it)."""
+    model = {"replicas": [upstream_url], "native_priority": native_priority}
+    return load_config(env={}, overrides={"models": {"default": model}, **overrides})
 
 
 @asynccontextmanager
-async def coordinator(upstream_url: str, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, CoordinatorState]]:
+async def coordinator(
+    upstream_url: str, native_priority: bool = False, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, CoordinatorState]]:
     """A coordinator in this process on a loopback port, in front of `upstream_url`."""
-    app = build_app(coordinator_config(upstream_url, **overrides))
+    app = build_app(coordinator_config(upstream_url, native_priority, **overrides))
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=300) as client:
         yield client, app.state.coordinator

@@ -21,6 +21,9 @@ import httpx
 from sidecar.testing import free_port
 
 SERVED = "tiny"  # the served model name of every server in the tier
+# What the coordinator's /v1/models lists in front of one such server: vLLM's entry unchanged, then the names the
+# coordinator itself answers to (routing, and the one upstream's alias).
+CATALOG = (SERVED, "auto", "default")
 MAX_MODEL_LEN = 4096  # the tiny model's positions; room for the fleet's tool schemas
 # A cold start is ~100 s with torch.compile, ~130 s with the machine busy (vllm_cpu.md); three servers start at
 # once on two cores here, so give them a generous bound. It only bounds a failure; success is a condition.

@@ -12,7 +12,7 @@ import pytest
 
 from tests.vllm.conftest import coordinator
 from tests.vllm.helpers import READ_FILE, USER, chat, engine_load, families, wait_until
-from tests.vllm.servers import MAX_MODEL_LEN, SERVED, VllmServer
+from tests.vllm.servers import CATALOG, MAX_MODEL_LEN, SERVED, VllmServer
 
 # Fields that differ between any two calls (ids, clocks); everything else must come back unchanged.
 VOLATILE = {"id", "created"}
@@ -54,7 +54,7 @@ async def test_answers_come_back_unchanged(vllm_prio2: VllmServer) -> None:
         assert got.status_code == 200
         assert stable(got.json()) == stable(expected)
         models = (await client.get("/v1/models")).json()
-        assert [m["id"] for m in models["data"]] == [SERVED]
+        assert [m["id"] for m in models["data"]] == [*CATALOG]
 
 
 async def test_streaming_with_usage(vllm_prio2: VllmServer) -> None:

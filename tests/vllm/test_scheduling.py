@@ -10,7 +10,7 @@ import pytest
 
 from tests.vllm.conftest import coordinator
 from tests.vllm.helpers import COLD, HOT, chat, hot_rank, wait_until
-from tests.vllm.servers import SERVED, EarlyCoordinator, VllmServer, adapted
+from tests.vllm.servers import CATALOG, SERVED, EarlyCoordinator, VllmServer, adapted
 
 
 async def status(client: httpx.AsyncClient) -> dict:
@@ -24,7 +24,9 @@ async def queued(client: httpx.AsyncClient) -> int:
 async def _ordering(server: VllmServer, colds: int, slots: int) -> tuple[int, int, list[str], list[str]]:
     async with httpx.AsyncClient(timeout=300) as client:
         direct, direct_order = await hot_rank(client, server.url, server.url, colds, slots, COLD, HOT)
-    async with coordinator(server.url) as (through, _):
+    # The default configuration for a vLLM started with --scheduling-policy priority, as the Modal app and the
+    # generated configs declare it.
+    async with coordinator(server.url, native_priority=True) as (through, _):
         url = str(through.base_url).rstrip("/")
         rank, order = await hot_rank(through, url, server.url, colds, slots, "cold", "hot", lambda: queued(through))
     return direct, rank, direct_order, order
@@ -92,7 +94,7 @@ async def test_both_upstream_url_forms_work(vllm_prio2: VllmServer, suffix: str)
         assert response.status_code == 200, response.text
         assert response.json()["model"] == SERVED
         models = await client.get("/v1/models")
-        assert [m["id"] for m in models.json()["data"]] == [SERVED]
+        assert [m["id"] for m in models.json()["data"]] == [*CATALOG]
 
         async def ready() -> bool:
             return adapted(await status(client))
