@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 
 from sidecar.bench.fleetsim.conditions import Condition
 from sidecar.bench.fleetsim.loop import Loop
-from sidecar.bench.fleetsim.program import Program
+from sidecar.bench.fleetsim.program import Program, tool_name
 from sidecar.bench.fleetsim.scenario import FleetSimScenario
+from sidecar.bench.fleetsim.speculation import early_safe, prerun_end, streamed_tools_end
 from sidecar.config import Config
 from sidecar.coordinator.app import make_dispatcher
 from sidecar.coordinator.dispatcher import Dispatcher, Slot
 from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.admission import UpstreamMetrics
+from sidecar.core.prediction import Action
 from sidecar.core.stages import Tier
+from sidecar.core.working_set import KVAwareOrder, WarmDecision, warm_decision
 from sidecar.sim.engine import Engine, Request, StepResult
 from sidecar.sim.kv import block_hashes
 from sidecar.sim.profiles import Profile
@@ -58,6 +61,7 @@ class AgentState:
     next_id: int = 0
     start: float = 0.0
     end: float | None = None
+    prerun_start: float | None = None  # tests pre-running on the state after its last edit, since then
 
 
 @dataclass
@@ -75,6 +79,7 @@ class FleetRun:
     preemptions: int
     busy_s: float
     events: int
+    speculation: dict[str, float] = field(default_factory=dict)  # warm-ups, pre-runs, early tool runs (counts)
 
 
 class Replica:
@@ -165,7 +170,11 @@ class FleetSim:
             self.agents[program.agent] = state
         self.calls: list[CallRecord] = []
         self._live: dict[str, tuple[AgentState, Slot, CallRecord]] = {}
+        self._warm: dict[str, tuple[AgentState, Slot]] = {}
         self.remaining = len(programs)
+        self.computed = [0] * self.num_replicas  # prompt tokens the real calls computed, per replica
+        self.warmed = [0] * self.num_replicas  # context tokens warm-ups were started for, per replica
+        self.speculation: dict[str, float] = {}
 
     # --- the run --------------------------------------------------------------------------------------------
 
@@ -189,7 +198,11 @@ class FleetSim:
             preemptions=sum(c.preemptions for c in counters),
             busy_s=sum(c.busy_seconds for c in counters),
             events=self.loop.events,
+            speculation=dict(sorted(self.speculation.items())),
         )
+
+    def _count(self, key: str, amount: float = 1.0) -> None:
+        self.speculation[key] = self.speculation.get(key, 0.0) + amount
 
     def _scrape(self, replica: Replica) -> None:
         if self.remaining == 0:
@@ -234,6 +247,9 @@ class FleetSim:
         self.replicas[state.replica].add(request)
 
     def _finished(self, request: Request) -> None:
+        if request.request_id in self._warm:
+            self._warm_done(request)
+            return
         state, slot, record = self._live.pop(request.request_id)
         record.finished = self.loop.now
         record.first_scheduled = request.first_scheduled if request.first_scheduled is not None else self.loop.now
@@ -247,15 +263,88 @@ class FleetSim:
             prompt + record.output_tokens,
             record.cached_tokens,
         )
+        self.computed[state.replica] += prompt - record.cached_tokens
         state.tokens.extend(request.output)
         turn = state.program.turns[state.turn]
         if turn.action is None:
             state.end = self.loop.now
             self.remaining -= 1
             return
-        self.loop.at(self.loop.now + turn.tool_s, self._tool_done, state, turn.result_tokens)
+        first_token = request.first_token if request.first_token is not None else self.loop.now
+        tools_end = self._tools_end(state, turn.action, turn.tool_s, turn.tool_calls, first_token)
+        if self.condition.warming and turn.tool_s >= self.scenario.coordinator.warm_min_tool_s:
+            lead = self.scenario.coordinator.warm_lead_s
+            self.loop.at(max(tools_end - lead, self.loop.now), self._maybe_warm, state, state.turn)
+        self.loop.at(tools_end, self._tool_done, state, turn.result_tokens)
+
+    def _tools_end(self, state: AgentState, action: Action, tool_s: float, calls: int, first_token: float) -> float:
+        """When the answer's tool calls are done, with the condition's speculation (`speculation.py`)."""
+        now = self.loop.now
+        end = now + tool_s
+        if state.prerun_start is not None:  # the tests pre-ran on the state after the last edit
+            if action is Action.RUN_TESTS:
+                end = prerun_end(state.prerun_start, now, tool_s)
+                self._count("prerun_used")
+                self._count("prerun_saved_s", now + tool_s - end)
+            else:  # cancelled when this call arrives: its CPU so far is wasted
+                self._count("prerun_wasted")
+                self._count("prerun_wasted_cpu_s", min(now - state.prerun_start, self.scenario.fleet.test_median_s))
+            state.prerun_start = None
+        if self.condition.streaming_tools and calls > 1 and early_safe(tool_name(action)):
+            early = streamed_tools_end(first_token, now, calls, tool_s)
+            self._count("early_answers")
+            self._count("early_calls", calls)
+            self._count("early_saved_s", end - min(end, early))
+            end = min(end, early)
+        return end
+
+    def _maybe_warm(self, state: AgentState, turn: int) -> None:
+        """Shortly before a long tool run ends: re-warm the agent's prefix if the core policy says it pays."""
+        dispatcher = self.replicas[state.replica].dispatcher
+        if state.turn != turn or dispatcher.kv_ledger is None or not isinstance(dispatcher.policy, KVAwareOrder):
+            return
+        r = state.replica
+        decision = warm_decision(
+            dispatcher.policy,
+            state.program.agent,
+            dispatcher.kv_ledger.snapshot(),
+            self.loop.now,
+            self.warmed[r],
+            self.computed[r],
+            self.scenario.coordinator.warm_share,
+        )
+        self._count(f"warm: {decision}")
+        if decision is not WarmDecision.WARM:
+            return
+        self.warmed[r] += len(state.tokens)
+        tier = state.program.turns[turn + 1].tier
+        prompt = tuple(state.tokens)
+        hashes = list(state.hashes)
+        dispatcher.submit(
+            state.program.agent, tier, lambda slot: self._warm_granted(state, slot, prompt, hashes), len(prompt)
+        )
+
+    def _warm_granted(self, state: AgentState, slot: Slot, prompt: tuple[int, ...], hashes: list[int]) -> None:
+        def enter() -> None:
+            request_id = f"{state.program.agent}:{state.turn}:warm:{self.loop.events}"
+            request = Request(request_id=request_id, prompt=prompt, output=(-1,), arrival=self.loop.now)
+            request.hashes = hashes
+            self._warm[request_id] = (state, slot)
+            self.replicas[state.replica].add(request)
+
+        self.loop.at(self.loop.now + self.profile.frontend_s, enter)
+
+    def _warm_done(self, request: Request) -> None:
+        _, slot = self._warm.pop(request.request_id)
+        cached = max(request.num_cached_tokens, 0)
+        self._count("warm_calls")
+        self._count("warm_tokens_computed", len(request.prompt) - cached)
+        slot.release(float(len(request.prompt) - cached + 1), len(request.prompt) + 1, cached)
 
     def _tool_done(self, state: AgentState, result_tokens: int) -> None:
+        done = state.program.turns[state.turn].action
+        if self.condition.test_preruns and done is Action.EDIT:
+            state.prerun_start = self.loop.now
         state.tokens.extend(range(state.next_id, state.next_id + result_tokens))
         state.next_id += result_tokens
         block_hashes(state.tokens, self.profile.block_size, state.hashes)
