@@ -107,7 +107,7 @@ def test_the_cli_runs_fleet_sim_and_plain_bench_keeps_its_flags(capsys: pytest.C
 
 def test_shipped_scenarios_load() -> None:
     names = available_scenarios()
-    assert {"tiny", "default", "scale", "h200"} <= set(names)
+    assert {"tiny", "default", "scale", "h200", "streaming", "routing"} <= set(names)
     for name in names:
         load_scenario(name)
 
@@ -128,7 +128,7 @@ def test_no_condition_beats_the_physical_throughput_bound(tiny) -> None:  # type
     prefix = tiny.fleet.system_prompt_tokens + tiny.fleet.tool_list_tokens
     bound = throughput_bound(programs, prefix, profile)
     assert bound.output_tokens == sum(t.output_tokens for p in programs for t in p.turns)
-    for condition in CONDITIONS:
+    for condition in [c for c in CONDITIONS if not c.small_model]:  # the bound is for the scenario's model
         run = FleetSim(tiny, condition, profile, programs, 1).run()
         assert run.busy_s >= bound.gpu_s  # the GPU time no schedule can go below
         assert summarize(run, None)["tasks_per_gpu_hour"] <= bound.tasks_per_gpu_hour(len(programs))
@@ -171,3 +171,18 @@ def test_speculation_conditions_count_what_they_did_and_change_no_program(tiny) 
     warm = runs["kv-warm"].speculation
     assert sum(v for k, v in warm.items() if k.startswith("warm: ")) == long_tools
     assert warm.get("warm_calls", 0) == warm.get("warm: warm", 0)
+
+
+def test_routing_sends_simple_work_to_the_small_model_and_pins_agents_to_the_large_ones(tiny) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs = programs_for(tiny, profile, 1)
+    sim = FleetSim(tiny, BY_NAME["kv-32b+7b"], profile, programs, 1)
+    run = sim.run()
+    assert run.replicas == 2 and sim.replicas[1].engine.profile.name == tiny.gpu.small_profile
+    small = {(c.agent, c.turn) for c in run.calls if c.replica == 1}
+    simple = {
+        (p.agent, k) for p in programs for k, t in enumerate(p.turns) if t.stage in (Stage.COMMIT_MSG, Stage.DOCS)
+    }
+    assert small == simple and small
+    two = FleetSim(tiny, BY_NAME["kv-2x32b"], profile, programs, 1).run()
+    assert two.replicas == 2 and {c.replica for c in two.calls} == {0, 1}

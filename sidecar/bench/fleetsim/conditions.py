@@ -20,6 +20,8 @@ class Condition:
     warming: bool = False  # re-warm an evicted agent's prefix shortly before its long tool run ends
     test_preruns: bool = False  # run the tests after each edit while the model answers
     streaming_tools: bool = False  # start early-safe tool calls as their arguments complete in the stream
+    large_replicas: int | None = None  # replicas of the scenario's model (None: the scenario's count)
+    small_model: bool = False  # one more replica of the scenario's small model, for the calls routed to it
 
 
 CONDITIONS: tuple[Condition, ...] = (
@@ -51,6 +53,13 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition("kv-warm", "kv + prefix warming before long tool runs end (budgeted)", {"policy": "kv"}, warming=True),
     Condition("kv-prerun", "kv + test pre-runs after each edit", {"policy": "kv"}, test_preruns=True),
+    Condition("kv-2x32b", "kv on two replicas of the large model (agents pinned)", {"policy": "kv"}, large_replicas=2),
+    Condition(
+        "kv-32b+7b",
+        "kv on one large replica + one small (simple work routed to it, as the route table says)",
+        {"policy": "kv"},
+        small_model=True,
+    ),
     Condition("vllm-stream", "vLLM alone + streaming tool execution", {"policy": "fcfs"}, streaming_tools=True),
     Condition("kv-stream", "kv + streaming tool execution", {"policy": "kv"}, streaming_tools=True),
 )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from sidecar.bench.fleetsim.conditions import Condition
 from sidecar.bench.fleetsim.loop import Loop
+from sidecar.bench.fleetsim.profiles import fleet_profile
 from sidecar.bench.fleetsim.program import Program, tool_name
 from sidecar.bench.fleetsim.scenario import FleetSimScenario
 from sidecar.bench.fleetsim.speculation import early_safe, prerun_end, streamed_tools_end
@@ -29,7 +30,8 @@ from sidecar.coordinator.dispatcher import Dispatcher, Slot
 from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.admission import UpstreamMetrics
 from sidecar.core.prediction import Action
-from sidecar.core.stages import Tier
+from sidecar.core.routing import SMALL, RouteTable
+from sidecar.core.stages import Stage, Tier, classify_task
 from sidecar.core.working_set import KVAwareOrder, WarmDecision, warm_decision
 from sidecar.sim.engine import Engine, Request, StepResult
 from sidecar.sim.kv import block_hashes
@@ -49,6 +51,7 @@ class CallRecord:
     cached_tokens: int = 0
     output_tokens: int = 0
     preemptions: int = 0
+    replica: int = 0
 
 
 @dataclass
@@ -136,26 +139,18 @@ class FleetSim:
         self.profile = profile
         self.seed = seed
         self.loop = Loop()
-        self.num_replicas = replicas if replicas is not None else scenario.gpu.replicas
-        c = scenario.coordinator
-        settings = SchedulingSettings.model_validate(
-            {
-                "aging_s": c.aging_s,
-                "kv_keep_s": c.kv_keep_s,
-                "kv_capacity_tokens": profile.kv_capacity_tokens,
-                "max_window": c.max_window,
-                "hot_pool": c.hot_pool,
-                "cold_pool": c.cold_pool,
-                "metrics_interval_s": c.metrics_interval_s,
-                **condition.scheduling,
-            }
-        )
-        config = Config(scheduling=settings)
+        large = replicas if replicas is not None else condition.large_replicas or scenario.gpu.replicas
+        self.num_large = large  # agents are pinned to these; a small-model replica (if any) comes after them
+        profiles = [profile] * large
+        if condition.small_model and replicas is None:
+            profiles.append(fleet_profile(scenario.gpu.small_profile))
+        self.num_replicas = len(profiles)
+        self.small_replica = large if len(profiles) > large else None
         self.replicas: list[Replica] = []
-        for i in range(self.num_replicas):
-            dispatcher = make_dispatcher(f"replica-{i}", config)
+        for i, replica_profile in enumerate(profiles):
+            dispatcher = make_dispatcher(f"replica-{i}", Config(scheduling=self._settings(replica_profile)))
             dispatcher.clock = self.loop.clock  # the production dispatcher on the virtual clock
-            engine = Engine(profile, condition.engine_policy)
+            engine = Engine(replica_profile, condition.engine_policy)
             self.replicas.append(Replica(self.loop, engine, dispatcher, self._finished))
         self.shared: dict[int, list[int]] = {}
         prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
@@ -165,7 +160,7 @@ class FleetSim:
         for i, program in enumerate(programs):
             base = 1_000_000_000 + 10_000_000 * i
             tokens = [*self.shared[program.recipe], *range(base, base + program.task_tokens)]
-            state = AgentState(program, i % self.num_replicas, tokens, next_id=base + 5_000_000)
+            state = AgentState(program, i % self.num_large, tokens, next_id=base + 5_000_000)
             block_hashes(state.tokens, profile.block_size, state.hashes)
             self.agents[program.agent] = state
         self.calls: list[CallRecord] = []
@@ -175,6 +170,29 @@ class FleetSim:
         self.computed = [0] * self.num_replicas  # prompt tokens the real calls computed, per replica
         self.warmed = [0] * self.num_replicas  # context tokens warm-ups were started for, per replica
         self.speculation: dict[str, float] = {}
+
+    def _settings(self, profile: Profile) -> SchedulingSettings:
+        c = self.scenario.coordinator
+        return SchedulingSettings.model_validate(
+            {
+                "aging_s": c.aging_s,
+                "kv_keep_s": c.kv_keep_s,
+                "kv_capacity_tokens": profile.kv_capacity_tokens,
+                "max_window": c.max_window,
+                "hot_pool": c.hot_pool,
+                "cold_pool": c.cold_pool,
+                "metrics_interval_s": c.metrics_interval_s,
+                **self.condition.scheduling,
+            }
+        )
+
+    def _route(self, state: AgentState, stage: Stage) -> int:
+        """The replica for this call: the agent's own, or the small model's where the production route table sends
+        the call's stage (simple work: commit messages, docs)."""
+        if self.small_replica is None:
+            return state.replica
+        alias = RouteTable().alias_for(stage, classify_task(stage, ()).kind)
+        return self.small_replica if alias == SMALL else state.replica
 
     # --- the run --------------------------------------------------------------------------------------------
 
@@ -218,7 +236,8 @@ class FleetSim:
         turn = state.program.turns[state.turn]
         record = CallRecord(state.program.agent, state.turn, turn.tier, self.loop.now)
         record.prompt_tokens = len(state.tokens)
-        dispatcher = self.replicas[state.replica].dispatcher
+        record.replica = self._route(state, turn.stage)
+        dispatcher = self.replicas[record.replica].dispatcher
         dispatcher.submit(
             state.program.agent,
             turn.tier,
@@ -228,7 +247,8 @@ class FleetSim:
 
     def _granted(self, state: AgentState, slot: Slot, record: CallRecord) -> None:
         record.granted = self.loop.now
-        self.loop.at(self.loop.now + self.profile.frontend_s, self._enter_engine, state, slot, record)
+        frontend_s = self.replicas[record.replica].engine.profile.frontend_s
+        self.loop.at(self.loop.now + frontend_s, self._enter_engine, state, slot, record)
 
     def _enter_engine(self, state: AgentState, slot: Slot, record: CallRecord) -> None:
         turn = state.program.turns[state.turn]
@@ -244,7 +264,7 @@ class FleetSim:
         )
         request.hashes = list(state.hashes)  # the agent's prefix hashes so far (the engine extends its own copy)
         self._live[request_id] = (state, slot, record)
-        self.replicas[state.replica].add(request)
+        self.replicas[record.replica].add(request)
 
     def _finished(self, request: Request) -> None:
         if request.request_id in self._warm:
@@ -263,7 +283,7 @@ class FleetSim:
             prompt + record.output_tokens,
             record.cached_tokens,
         )
-        self.computed[state.replica] += prompt - record.cached_tokens
+        self.computed[record.replica] += prompt - record.cached_tokens
         state.tokens.extend(request.output)
         turn = state.program.turns[state.turn]
         if turn.action is None:

@@ -68,6 +68,7 @@ class GpuSection(BaseModel):
     profile: str = "qwen2.5-coder-32b-a100"
     replicas: int = Field(1, ge=1)
     profile_overrides: dict[str, Any] = Field(default_factory=dict)
+    small_profile: str = "qwen2.5-coder-7b-a100"  # the small model's replica, in conditions that route to one
 
 
 class CoordinatorSection(BaseModel):
