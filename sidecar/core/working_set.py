@@ -18,9 +18,15 @@ module decides, outside the engine, when each agent's next call may reach it:
                        waits for room instead of evicting everyone, and an agent in a long tool run yields.
       program_order    an agent whose context is resident goes before one that would be re-prefilled, across
                        tiers (Continuum's program-level order; Autellix's least attained service breaks ties).
+      small contexts   an agent whose footprint is below `small_context_tokens` never waits for room:
+                       re-prefilling it after an eviction costs less than the wait (the low-load case).
+      backfill_s       a younger call that fits may pass one waiting for room until that one has waited this long.
+    warm_decision      prefix warming under KV pressure: re-warm an evicted agent's prefix shortly before its long
+                       tool run ends, only if it fits beside the places and within a token budget.
     Starvation: program age is a fixed total order, so under `program_order` every program in time becomes the
     oldest waiting one, and a call that waits for room blocks every call behind it (no small context skips ahead of
-    a big one); its wait is bounded by the tasks or tool runs of the places ahead of it. Without `program_order`
+    a big one, except under `backfill_s`, and then only until the waiting call has waited that long); its wait is
+    bounded by the tasks or tool runs of the places ahead of it. Without `program_order`
     the priority policy's aging bound orders the calls (`ordering.wait_bound_s`).
 
 Pure: no I/O, no clock reads.
