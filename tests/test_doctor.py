@@ -12,9 +12,9 @@ from pathlib import Path
 from sidecar.cli import main
 from sidecar.config import load_config
 from sidecar.coordinator.app import build_app
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port, serve_app
 
 from .conftest import ROOT
 

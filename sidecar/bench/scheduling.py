@@ -616,9 +616,9 @@ async def _stack(
     """The embedded simulator (both models) and a coordinator for `condition`; yields (coordinator URL, sims)."""
     from sidecar.config import load_config
     from sidecar.coordinator.app import build_app
+    from sidecar.serving import serve_app
     from sidecar.sim.embedded import run_embedded  # the benchmark drives both; the coordinator itself never does
     from sidecar.sim.settings import SimSettings
-    from sidecar.testing import serve_app
 
     settings = SimSettings(time_scale=scale, seed=seed, scheduling_policy="priority")
     async with run_embedded(settings) as models:

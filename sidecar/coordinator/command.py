@@ -11,6 +11,7 @@ from typing import Any
 
 from sidecar.config import Config
 from sidecar.coordinator.settings import CoordinatorSettings
+from sidecar.serving import bounded_head
 
 HELP = "Start the coordinator (an OpenAI-compatible proxy); embeds the vLLM simulator when no upstream is given."
 
@@ -104,10 +105,7 @@ def uvicorn_options(c: CoordinatorSettings) -> dict[str, Any]:
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": round(c.shutdown_grace_s),
-        # h11 bounds the request head while it is parsed (httptools buffers any size): headers over
-        # max_header_bytes never reach memory in full, before any authentication.
-        "http": "h11",
-        "h11_max_incomplete_event_size": c.max_header_bytes,
+        **bounded_head(c.max_header_bytes),  # headers over it never reach memory in full, before authentication
     }
 
 

@@ -5,7 +5,7 @@ Three ways, first that applies:
 - `upstream`: an OpenAI-compatible server (vLLM) serving every model; the coordinator runs in-process;
 - neither: the simulator's `large` (32B) and `small` (7B) models in-process (`sidecar.sim.embedded`), then
   the coordinator in-process in front of them.
-In-process servers are real uvicorn servers on loopback ports (`sidecar.testing.serve_app`), so every call
+In-process servers are real uvicorn servers on loopback ports (`sidecar.serving.serve_app`), so every call
 crosses real HTTP exactly as it would between processes.
 
 With the embedded simulator at time scale T (simulated seconds per real second), the coordinator's own time
@@ -31,8 +31,8 @@ from pydantic import BaseModel
 
 from sidecar.config import Config, ConfigError
 from sidecar.fleet.events import EventTap
+from sidecar.serving import serve_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 
 
 @dataclass

@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 
 # Alias -> profile: the large model for complex work, the small one for simple work (DESIGN.md "Routing").
 EMBEDDED_PROFILES = {"large": "qwen2.5-coder-32b-a100", "small": "qwen2.5-coder-7b-a100"}

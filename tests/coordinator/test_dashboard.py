@@ -36,9 +36,9 @@ from sidecar.coordinator.dashboard import (
     gpu_seconds,
 )
 from sidecar.core.usage import Usage, parse_usage
+from sidecar.serving import serve_app
 from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from tests.conftest import require_tool
 from tests.coordinator.test_proxy import wait_for
 

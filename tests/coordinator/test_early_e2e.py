@@ -22,9 +22,9 @@ from sidecar.coordinator.app import CoordinatorState, build_app
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 from tests.coordinator.test_speculation_e2e import tool_list

@@ -16,7 +16,7 @@ from mcp import Client
 
 from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 from tests.coordinator.scripted_upstream import MODEL, SSE_FRAMES, Upstream, chunk, frame

@@ -14,9 +14,9 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port, serve_app
 from tests.coordinator.test_proxy import wait_for
 
 BODY = {"model": "large", "messages": [{"role": "user", "content": "fix the test"}], "max_tokens": 8, "stream": True}

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from tests.coordinator.conftest import Stack, stack
 from tests.coordinator.scripted_upstream import COMPLETION, ERROR_FRAMES, MODEL, SSE_FRAMES
 
@@ -140,7 +140,7 @@ async def test_body_over_limit_is_413() -> None:
 
 async def test_unreachable_upstream_is_502() -> None:
     from sidecar.coordinator.app import build_app
-    from sidecar.testing import free_port
+    from sidecar.serving import free_port
     from tests.coordinator.conftest import make_config
 
     app = build_app(make_config(f"http://127.0.0.1:{free_port()}"))

@@ -11,9 +11,9 @@ import httpx
 
 from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.serving import serve_app
 from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from tests.coordinator.test_proxy import wait_for
 
 FAST = {"time_scale": 50.0}

@@ -28,9 +28,9 @@ from sidecar.core.nextcall import assistant_from_sse
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 from tests.toolserver.conftest import TEST_COMMAND, settle, until

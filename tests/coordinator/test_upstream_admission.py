@@ -25,9 +25,10 @@ from sidecar.coordinator.upstream import parse_vllm_metrics
 from sidecar.core.admission import AdmissionLimits
 from sidecar.core.ordering import make_policy
 from sidecar.core.stages import Tier
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import FakeClock, free_port, serve_app
+from sidecar.testing import FakeClock
 from tests.coordinator.conftest import make_config
 from tests.coordinator.scripted_upstream import MODEL, Upstream
 from tests.coordinator.test_proxy import wait_for

@@ -39,7 +39,7 @@ from sidecar.coordinator.app import CoordinatorState, build_app
 from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.proxy import Exchange
 from sidecar.obs import configure_logging
-from sidecar.testing import free_port, serve_app
+from sidecar.serving import free_port, serve_app
 from tests.reliability.streams import (
     assert_released,
     classify,

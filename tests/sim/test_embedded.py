@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
+from sidecar.serving import free_port
 from sidecar.sim.embedded import EmbeddedModel, run_embedded
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port
 
 
 async def test_run_embedded_serves_large_and_small_in_this_loop() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sidecar.serving import serve_app
 from sidecar.sim.app import SimServer, build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from tests.sim.workspace import SIDECAR_TOOLS, tool_schemas
 
 MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"

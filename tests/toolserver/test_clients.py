@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from mcp import Client
 
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 from tests.toolserver.conftest import settle, until

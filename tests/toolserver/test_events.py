@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sidecar.core.speculation import SIDECAR_COUNTERS
-from sidecar.testing import free_port, serve_app
+from sidecar.serving import free_port, serve_app
 from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from sidecar.cli import main
 from sidecar.core.gooseyaml import dump
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from sidecar.toolserver import goose_config as gc
 from sidecar.toolserver.goose_config_command import example_files
 

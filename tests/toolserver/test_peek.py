@@ -12,7 +12,7 @@ import httpx
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from sidecar.toolserver.command import advertised_host
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
