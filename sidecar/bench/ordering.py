@@ -150,11 +150,10 @@ def coordinator_overrides(condition: str, engine_url: str, model: str) -> dict[s
 @contextlib.asynccontextmanager
 async def coordinator(condition: str, engine_url: str, model: str) -> AsyncIterator[str]:
     from sidecar.config import load_config
-    from sidecar.coordinator.app import build_app
-    from sidecar.serving import serve_app
+    from sidecar.stack import serve_coordinator
 
-    app = build_app(load_config(env={}, overrides=coordinator_overrides(condition, engine_url, model)))
-    async with serve_app(app) as url:
+    config = load_config(env={}, overrides=coordinator_overrides(condition, engine_url, model))
+    async with serve_coordinator(config) as (url, _):
         yield url
 
 

@@ -1,7 +1,7 @@
 """`python -m sidecar.bench.scheduling`: priority scheduling and routing across a fleet, measured.
 
 A fleet of synthetic coding agents (16 by default) drives the real coordinator in front of the embedded simulator
-(`sidecar.sim.run_embedded`: `large` = the Qwen2.5-Coder-32B-on-A100 profile, `small` = the 7B one), all in one
+(`sidecar.stack.simulators`: `large` = the Qwen2.5-Coder-32B-on-A100 profile, `small` = the 7B one), all in one
 event loop on loopback. The same workload and seed run once per condition, side by side:
 
     fcfs      the coordinator forwards at once; vLLM's own FCFS queue orders (the "no priority" baseline)
@@ -615,20 +615,13 @@ async def _stack(
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """The embedded simulator (both models) and a coordinator for `condition`; yields (coordinator URL, sims)."""
     from sidecar.config import load_config
-    from sidecar.coordinator.app import build_app
-    from sidecar.serving import serve_app
-    from sidecar.sim.embedded import run_embedded  # the benchmark drives both; the coordinator itself never does
     from sidecar.sim.settings import SimSettings
+    from sidecar.stack import embedded_stack
 
     settings = SimSettings(time_scale=scale, seed=seed, scheduling_policy="priority")
-    async with run_embedded(settings) as models:
-        overrides: dict[str, Any] = {
-            "models": {m.alias: {"served_name": m.served_name, "replicas": [m.url]} for m in models},
-            **coordinator_overrides(condition, scale, knobs),
-        }
-        app = build_app(load_config(env={}, overrides=overrides))
-        async with serve_app(app) as url:
-            yield url, {m.alias: m.url for m in models}
+    config = load_config(env={}, overrides=coordinator_overrides(condition, scale, knobs))
+    async with embedded_stack(config, settings) as stack:
+        yield stack.url, {m.alias: m.url for m in stack.models}
 
 
 async def run_fleet(
@@ -680,11 +673,11 @@ async def run_fleet(
 def run_alone(script: Script, seed: int) -> AgentRun:
     """The agent alone on its own simulated 32B GPU: the same turns, computed on the simulator's virtual clock (its
     engine and request parsing, as the server runs them, minus HTTP), so the reference has no loop lag at all."""
-    from sidecar.sim.embedded import EMBEDDED_PROFILES
     from sidecar.sim.engine import Engine, Request
     from sidecar.sim.offline import run_offline
     from sidecar.sim.profiles import resolve_profile
     from sidecar.sim.protocol import ServedModel, parse_chat
+    from sidecar.stack import EMBEDDED_PROFILES
 
     profile = resolve_profile(EMBEDDED_PROFILES["large"])
     engine = Engine(profile, "priority")

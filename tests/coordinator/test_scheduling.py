@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.serving import serve_app
-from sidecar.sim.embedded import run_embedded
+from sidecar.coordinator.app import CoordinatorState
 from sidecar.sim.settings import SimSettings
+from sidecar.stack import embedded_stack
 from tests.coordinator.test_proxy import wait_for
 
 FAST = {"time_scale": 50.0}
@@ -23,15 +22,14 @@ FAST = {"time_scale": 50.0}
 async def coordinator(
     scheduling: dict[str, Any] | None = None, sim: dict[str, Any] | None = None, routing: dict[str, Any] | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CoordinatorState]]:
-    async with run_embedded(SimSettings(**{**FAST, **(sim or {})})) as models:
-        overrides: dict[str, Any] = {
-            "models": {m.alias: {"served_name": m.served_name, "replicas": [m.url]} for m in models}
-        }
-        overrides.update({f"scheduling.{k}": v for k, v in (scheduling or {}).items()})
-        overrides.update({f"routing.{k}": v for k, v in (routing or {}).items()})
-        app = build_app(load_config(env={}, overrides=overrides))
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client, app.state.coordinator
+    overrides = {f"scheduling.{k}": v for k, v in (scheduling or {}).items()}
+    overrides.update({f"routing.{k}": v for k, v in (routing or {}).items()})
+    config = load_config(env={}, overrides=overrides)
+    async with (
+        embedded_stack(config, SimSettings(**{**FAST, **(sim or {})})) as stack,
+        httpx.AsyncClient(base_url=stack.url, timeout=30) as client,
+    ):
+        yield client, stack.app.state.coordinator
 
 
 def chat(text: str, priority: str | None = None, model: str = "large", **extra: Any) -> dict[str, Any]:
