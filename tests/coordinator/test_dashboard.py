@@ -38,8 +38,8 @@ from sidecar.coordinator.dashboard import (
 from sidecar.core.usage import Usage, parse_usage
 from sidecar.sim.settings import SimSettings
 from sidecar.stack import embedded_stack
+from sidecar.testing import wait_until
 from tests.conftest import require_tool
-from tests.coordinator.test_proxy import wait_for
 
 # --- pure parts --------------------------------------------------------------------------------------------------
 
@@ -413,10 +413,10 @@ class Fleet:
         large = self.state.dispatchers["large"]
         # One call held upstream on `large` (window 1), three agents queued behind it in different tiers.
         self.tasks.append(asyncio.create_task(self._call("holder", "hot", {"x-sim-fault": "stall"})))
-        await wait_for(lambda: large.in_flight == 1)
+        await wait_until(lambda: large.in_flight == 1)
         for agent, tier in (("waiter-hot", "hot"), ("waiter-warm", "warm"), ("waiter-cold", "cold")):
             self.tasks.append(asyncio.create_task(self._call(agent, tier)))
-        await wait_for(lambda: len(large.queue) == 3)
+        await wait_until(lambda: len(large.queue) == 3)
 
     async def _call(self, agent: str, priority: str, headers: dict[str, str] | None = None) -> None:
         await self.client.post(
