@@ -98,7 +98,7 @@ STAGE_AFTER = {
     "write_docs": "docs",
     "commit": "commit_msg",
 }
-"""The stage of the call that follows each tool action (the coordinator's classifier rules, `core/stages.py`)."""
+"""The stage of the call that follows each tool action (the coordinator's classifier rules, `core/toolactions.py`)."""
 
 TRANSITIONS: Mapping[str, Mapping[str, float]] = {
     "plan": {"list": 0.5, "search": 0.25, "read_src": 0.25},
