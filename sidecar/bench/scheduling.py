@@ -70,6 +70,7 @@ from typing import Any
 import httpx
 
 from sidecar import citations
+from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.stats import percentile
 
 # --- the workload --------------------------------------------------------------------------------------------
@@ -489,14 +490,17 @@ CONDITIONS: dict[str, Condition] = {
 }
 
 
+SCHEDULING = SchedulingSettings()  # the coordinator's defaults, which the knobs start from
+
+
 @dataclass(frozen=True)
 class Knobs:
     """Coordinator settings under test, in simulated seconds; None keeps the coordinator's default."""
 
-    aging_s: float = 60.0  # SchedulingSettings.aging_s default
+    aging_s: float = SCHEDULING.aging_s
     window: int | None = None  # None: "adaptive" (the default)
-    metrics_interval_s: float = 1.0  # SchedulingSettings default
-    service_half_life_s: float = 60.0  # SchedulingSettings default
+    metrics_interval_s: float = SCHEDULING.metrics_interval_s
+    service_half_life_s: float = SCHEDULING.service_half_life_s
 
 
 def coordinator_overrides(condition: Condition, scale: float, knobs: Knobs = Knobs()) -> dict[str, Any]:
@@ -508,7 +512,7 @@ def coordinator_overrides(condition: Condition, scale: float, knobs: Knobs = Kno
         "scheduling.aging_s": knobs.aging_s / scale,
         "scheduling.metrics_interval_s": knobs.metrics_interval_s / scale,
         "scheduling.service_half_life_s": knobs.service_half_life_s / scale,
-        "scheduling.stage_ttl_s": 120.0 / scale,
+        "scheduling.stage_ttl_s": SCHEDULING.stage_ttl_s / scale,
         "routing.spill_over": condition.spill_over,
     }
 
@@ -977,7 +981,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
     parser.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated seeds (1,2,3)")
     parser.add_argument("--time-scale", type=float, default=defaults.time_scale, help="simulated s per real s (25)")
     parser.add_argument("--conditions", default=",".join(defaults.conditions), help=f"of {','.join(CONDITIONS)}")
-    parser.add_argument("--aging-s", type=float, default=Knobs.aging_s, help="scheduling.aging_s, simulated s (60)")
+    parser.add_argument(
+        "--aging-s", type=float, default=Knobs.aging_s, help=f"scheduling.aging_s, simulated s ({Knobs.aging_s:g})"
+    )
     parser.add_argument("--window", type=int, default=None, help="a static in-flight window (default: adaptive)")
     parser.add_argument("--json", metavar="PATH", help="also write every run's numbers as JSON")
     args = parser.parse_args(argv)

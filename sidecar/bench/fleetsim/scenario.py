@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sidecar.config import ConfigError
+from sidecar.coordinator.settings import SchedulingSettings
 
 # Shipped as package data (a built wheel and the Docker image have them); a checkout's `scenarios/fleet-sim/`
 # and the current directory's come first, for extra or edited scenarios.
@@ -63,16 +64,19 @@ class GpuSection(BaseModel):
     profile_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+_SCHEDULING = SchedulingSettings()  # the defaults below are the coordinator's own
+
+
 class CoordinatorSection(BaseModel):
     """The coordinator settings the conditions use (defaults: `sidecar/coordinator/settings.py`)."""
 
     model_config = ConfigDict(extra="forbid")
-    aging_s: float = Field(60.0, gt=0)
-    kv_keep_s: float = Field(4.0, ge=0)
-    metrics_interval_s: float = Field(1.0, gt=0)
-    max_window: int = Field(64, ge=1)
-    hot_pool: int = Field(4, ge=1)
-    cold_pool: int = Field(2, ge=1)
+    aging_s: float = Field(_SCHEDULING.aging_s, gt=0)
+    kv_keep_s: float = Field(_SCHEDULING.kv_keep_s, ge=0)
+    metrics_interval_s: float = Field(_SCHEDULING.metrics_interval_s, gt=0)
+    max_window: int = Field(_SCHEDULING.max_window, ge=1)
+    hot_pool: int = Field(_SCHEDULING.hot_pool, ge=1)
+    cold_pool: int = Field(_SCHEDULING.cold_pool, ge=1)
 
 
 class BenchSection(BaseModel):
