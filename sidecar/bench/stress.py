@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.toolserver.server import Sidecar
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 LINE = re.compile(r"file (\d+) version (\d+)")

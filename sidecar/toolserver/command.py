@@ -121,7 +121,8 @@ def run(args: argparse.Namespace, config: Any) -> int:
 async def _serve_stdio(settings: Any) -> int:
     import contextlib
 
-    from sidecar.toolserver.server import Sidecar, build_peek_app, serve_http
+    from sidecar.toolserver.httpapp import build_peek_app, serve_http
+    from sidecar.toolserver.sidecar import Sidecar
 
     sidecar = Sidecar(settings)
     async with contextlib.AsyncExitStack() as stack:
@@ -148,8 +149,9 @@ async def _serve_http(settings: Any) -> int:
     import uvicorn
 
     from sidecar.obs import get_logger
+    from sidecar.toolserver.httpapp import UVICORN_OPTIONS, build_http_app, listen_socket
     from sidecar.toolserver.httpauth import TokenError, resolve_token
-    from sidecar.toolserver.server import UVICORN_OPTIONS, Sidecar, build_http_app, listen_socket
+    from sidecar.toolserver.sidecar import Sidecar
 
     try:
         token = resolve_token(settings.auth_token, settings.auth_token_file, insecure_no_auth=settings.insecure_no_auth)

@@ -1,8 +1,8 @@
 """The sidecar's tool bodies, independent of MCP: each returns a `ToolOutput` or raises `ToolFailure`.
 
 Read-only tools are cached (`read_file` as a file entry; `list_dir`, `search`, `run_tests` as tree entries,
-see `cache.py`); `write_file` and `edit_file` invalidate synchronously before they return. The server
-(`server.py`) turns `ToolFailure` into MCP's `ToolError` and reports every call to the coordinator.
+see `cache.py`); `write_file` and `edit_file` invalidate synchronously before they return. The sidecar
+(`sidecar.py`) reports every call to the coordinator; `mcpserver.py` turns `ToolFailure` into MCP's `ToolError`.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from mcp import Client
 from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
 from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.coordinator.scripted_upstream import MODEL, SSE_FRAMES, Upstream, chunk, frame
 from tests.toolserver.conftest import SAMPLE, TEST_COMMAND, settle, until, write_tree
 

@@ -31,8 +31,9 @@ from sidecar.fleet.project import generate_project, write_project
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
 from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.toolserver.conftest import TEST_COMMAND, settle, until
 
 SEED = 3

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 # Files younger than the racy window (100 ms) are never cached; tests wait this long after writing fixtures.
 SETTLE_S = 0.13

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from .conftest import settle, until
 

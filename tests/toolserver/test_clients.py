@@ -19,8 +19,9 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import NPM_TOOLS, ROOT, require_tool
 from .conftest import settle, until

@@ -16,8 +16,9 @@ import httpx
 from mcp import Client
 
 from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.toolserver.conftest import settle, until
 from tests.toolserver.test_events import Recorder
 

@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from sidecar.core.speculation import SIDECAR_COUNTERS
 from sidecar.testing import free_port, serve_app
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from .conftest import settle, until
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 from .conftest import settle

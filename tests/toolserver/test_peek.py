@@ -14,8 +14,9 @@ from mcp.client.stdio import StdioServerParameters
 
 from sidecar.testing import serve_app
 from sidecar.toolserver.command import advertised_host
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import ROOT
 from .conftest import settle, until

@@ -11,8 +11,8 @@ import pytest
 
 from sidecar.toolserver.jail import Jail
 from sidecar.toolserver.search import Scope, SearchResult, python_search, rg_search
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 from tests.conftest import require_tool
 

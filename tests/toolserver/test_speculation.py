@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.toolserver.conftest import settle, until
 
 SLOW_TEST = "import time\n\n\ndef test_slow():\n    time.sleep(1.5)\n"

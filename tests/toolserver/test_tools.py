@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mcp.server.mcpserver.exceptions import ToolError
 
-from sidecar.toolserver.server import Sidecar
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 from .conftest import settle
@@ -292,5 +291,5 @@ async def test_an_unmapped_filesystem_error_still_tells_the_model_what_to_do(sid
     def body() -> None:
         raise FileNotFoundError(2, "No such file or directory")
 
-    with pytest.raises(ToolError, match=r"changed while it was being read.*retry"):
+    with pytest.raises(ToolFailure, match=r"changed while it was being read.*retry"):
         await sidecar.invoke("list_dir", None, body)  # type: ignore[arg-type]
