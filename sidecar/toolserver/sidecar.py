@@ -13,7 +13,6 @@ the test pre-runner learn from it; a failure reaches the caller as `ToolFailure`
 
 from __future__ import annotations
 
-import inspect
 import os
 import secrets
 import time
@@ -27,6 +26,7 @@ from sidecar.toolserver.early import EarlyRunner
 from sidecar.toolserver.events import EventReporter
 from sidecar.toolserver.jail import Jail, JailError
 from sidecar.toolserver.mcpserver import build_mcp
+from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.peek import peek_calls
 from sidecar.toolserver.settings import SidecarSettings
 from sidecar.toolserver.speculation import TestPrerunner
@@ -35,7 +35,7 @@ from sidecar.toolserver.watcher import Watcher
 
 log = get_logger(__name__)
 
-Body = Callable[[], ToolOutput | Awaitable[ToolOutput]]
+Body = Callable[[], Awaitable[ToolOutput]]
 
 
 class Sidecar:
@@ -53,7 +53,8 @@ class Sidecar:
             max_bytes=settings.cache_max_bytes,
             racy_window_ns=int(settings.racy_window_ms * 1_000_000),
         )
-        self.tools = Tools(settings, jail=self.jail, cache=self.cache, gens=self.gens)
+        self.offload = Offload()
+        self.tools = Tools(settings, jail=self.jail, cache=self.cache, gens=self.gens, offload=self.offload)
         self.agent_id = settings.agent_id or env.get("AGENT_ID") or "anonymous"
         self.reporter = EventReporter(
             settings.coordinator,
@@ -116,6 +117,7 @@ class Sidecar:
             await self.early.aclose()
             await self.reporter.stop()
             await self.watcher.stop()
+            self.offload.close()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -165,9 +167,7 @@ class Sidecar:
         self.calls += 1
         t0 = time.perf_counter()
         try:
-            result = body()
-            if inspect.isawaitable(result):
-                result = await result
+            result = await body()
         except ToolFailure as exc:
             self._observe(tool, ok=False, paths=exc.paths, target=target)
             self._report(tool, session, t0, ok=False, paths=exc.paths)
@@ -182,7 +182,6 @@ class Sidecar:
         except BaseException:
             self._report(tool, session, t0, ok=False, paths=[])
             raise
-        assert isinstance(result, ToolOutput)
         # Observed before it is reported, so the event's speculation counters already score this call.
         self._observe(
             tool, ok=True, paths=result.paths, exit_code=result.exit_code, command=result.command, target=target
@@ -207,8 +206,7 @@ class Sidecar:
         async def run() -> ToolOutput:
             output: ToolOutput | None = None
             try:
-                result = body()
-                output = await result if inspect.isawaitable(result) else result
+                output = await body()
                 return output
             finally:
                 if early is not None:

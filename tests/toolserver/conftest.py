@@ -44,6 +44,13 @@ def settle() -> None:
     time.sleep(SETTLE_S)
 
 
+async def settled(sc: Sidecar) -> None:
+    """`settle`, then wait until the watcher has applied the events of what was written: an event applied while
+    a tool reads (the loop serves while it does) keeps that read's result out of the cache."""
+    settle()
+    assert await sc.watcher.barrier()
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"

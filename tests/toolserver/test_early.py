@@ -86,7 +86,7 @@ async def test_read_only_calls_started_early_give_the_fresh_text_and_count_as_us
         found = await live.call("search", {"pattern": "def ", "path": "."})
         listed = await live.call("list_dir", {"path": "pkg", "depth": 1})
         async with fresh(make_settings) as plain:
-            assert read == plain.tools.read_file(CALC).text
+            assert read == (await plain.tools.read_file(CALC)).text
             assert found == (await plain.tools.search("def ", ".")).text
             assert listed == (await plain.tools.list_dir("pkg", 1)).text
         assert early.used == 3 and early.wasted == 0 and early.saved_s > 0
