@@ -19,7 +19,7 @@ from sidecar.config import ENV_PREFIX, Config, ConfigError, ignored_file_note, l
 
 # Registered explicitly, in the order `--help` lists them.
 COMMANDS: dict[str, str] = {
-    "up": "sidecar.coordinator.command",
+    "up": "sidecar.up",
     "sim": "sidecar.sim.command",
     "mcp": "sidecar.toolserver.command",
     "goose-config": "sidecar.goose.command",

@@ -45,9 +45,9 @@ from sidecar.core.toolstream import ToolCallStream
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
 from sidecar.fleet.runner import SIDECAR_ENV
+from sidecar.serving import serve_app
 from sidecar.sim.answer import Answer, ToolCall, deltas, generate
 from sidecar.sim.text import Dice
-from sidecar.testing import serve_app
 from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
 from sidecar.toolserver.sidecar import Sidecar

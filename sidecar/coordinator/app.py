@@ -48,7 +48,8 @@ from sidecar.core.hosts import host_patterns
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import OrderingPolicy, make_policy
-from sidecar.core.stages import DEFAULT_TIER, stage_from_tool_event
+from sidecar.core.stages import DEFAULT_TIER
+from sidecar.core.toolactions import stage_from_tool_event
 from sidecar.core.working_set import KVAwareOrder
 from sidecar.obs import get_logger
 

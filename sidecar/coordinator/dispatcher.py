@@ -27,7 +27,17 @@ from sidecar.coordinator.errors import ErrorKind, ProxyError
 from sidecar.coordinator.telemetry import summary_ms
 from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics, retry_after_s, saturation
 from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits, initial_state, observe
-from sidecar.core.ordering import AttainedService, Gate, OrderingPolicy, Pick, Pool, PoolUsage, Waiting, WaitQueue
+from sidecar.core.ordering import (
+    DEFAULT_HALF_LIFE_S,
+    AttainedService,
+    Gate,
+    OrderingPolicy,
+    Pick,
+    Pool,
+    PoolUsage,
+    Waiting,
+    WaitQueue,
+)
 from sidecar.core.stages import TIERS, Tier
 from sidecar.core.stats import SampleWindow, rate
 from sidecar.core.working_set import KVAwareOrder, KVLedger
@@ -75,7 +85,7 @@ class Dispatcher:
         max_queue: int = 1024,
         static_window: int | None = None,
         limits: AdmissionLimits = DEFAULT_LIMITS,
-        half_life_s: float = 60.0,
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
         native_priority: bool = False,
         engine_slots: int | None = None,
         clock: Callable[[], float],

@@ -14,17 +14,10 @@ from sidecar.coordinator.sessions import SessionOwners
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
+from sidecar.core.priority import Priority, ReportedStage, resolve_priority
 from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, resolve_model, route_table_from
-from sidecar.core.stages import (
-    DEFAULT_STAGE_TIERS,
-    Priority,
-    ReportedStage,
-    Stage,
-    Tier,
-    classify_task,
-    resolve_priority,
-    stage_tiers_from,
-)
+from sidecar.core.stages import DEFAULT_STAGE_TIERS, Stage, Tier, stage_tiers_from
+from sidecar.core.task_kind import classify_task
 
 MAX_REPORTS = 20_000
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.core.stages import DEFAULT_STAGE_TIERS, classify_messages
+from sidecar.core.conversation import classify_messages
+from sidecar.core.stages import DEFAULT_STAGE_TIERS
 from sidecar.fleet.chat import ChatClient, ChatError, ChatReply, goose_body, goose_headers
 from sidecar.fleet.context import compress_messages, predict_reads
 from sidecar.fleet.mcp_client import ToolResult, ToolSession

@@ -3,14 +3,13 @@
 `build_http_app(sidecar)` serves `/mcp` (streamable HTTP), `/healthz`, `/stats`, `/peek` (`peek.py`) and
 `/early` (`early.py`), every route behind `httpauth.SidecarGuard` (Host check, bearer token); its lifespan
 starts the sidecar and the MCP session manager. `build_peek_app(sidecar)` serves `/peek` and `/early` alone,
-beside a stdio sidecar (`--peek-port`).
+beside a stdio sidecar (`--peek-port`). They are served by `sidecar.serving` with `HTTP_OPTIONS`
+(`serve_http` in this loop; `goose-sidecar mcp --http` as the process's server).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from sidecar.serving import bounded_head, serve_app
 from sidecar.toolserver.early import early_route
 from sidecar.toolserver.httpauth import SidecarGuard
 from sidecar.toolserver.peek import peek_route
@@ -28,14 +28,8 @@ from sidecar.toolserver.sidecar import Sidecar
 
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 MAX_HEADER_BYTES = 64 * 1024
-# h11 bounds the request head while it is parsed (httptools buffers any size), before the token is checked.
-UVICORN_OPTIONS: dict[str, Any] = {
-    "log_level": "warning",
-    "access_log": False,
-    "lifespan": "on",
-    "http": "h11",
-    "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-}
+# uvicorn options for every sidecar app: a request head is bounded while it is parsed, before the token is checked.
+HTTP_OPTIONS: dict[str, Any] = bounded_head(MAX_HEADER_BYTES)
 
 
 def transport_security(allowed_hosts: list[str]) -> TransportSecuritySettings:
@@ -83,46 +77,7 @@ def build_http_app(sidecar: Sidecar, *, token: str | None = None) -> Starlette:
     return Starlette(routes=routes, middleware=[guard, *inner.user_middleware], lifespan=lifespan)
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening socket for uvicorn (`serve(sockets=[...])`), so port 0 works and is known at once.
-
-    Created with `IPPROTO_TCP` explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose `proto` is
-    IPPROTO_TCP, and a socket made with proto 0 passes its 0 on. Without NODELAY every HTTP response waits for
-    the client's delayed ACK: measured 44 ms per request on loopback instead of about 1 ms.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    # Listening from here on: a client that read the logged URL before uvicorn finished its start-up (the sidecar's
-    # lifespan starts the watcher first) waits in the backlog instead of being refused.
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serve_http(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn in this loop on a NODELAY socket (see `listen_socket`); yields the base URL."""
-    import uvicorn
-
-    sock = listen_socket(host, port)
-    bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, **UVICORN_OPTIONS))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn exited during start-up")
-            await asyncio.sleep(0.005)
-        yield f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        sock.close()
+def serve_http(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> contextlib.AbstractAsyncContextManager[str]:
+    """Serve a sidecar app in this event loop (`sidecar.serving.serve_app`, request heads bounded by
+    `HTTP_OPTIONS`); yields the base URL."""
+    return serve_app(app, host, port, **HTTP_OPTIONS)

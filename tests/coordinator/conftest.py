@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.config import Config, load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from tests.coordinator.scripted_upstream import Upstream
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.coordinator.status_command import default_url, fmt_duration, fmt_ms, fmt_pct
-from sidecar.testing import free_port
+from sidecar.serving import free_port
 from tests.coordinator.test_dashboard import Fleet, coordinator
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}

@@ -22,7 +22,7 @@ from sidecar.cli import main
 from sidecar.goose import registration as gc
 from sidecar.goose.command import example_files
 from sidecar.goose.yamltext import dump
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 
 from ..conftest import NPM_TOOLS, ROOT, require_tool
 from ..toolserver.conftest import SAMPLE, write_tree

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -74,15 +73,6 @@ async def sidecar(make_settings: Callable[..., SidecarSettings]) -> AsyncIterato
     settle()
     async with Sidecar(make_settings(), env={}) as sc:
         yield sc
-
-
-async def until(predicate: Callable[[], bool], limit_s: float = 5.0) -> None:
-    """Wait for a condition that an asynchronous event (a watcher event, a POST) makes true."""
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.testing import wait_until
 from sidecar.toolserver.settings import SidecarSettings
 from sidecar.toolserver.sidecar import Sidecar
 
-from .conftest import settle, settled, until
+from .conftest import settle, settled
 
 CALC = "pkg/calc.py"
 
@@ -159,7 +160,7 @@ async def test_watchdog_overflow_flushes_everything(sidecar: Sidecar) -> None:
     epoch = sidecar.gens.epoch
     # watchdog's only signal of lost events is this log record (observers/inotify_c.py)
     logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
-    await until(lambda: sidecar.gens.epoch > epoch)
+    await wait_until(lambda: sidecar.gens.epoch > epoch)
     assert sidecar.cache.stats["entries"] == 0
     _, cached = await read(sidecar)
     assert not cached

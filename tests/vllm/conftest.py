@@ -21,7 +21,7 @@ import pytest
 
 from sidecar.config import Config, load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from tests.vllm.servers import SPECS, EarlyCoordinator, VllmServer, install_problem
 
 HERE = Path(__file__).resolve().parent
