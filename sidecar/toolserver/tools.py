@@ -369,8 +369,7 @@ class Tools:
             raise ToolFailure(str(exc), paths=[path]) from exc
         if glob is not None and ("\x00" in glob or not glob.strip("!")):
             raise ToolFailure(f"invalid glob {glob!r}; pass e.g. '*.py' or '!tests/**'", paths=[path])
-        target = await self.offload(self._dir_target, path, "search")
-        backend = self._backend()
+        target, backend = await self.offload(self._search_target, path)
         key = _search_key(target, pattern, glob, limit, backend)
 
         async def compute() -> tuple[str, int | None]:
@@ -380,6 +379,12 @@ class Tools:
 
         text, cached = await self.cache.tree(key, target.real, compute)
         return ToolOutput(text, [target.shown], cached=cached)
+
+    def _search_target(self, path: str, check: bool = True) -> tuple[Target, str]:
+        """Blocking (off the loop only): the scope to search (checked as `_dir_target` does, unless not `check`)
+        and the backend (finding ripgrep stats the directories on PATH)."""
+        target = self._dir_target(path, "search") if check else self._resolve_now(path)
+        return target, self._backend()
 
     def _backend(self) -> str:
         if self.settings.search_backend == "python":
@@ -445,8 +450,8 @@ class Tools:
                 key = _list_key(await self._resolve(args.get("path", ".")), args.get("depth", 2))
             elif tool == "search":
                 limit = args.get("max_results") or self.settings.search_max_results
-                target = await self._resolve(args.get("path", "."))
-                key = _search_key(target, args["pattern"], args.get("glob"), limit, self._backend())
+                target, backend = await self.offload(self._search_target, args.get("path", "."), False)
+                key = _search_key(target, args["pattern"], args.get("glob"), limit, backend)
             elif tool == "run_tests":
                 key = _tests_key(shlex.join((await self.offload(self._test_argv, args.get("target")))[0]))
             else:
