@@ -46,14 +46,16 @@ class Sidecar:
         self.settings = settings
         self.jail = Jail(settings.workspace)
         self.gens = Generations()
-        self.watcher = Watcher(self.jail.root, self.gens, ignore_dirs=settings.ignore_dirs, on_flush=self._flushed)
+        self.offload = Offload()
+        self.watcher = Watcher(
+            self.jail.root, self.gens, ignore_dirs=settings.ignore_dirs, on_flush=self._flushed, offload=self.offload
+        )
         self.cache = ToolCache(
             self.gens,
             self.watcher,
             max_bytes=settings.cache_max_bytes,
             racy_window_ns=int(settings.racy_window_ms * 1_000_000),
         )
-        self.offload = Offload()
         self.tools = Tools(settings, jail=self.jail, cache=self.cache, gens=self.gens, offload=self.offload)
         self.agent_id = settings.agent_id or env.get("AGENT_ID") or "anonymous"
         self.reporter = EventReporter(
