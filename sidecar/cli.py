@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "up": "sidecar.up",
     "sim": "sidecar.sim.command",
     "mcp": "sidecar.toolserver.command",
-    "goose-config": "sidecar.toolserver.goose_config_command",
+    "goose-config": "sidecar.goose.command",
     "fleet": "sidecar.fleet.command_fleet",
     "bench": "sidecar.fleet.command_bench",
     "demo": "sidecar.fleet.command_demo",

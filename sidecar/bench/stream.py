@@ -48,8 +48,9 @@ from sidecar.fleet.runner import SIDECAR_ENV
 from sidecar.serving import serve_app
 from sidecar.sim.answer import Answer, ToolCall, deltas, generate
 from sidecar.sim.text import Dice
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 MODEL = "bench-model"
 AGENT, SESSION = "agent-bench", "sess-bench"

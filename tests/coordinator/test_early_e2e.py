@@ -26,8 +26,9 @@ from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
 from sidecar.testing import wait_until
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.coordinator.test_speculation_e2e import tool_list
 from tests.toolserver.conftest import TEST_COMMAND, settle
 

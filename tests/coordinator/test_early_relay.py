@@ -18,8 +18,9 @@ from sidecar.config import load_config
 from sidecar.coordinator.app import CoordinatorState, build_app
 from sidecar.serving import serve_app
 from sidecar.testing import wait_until
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.coordinator.scripted_upstream import MODEL, SSE_FRAMES, Upstream, chunk, frame
 from tests.toolserver.conftest import SAMPLE, TEST_COMMAND, settle, write_tree
 

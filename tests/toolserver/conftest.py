@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 # Files younger than the racy window (100 ms) are never cached; tests wait this long after writing fixtures.
 SETTLE_S = 0.13
@@ -41,6 +41,13 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
 def settle() -> None:
     """Let freshly written files age past the racy window so that reading them may be cached."""
     time.sleep(SETTLE_S)
+
+
+async def settled(sc: Sidecar) -> None:
+    """`settle`, then wait until the watcher has applied the events of what was written: an event applied while
+    a tool reads (the loop serves while it does) keeps that read's result out of the cache."""
+    settle()
+    assert await sc.watcher.barrier()
 
 
 @pytest.fixture

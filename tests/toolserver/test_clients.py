@@ -20,8 +20,9 @@ from mcp.client.streamable_http import create_mcp_http_client, streamable_http_c
 
 from sidecar.serving import serve_app
 from sidecar.testing import wait_until
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import NPM_TOOLS, ROOT, require_tool
 from .conftest import settle

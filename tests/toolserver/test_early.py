@@ -17,8 +17,9 @@ from mcp import Client
 
 from sidecar.serving import serve_app
 from sidecar.testing import wait_until
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.toolserver.conftest import settle
 from tests.toolserver.test_events import Recorder
 
@@ -86,7 +87,7 @@ async def test_read_only_calls_started_early_give_the_fresh_text_and_count_as_us
         found = await live.call("search", {"pattern": "def ", "path": "."})
         listed = await live.call("list_dir", {"path": "pkg", "depth": 1})
         async with fresh(make_settings) as plain:
-            assert read == plain.tools.read_file(CALC).text
+            assert read == (await plain.tools.read_file(CALC)).text
             assert found == (await plain.tools.search("def ", ".")).text
             assert listed == (await plain.tools.list_dir("pkg", 1)).text
         assert early.used == 3 and early.wasted == 0 and early.saved_s > 0

@@ -16,8 +16,8 @@ from starlette.routing import Route
 from sidecar.core.speculation import SIDECAR_COUNTERS
 from sidecar.serving import free_port, serve_app
 from sidecar.testing import wait_until
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from .conftest import settle
 

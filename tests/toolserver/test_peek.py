@@ -15,8 +15,9 @@ from mcp.client.stdio import StdioServerParameters
 from sidecar.serving import serve_app
 from sidecar.testing import wait_until
 from sidecar.toolserver.command import advertised_host
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import ROOT
 from .conftest import settle

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.testing import wait_until
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.toolserver.conftest import settle
 
 SLOW_TEST = "import time\n\n\ndef test_slow():\n    time.sleep(1.5)\n"
