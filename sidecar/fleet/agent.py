@@ -53,7 +53,7 @@ to shell commands. Their results always match the files as they are now.
 """
 
 MARKER = "# sim-fix:"
-# What the coordinator says about a call in its response headers (sidecar/coordinator/proxy.py).
+# What the coordinator says about a call in its response headers (sidecar/coordinator/exchange.py).
 TIER_HEADER = "x-goose-sidecar-tier"
 STAGE_HEADER = "x-goose-sidecar-stage"
 ALIAS_HEADER = "x-goose-sidecar-model"

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.dashboard import (
     LARGE_COST,
     SMALL_COST,
@@ -35,6 +35,7 @@ from sidecar.coordinator.dashboard import (
     estimate_savings,
     gpu_seconds,
 )
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.usage import Usage, parse_usage
 from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings

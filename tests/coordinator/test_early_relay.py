@@ -15,7 +15,8 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.testing import serve_app
 from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
@@ -97,7 +98,7 @@ async def early_stack(
                 sidecar.advertise_peek(mcp_url)
                 await mcp.call_tool("list_dir", {})  # its event tells the coordinator where the sidecar is
                 assert state.speculator is not None
-                await until(lambda: AGENT in state.speculator.peek_urls)  # type: ignore[union-attr]
+                await until(lambda: state.book.peek_url(AGENT, None) is not None)
                 yield upstream, client, state, sidecar, mcp
 
 

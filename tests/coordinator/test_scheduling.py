@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
 from sidecar.testing import serve_app
