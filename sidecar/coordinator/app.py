@@ -98,29 +98,9 @@ def build_app(
         raise ValueError("the coordinator needs at least one upstream in config.models")
     owns_client = client is None
     http = client or make_client(config)
-    keys = load_keys(config.coordinator.keys_file) if config.coordinator.keys_file else {}
-    config = with_admin_token_file(config)
-    pool = UpstreamPool(config.models, native_priority=config.scheduling.native_priority)
-    book = book if book is not None else AgentBook()
-    telemetry = Telemetry(book)
-    upstreams = UpstreamClient(
-        pool,
-        http,
-        retries=config.coordinator.retries,
-        retry_backoff_s=config.coordinator.retry_backoff_s,
-        replica_clients=replica_clients,
-        on_retry=lambda upstream: telemetry.retried(upstream.alias),
-    )
-    dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
-    book.on_forget += [d.forget for d in dispatchers.values()]
-    telemetry.registry.register(DispatcherCollector(dispatchers))
-    planner = Planner(config, pool, dispatchers, book)
-    speculator = Speculator(config.speculation, upstreams, http, dispatchers, book)
-    telemetry.registry.register(SpeculationCollector(speculator))
-    state = CoordinatorState(
-        config, http, upstreams, pool, telemetry, dispatchers, planner, make_board(config, pool), load_page(), book,
-        keys, speculator,
-    )  # fmt: skip
+    state = build_state(config, http, replica_clients=replica_clients, book=book)
+    upstreams, speculator = state.upstreams, state.speculator
+    assert speculator is not None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -154,6 +134,40 @@ def build_app(
     )
     app.state.coordinator = state
     return app
+
+
+def build_state(
+    config: Config,
+    http: httpx.AsyncClient,
+    *,
+    replica_clients: Mapping[str, httpx.AsyncClient] | None = None,
+    book: AgentBook | None = None,
+) -> CoordinatorState:
+    """Everything one app holds, wired: the upstream client over the pool, a dispatcher per model, the book
+    whose forgetting reaches every dispatcher, the planner, speculation, telemetry and its collectors."""
+    keys = load_keys(config.coordinator.keys_file) if config.coordinator.keys_file else {}
+    config = with_admin_token_file(config)
+    pool = UpstreamPool(config.models, native_priority=config.scheduling.native_priority)
+    book = book if book is not None else AgentBook()
+    telemetry = Telemetry(book)
+    upstreams = UpstreamClient(
+        pool,
+        http,
+        retries=config.coordinator.retries,
+        retry_backoff_s=config.coordinator.retry_backoff_s,
+        replica_clients=replica_clients,
+        on_retry=lambda upstream: telemetry.retried(upstream.alias),
+    )
+    dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
+    book.on_forget += [d.forget for d in dispatchers.values()]
+    telemetry.registry.register(DispatcherCollector(dispatchers))
+    planner = Planner(config, pool, dispatchers, book)
+    speculator = Speculator(config.speculation, upstreams, http, dispatchers, book)
+    telemetry.registry.register(SpeculationCollector(speculator))
+    board = make_board(config, pool)
+    return CoordinatorState(
+        config, http, upstreams, pool, telemetry, dispatchers, planner, board, load_page(), book, keys, speculator
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -24,9 +24,10 @@ from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from sidecar.coordinator.errors import ErrorKind, ProxyError
-from sidecar.coordinator.exchange import Exchange, forward_headers, send_error
+from sidecar.coordinator.exchange import Exchange, send_error
 from sidecar.coordinator.keys import bearer_token
 from sidecar.coordinator.planner import CallPlan
+from sidecar.coordinator.upstream_client import forward_headers
 from sidecar.core.identity import Identity, IdentityConflict, resolve_identity
 from sidecar.core.openai_request import Endpoint, ParsedRequest, RequestError, encode_body, parse_request
 from sidecar.core.wire import AGENT_HEADER, LEGACY_SESSION_HEADER, PRIORITY_HEADER, REQUEST_ID_HEADER, SESSION_HEADER

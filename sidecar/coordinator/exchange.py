@@ -22,20 +22,12 @@ from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.errors import ErrorKind, ProxyError, sse_error_frame
 from sidecar.coordinator.planner import CallPlan
 from sidecar.coordinator.telemetry import Answer, model_label
-from sidecar.coordinator.upstream_client import Opened, UpstreamCall, UpstreamClient
+from sidecar.coordinator.upstream_client import Opened, UpstreamCall, UpstreamClient, forward_headers
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
 from sidecar.core.stages import native_priority
 from sidecar.core.usage import Usage, parse_usage
-from sidecar.core.wire import (
-    AGENT_HEADER,
-    MODEL_HEADER,
-    PRIORITY_HEADER,
-    QUEUE_MS_HEADER,
-    REQUEST_ID_HEADER,
-    STAGE_HEADER,
-    TIER_HEADER,
-)
+from sidecar.core.wire import MODEL_HEADER, QUEUE_MS_HEADER, REQUEST_ID_HEADER, STAGE_HEADER, TIER_HEADER
 from sidecar.obs import get_logger
 
 if TYPE_CHECKING:
@@ -44,15 +36,6 @@ if TYPE_CHECKING:
 
 log = get_logger("sidecar.coordinator.exchange")
 
-# Request headers that stay here: hop-by-hop ones, those httpx sets itself, and the coordinator's own.
-# Everything else reaches the upstream as the client sent it. (`authorization` is decided per call.)
-_DROP_HEADERS = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-        "trailer", "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding", "authorization",
-        AGENT_HEADER, PRIORITY_HEADER, REQUEST_ID_HEADER,
-    }
-)  # fmt: skip
 USAGE_TAIL_BYTES = 4096
 _RELAY_HEADERS = (b"content-type", b"content-length", b"content-encoding", b"retry-after")
 # A streamed answer is kept for speculation's follow-up (`Speculator.after_response`) up to this size.
@@ -67,16 +50,6 @@ async def send_error(send: Send, error: ProxyError, request_id: str) -> None:
     headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def forward_headers(client_headers: Headers, keys_on: bool) -> dict[str, str]:
-    """The client's request headers that go upstream with its call (and with a speculative call made for it).
-    The client's key is for the coordinator when keys are on; otherwise it is passed through (plain proxy)."""
-    headers = {name: value for name, value in client_headers.items() if name not in _DROP_HEADERS}
-    authorization = client_headers.get("authorization")
-    if authorization and not keys_on:
-        headers["authorization"] = authorization
-    return headers
 
 
 class Exchange:

@@ -130,12 +130,17 @@ class Speculator:
         self.clock = clock
         self.budget = TokenBudget(settings.wasted_tokens_per_minute)
         self.stats = SpeculationStats()
-        self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call (bounded by the agents' calls)
+        self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call (bounded by the book: `forget`)
         self._followups: set[asyncio.Task[None]] = set()
         # Streaming tool execution: the sidecar URLs it needs are the book's.
         self.early = EarlyStarter(settings, sidecars, book)
         for alias, dispatcher in dispatchers.items():
             dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
+        book.on_forget.append(self.forget)
+
+    def forget(self, agent: str) -> None:
+        """The book forgot `agent`: its pending speculative call goes too (counted as expired)."""
+        self._drop(agent, "forgotten")
 
     def allowed(self, alias: str) -> bool:
         """Whether a speculative call may go to `alias` now (`core.speculation.should_speculate_llm`)."""
@@ -161,6 +166,7 @@ class Speculator:
             self.stats.skipped += 1
             return False
         self._drop(agent, "replaced")
+        self.book.agent(agent, self.clock())  # known while its call is pending, so forgetting it cancels the call
         call = SpecCall(agent, alias, canonical_request(body), bool(body.get("stream")), self.clock())
         call.task = asyncio.get_running_loop().create_task(
             self._send(call, dict(body), extra=headers, session=session), name="speculative-call"

@@ -2,8 +2,9 @@
 model lists, health checks, metrics scrapes) goes through `UpstreamClient`.
 
 It owns, in one place:
-- the header rules (`headers`): the client's forwarded headers, then the upstream's configured ones and the
-  coordinator's own (`outbound.merge_headers`), `x-request-id`, Modal's session header and vLLM's session id;
+- the header rules (`forward_headers`, `headers`): the client's headers that go upstream, then the upstream's
+  configured ones and the coordinator's own (`outbound.merge_headers`): `x-request-id`, Modal's session header
+  and vLLM's session id;
 - native priority (`body`): vLLM's integer `priority` added to the body only where the upstream orders by it,
   never over the client's own;
 - replica accounting and breaker feedback (`open` picks a replica and counts the call in flight there; `close`
@@ -11,8 +12,9 @@ It owns, in one place:
 - the translation of httpx's errors into the project's (`upstream_errors`, after httpx's own
   `map_httpcore_exceptions`): nothing outside this module catches an httpx error from an upstream.
 
-Each replica can have its own httpx client (`replica_clients`, by replica URL), so one slow replica's
-connection pool never holds another's calls; replicas without one share `http`.
+Each replica can have its own httpx client (`replica_clients`, by replica URL; build each with
+`app.make_client(config)` to keep the limits, timeouts and the redirect guard), so one replica's connection
+pool never holds another's calls; replicas without one share `http`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +37,26 @@ from sidecar.core.admission import UpstreamMetrics
 from sidecar.core.breaker import backoff_s
 from sidecar.core.engine_admission import ScrapeFailure
 from sidecar.core.openai_request import encode_body
-from sidecar.core.wire import MODAL_SESSION_HEADER, REQUEST_ID_HEADER, VLLM_SESSION_HEADER
+from sidecar.core.wire import (
+    AGENT_HEADER,
+    MODAL_SESSION_HEADER,
+    PRIORITY_HEADER,
+    REQUEST_ID_HEADER,
+    VLLM_SESSION_HEADER,
+)
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.upstream_client")
 
+# Request headers that stay here: hop-by-hop ones, those httpx sets itself, and the coordinator's own.
+# Everything else reaches the upstream as the client sent it. (`authorization` is decided per call.)
+_DROP_HEADERS = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+        "trailer", "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding", "authorization",
+        AGENT_HEADER, PRIORITY_HEADER, REQUEST_ID_HEADER,
+    }
+)  # fmt: skip
 RETRY_STATUSES = frozenset({502, 503})
 RETRY_KINDS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.STREAM_BROKEN})
 
@@ -51,6 +68,16 @@ def upstream_errors(url: str) -> Iterator[None]:
         yield
     except httpx.HTTPError as exc:
         raise translate_upstream_exception(exc, url) from exc
+
+
+def forward_headers(client_headers: Mapping[str, str], keys_on: bool) -> dict[str, str]:
+    """The client's request headers that go upstream with its call (and with a speculative call made for it).
+    The client's key is for the coordinator when keys are on; otherwise it is passed through (plain proxy)."""
+    headers = {name: value for name, value in client_headers.items() if name not in _DROP_HEADERS}
+    authorization = client_headers.get("authorization")
+    if authorization and not keys_on:
+        headers["authorization"] = authorization
+    return headers
 
 
 @dataclass(frozen=True)
@@ -72,6 +99,7 @@ class Opened:
 
     response: httpx.Response
     replica: Replica
+    reader: AsyncGenerator[bytes, None] | None = None  # the body's iterator, once `UpstreamClient.chunks` made it
     closed: bool = False
 
 
@@ -81,8 +109,8 @@ class UpstreamClient:
         pool: UpstreamPool,
         http: httpx.AsyncClient,
         *,
-        retries: int = 0,
-        retry_backoff_s: float = 0.25,
+        retries: int,
+        retry_backoff_s: float,
         replica_clients: Mapping[str, httpx.AsyncClient] | None = None,
         on_retry: Callable[[Upstream], None] | None = None,
     ) -> None:
@@ -108,7 +136,7 @@ class UpstreamClient:
         request_id: str | None = None,
         session: str | None = None,
     ) -> httpx.Headers:
-        """The headers of a call for `agent`: `forwarded` (the client's, see `exchange.forward_headers`), then
+        """The headers of a call for `agent`: `forwarded` (the client's, see `forward_headers`), then
         the coordinator's, which replace a client's of the same name in any case (outbound.py)."""
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if request_id is not None:
@@ -183,11 +211,11 @@ class UpstreamClient:
             self.pool.failed(replica)
         return outcome.response.status_code in RETRY_STATUSES
 
-    async def chunks(self, opened: Opened) -> AsyncIterator[bytes]:
-        """The response body's bytes as they arrive, unchanged; a broken stream raises ProxyError."""
-        with upstream_errors(opened.response.request.url.host or "upstream"):
-            async for chunk in opened.response.aiter_raw():
-                yield chunk
+    def chunks(self, opened: Opened) -> AsyncIterator[bytes]:
+        """The response body's bytes as they arrive, unchanged; a broken stream raises ProxyError. `close`
+        finishes the iterator too, however its reader stopped."""
+        opened.reader = _translated(opened.response)
+        return opened.reader
 
     async def close(self, opened: Opened, *, ok: bool | None) -> None:
         """Give back the replica's place (once) and close the response; `ok`: the whole answer arrived (the
@@ -201,6 +229,8 @@ class UpstreamClient:
             self.pool.failed(opened.replica)
         opened.replica.in_flight -= 1
         with anyio.CancelScope(shield=True):
+            if opened.reader is not None:
+                await opened.reader.aclose()
             await opened.response.aclose()
 
     # --- small requests --------------------------------------------------------------------------------------
@@ -273,6 +303,12 @@ class UpstreamClient:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
                 await self.check()
+
+
+async def _translated(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    with upstream_errors(response.request.url.host or "upstream"):
+        async for chunk in response.aiter_raw():
+            yield chunk
 
 
 def merge_metrics(snapshots: list[UpstreamMetrics]) -> UpstreamMetrics:
