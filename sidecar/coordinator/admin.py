@@ -95,7 +95,7 @@ def status_view(state: CoordinatorState) -> dict[str, Any]:
         )
         entry = state.book.get(agent_id)
         if entry is not None:
-            agent.update(state.board.agent_fields(agent_id, entry.cache))
+            agent.update(state.board.agent_fields(entry))
     status.update(state.board.status(now))
     status["upstreams"] = [_upstream_view(u, now) for u in state.pool.upstreams]
     return status

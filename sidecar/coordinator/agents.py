@@ -1,10 +1,10 @@
 """Everything the coordinator keeps per agent and per Goose session, in one book with one bound.
 
 `AgentBook` (one per app) holds an `AgentEntry` per agent id: what /status shows of it (requests, tokens, stage,
-queue state), its tool-cache counters (the dashboard), what its sidecar said (stage, `/peek` URL, speculation
-counters, the answer whose tool calls it was asked to start early) and how many real chat calls it made
-(speculation's "too late"). And a `SessionEntry` per session id:
-its owner, the stage and `/peek` URL reported under it.
+queue state), its tool-cache counters (the dashboard), its usage account (ledger.py), what its sidecar said
+(stage, `/peek` URL, speculation counters, the answer whose tool calls it was asked to start early) and how many
+real chat calls it made (speculation's "too late"). And a `SessionEntry` per session id: its owner, the stage
+and `/peek` URL reported under it.
 
 Bounded: at most `max_agents` agents and `max_sessions` sessions, the least recently seen forgotten first. An
 agent with a call in flight is never forgotten (the oldest idle one goes instead), so the book can exceed its
@@ -24,8 +24,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sidecar.core.stages import ReportedStage
+
+if TYPE_CHECKING:
+    from sidecar.coordinator.dashboard import ModelUsage
 
 MAX_AGENTS = 10_000
 MAX_SESSIONS = 20_000
@@ -59,6 +63,7 @@ class AgentEntry:
     last_wait_s: float = 0.0
     events: int = 0
     cache: ToolCache = field(default_factory=ToolCache)
+    usage: dict[str, ModelUsage] = field(default_factory=dict)  # its answers' tokens per model alias (ledger.py)
     reported: ReportedStage | None = None  # the stage its sidecar reported last
     peek_url: str | None = None  # where its sidecar answers POST /peek
     sidecar_counters: dict[str, float] | None = None  # its sidecar's latest speculation counters

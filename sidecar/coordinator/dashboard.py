@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from sidecar.coordinator.agents import ToolCache
+from sidecar.coordinator.agents import AgentEntry, ToolCache
 from sidecar.core.stages import TIERS
 from sidecar.core.usage import Usage
 from sidecar.core.wire import CACHEABLE_TOOLS
@@ -222,11 +222,11 @@ class Board:
         self.tools: dict[str, ToolStats] = {}
 
     def record_answer(
-        self, alias: str, usage: Usage | None, agent_id: str | None = None, tier: str | None = None
+        self, alias: str, usage: Usage | None, agent: AgentEntry | None = None, tier: str | None = None
     ) -> None:
-        """One 200 answer of model `alias`; charged to `agent_id` too when it is given and a ledger is kept."""
-        if self.ledger is not None and agent_id is not None:
-            self.ledger.record(agent_id, alias, tier or "", usage)
+        """One 200 answer of model `alias`; charged to `agent` too when it is given and a ledger is kept."""
+        if self.ledger is not None and agent is not None:
+            self.ledger.record(agent.usage, agent.agent_id, alias, tier or "", usage)
         u = self.usage.setdefault(alias, ModelUsage())
         u.calls += 1
         if usage is None:
@@ -254,8 +254,9 @@ class Board:
             stats.misses += 1
             stats.miss_ms += duration_ms
 
-    def agent_fields(self, agent_id: str, a: ToolCache) -> dict[str, Any]:
-        """The dashboard's fields of one agent in /status: its tool-cache counters `a`, its usage account."""
+    def agent_fields(self, agent: AgentEntry) -> dict[str, Any]:
+        """The dashboard's fields of one agent in /status: its tool-cache counters, its usage account."""
+        a = agent.cache
         fields: dict[str, Any] = {
             "tool_calls": a.tool_calls,
             "cacheable_calls": a.cacheable_calls,
@@ -263,7 +264,7 @@ class Board:
             "cache_hit_rate": hit_rate(a.cache_hits, a.cacheable_calls),
         }
         if self.ledger is not None:
-            fields["usage"] = self.ledger.account(agent_id)
+            fields["usage"] = self.ledger.account(agent.usage)
         return fields
 
     def sample(self, now: float, dispatchers: Mapping[str, Dispatcher]) -> None:

@@ -266,7 +266,7 @@ class Exchange:
         )  # fmt: skip
         self.state.telemetry.answered(self.agent, answer)
         if self.status == 200:
-            self.state.board.record_answer(self.upstream.alias, self.usage, self.identity.agent_id, tier)
+            self.state.board.record_answer(self.upstream.alias, self.usage, self.agent, tier)
         log.info(
             "request",
             status=str(self.status) if self.status is not None else "499",

@@ -54,7 +54,7 @@ async def test_the_book_stays_bounded_with_many_agent_ids() -> None:
         assert set(dispatcher.service.entries) <= {f"agent-{n}" for n in range(AGENTS - BOUND, AGENTS)}
     newest = book.get(f"agent-{AGENTS - 1}")
     assert newest is not None and newest.requests == 1 and newest.events == 1 and newest.real_calls == 1
-    assert newest.cache.tool_calls == 1 and newest.stage == "explore"
+    assert newest.cache.tool_calls == 1 and newest.stage == "explore" and newest.usage["default"].calls == 1
     assert book.get("agent-0") is None and book.owner("sess-0") is None
 
 
