@@ -31,7 +31,8 @@ from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.admission import UpstreamMetrics
 from sidecar.core.prediction import Action
 from sidecar.core.routing import SMALL, RouteTable
-from sidecar.core.stages import Stage, Tier, classify_task
+from sidecar.core.stages import Stage, Tier
+from sidecar.core.task_kind import classify_task
 from sidecar.core.working_set import KVAwareOrder, WarmDecision, warm_decision
 from sidecar.sim.engine import Engine, Request, StepResult
 from sidecar.sim.kv import block_hashes
