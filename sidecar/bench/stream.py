@@ -159,7 +159,7 @@ async def run(pairs: int, rate: float, reads: int, test_s: float) -> dict[str, A
                 meta: Any = {"agent-session-id": SESSION}
                 await mcp.call_tool("list_dir", {}, meta=meta)  # its event tells `on` where the sidecar is
                 speculator = on.state.coordinator.speculator
-                while AGENT not in speculator.peek_urls:  # noqa: ASYNC110 (filled by the coordinator's handler)
+                while speculator.book.peek_url(AGENT, None) is None:  # noqa: ASYNC110 (filled by the coordinator's handler)
                     await asyncio.sleep(0.01)
                 target = workspace / sources[0]
                 for pair in range(pairs):

@@ -409,6 +409,13 @@ class AttainedService:
         kept[agent] = (self.get(agent, at) + tokens, at)
         return AttainedService(self.half_life_s, MappingProxyType(kept), self.floor_tokens)
 
+    def without(self, agent: str) -> AttainedService:
+        """A new value that no longer knows `agent` (this one when it did not)."""
+        if agent not in self.entries:
+            return self
+        kept = {other: entry for other, entry in self.entries.items() if other != agent}
+        return AttainedService(self.half_life_s, MappingProxyType(kept), self.floor_tokens)
+
     def snapshot(self, now: float) -> Mapping[str, float]:
         """agent -> decayed tokens at `now`, for `order_key` and /status."""
         return MappingProxyType({agent: self.get(agent, now) for agent in self.entries})

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState
 from sidecar.coordinator.dashboard import (
     LARGE_COST,
     SMALL_COST,
@@ -35,6 +34,7 @@ from sidecar.coordinator.dashboard import (
     estimate_savings,
     gpu_seconds,
 )
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.usage import Usage, parse_usage
 from sidecar.sim.settings import SimSettings
 from sidecar.stack import embedded_stack

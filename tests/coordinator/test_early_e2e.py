@@ -18,7 +18,8 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
@@ -74,7 +75,7 @@ async def test_every_tool_result_taken_from_an_early_run_is_what_a_fresh_call_re
             ):
                 sidecar.advertise_peek(mcp_url)
                 await mcp.call_tool("list_dir", {"path": ".", "depth": 1})
-                await wait_until(lambda: AGENT in state.speculator.peek_urls)  # type: ignore[union-attr]
+                await wait_until(lambda: state.book.peek_url(AGENT, None) is not None)
                 replayed, differ, several = await run_agent(url, state, sidecar, mcp, fresh, workspace)
                 early = dict(sidecar.early.as_dict())
     assert several >= 3, "too few answers with several calls: pick another seed"

@@ -15,7 +15,8 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.serving import serve_app
 from sidecar.testing import wait_until
 from sidecar.toolserver.httpapp import build_http_app, serve_http
@@ -99,7 +100,7 @@ async def early_stack(
                 sidecar.advertise_peek(mcp_url)
                 await mcp.call_tool("list_dir", {})  # its event tells the coordinator where the sidecar is
                 assert state.speculator is not None
-                await wait_until(lambda: AGENT in state.speculator.peek_urls)  # type: ignore[union-attr]
+                await wait_until(lambda: state.book.peek_url(AGENT, None) is not None)
                 yield upstream, client, state, sidecar, mcp
 
 

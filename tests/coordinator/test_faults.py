@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.sim.settings import SimSettings
 from sidecar.stack import embedded_stack
 from sidecar.testing import wait_until

@@ -6,8 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from sidecar.coordinator.app import CoordinatorState
 from sidecar.coordinator.speculation import SpeculationSettings, Speculator
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.admission import UpstreamMetrics
 from sidecar.testing import FakeClock, wait_until
 from tests.coordinator.conftest import stack

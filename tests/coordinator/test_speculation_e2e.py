@@ -22,8 +22,9 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.speculation import Speculator
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.nextcall import assistant_from_sse
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
@@ -137,7 +138,7 @@ async def agent_run(
         sidecar.advertise_peek(mcp_url)
         for rel in generate_project(SEED).files:
             await mcp.call_tool("read_file", {"path": rel})
-        await wait_until(lambda: AGENT in spec.peek_urls)  # learnt from the sidecar's events
+        await wait_until(lambda: spec.book.peek_url(AGENT, None) is not None)  # learnt from the sidecar's events
         return await run_agent(url, mcp, workspace, spec, turns, change_after_hits)
 
 

@@ -18,9 +18,10 @@ import pytest
 
 from sidecar.bench.ordering import format_table, run_condition, simulator
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.command import upstream_lines
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.coordinator.upstream import parse_vllm_metrics
 from sidecar.core.admission import AdmissionLimits
 from sidecar.core.ordering import make_policy

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from sidecar.coordinator.app import CoordinatorState
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.testing import wait_until
 
 
@@ -50,7 +50,7 @@ def in_flight(state: CoordinatorState) -> dict[str, int]:
         "dispatched": sum(d.in_flight for d in state.dispatchers.values()),
         "queued": sum(len(d.queue) for d in state.dispatchers.values()),
         "replicas": sum(r.in_flight for u in state.pool.upstreams for r in u.replicas),
-        "agents": sum(a.in_flight for a in state.telemetry.agents.values()),
+        "agents": sum(a.in_flight for a in state.book.entries()),
     }
 
 

@@ -28,8 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.guard import SIMPLE_TYPES
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.hosts import LOOPBACK, host_allowed, origin_allowed
 from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app

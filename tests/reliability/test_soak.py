@@ -35,9 +35,10 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.dispatcher import Slot
-from sidecar.coordinator.proxy import Exchange
+from sidecar.coordinator.exchange import Exchange
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.obs import configure_logging
 from sidecar.serving import free_port, serve_app
 from sidecar.testing import wait_until

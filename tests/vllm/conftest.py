@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from sidecar.config import Config, load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.serving import serve_app
 from tests.vllm.servers import SPECS, EarlyCoordinator, VllmServer, install_problem
 
