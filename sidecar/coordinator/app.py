@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from sidecar import __version__
 from sidecar.config import Config
+from sidecar.coordinator.connpool import LeanTransport
 from sidecar.coordinator.dashboard import Board, Page, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
@@ -107,7 +108,7 @@ def make_client(config: Config) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             connect=c.connect_timeout_s, read=c.read_timeout_s, write=c.write_timeout_s, pool=c.pool_timeout_s
         ),
-        limits=limits,
+        transport=LeanTransport(limits),  # httpcore's own pool costs O(connections^2) per request (connpool.py)
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
         # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
