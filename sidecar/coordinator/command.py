@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sidecar.config import Config
@@ -66,9 +66,20 @@ def run(args: argparse.Namespace, config: Config) -> int:
         from sidecar.coordinator.settings import ModelUpstream
 
         config = config.model_copy(update={"models": {"default": ModelUpstream(replicas=args.upstream)}})
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config))
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(_serve(config))
     return 0
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency off Windows), else asyncio's: every relayed frame
+    is a socket read and a write, and uvloop's transports do them in C (asyncio's selector loop registers and
+    unregisters the upstream socket with the selector on every pause and resume of reading)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @contextlib.asynccontextmanager
@@ -104,11 +115,27 @@ def uvicorn_options(c: CoordinatorSettings) -> dict[str, Any]:
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": round(c.shutdown_grace_s),
-        # h11 bounds the request head while it is parsed (httptools buffers any size): headers over
-        # max_header_bytes never reach memory in full, before any authentication.
-        "http": "h11",
-        "h11_max_incomplete_event_size": c.max_header_bytes,
+        # The request head is bounded while it is parsed: a head over max_header_bytes never reaches memory in
+        # full, before any authentication (httptools with the coordinator's bound; h11's own where httptools is
+        # not installed).
+        "backlog": ACCEPT_BACKLOG,
+        **http_protocol(c.max_header_bytes),
     }
+
+
+# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn, 4096 by default since Linux
+# 5.4): a fleet that starts at once connects all at once, and a SYN dropped from a full queue is retried after 1 s.
+ACCEPT_BACKLOG = 4096
+
+
+def http_protocol(max_head_bytes: int) -> dict[str, Any]:
+    """uvicorn's `http` option: httptools (C) with a bounded head, else h11 (pure Python, several times the CPU
+    per relayed frame) with its incomplete-event limit."""
+    try:
+        from sidecar.coordinator.http_protocol import bounded_httptools
+    except ImportError:
+        return {"http": "h11", "h11_max_incomplete_event_size": max_head_bytes}
+    return {"http": bounded_httptools(max_head_bytes)}
 
 
 async def _serve(config: Config) -> None:
