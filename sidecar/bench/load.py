@@ -10,6 +10,14 @@ directly and through the coordinator, so both see the same upstream load and dri
 = proxied minus direct, per percentile, of (a) the first byte of the body after the request was sent (TTFT: the
 coordinator's whole request pipeline) and (b) every frame's delivery delay (received by the agent minus sent by the
 upstream, which stamps each frame with the machine's monotonic clock: what relaying adds to every token).
+Per level it also reports the added maxima, the calls whose first byte took more than 1 s (1 s and 3 s are
+Linux's SYN retransmission times: a connection attempt dropped from a full accept queue shows there), the
+coordinator's CPU per relayed frame and per call (its user+system time from /proc over the measured blocks, over
+the frames and calls it relayed meanwhile), RSS per agent and the kernel's TcpExtListenOverflows/ListenDrops
+(/proc/net/netstat, machine-wide) over the level; a call with no end within `--call-timeout` is counted as lost.
+`--burst N` first measures a fleet starting at once: N agents, each on its own new connection, send one streaming
+call at the same moment, direct and through the coordinator in turn (`--burst-rounds`), first byte timed from
+before the connection was opened.
 A level passes when both added p99s are under `--limit-ms` and no call failed. The ramp (25, 50, 100, ...) stops
 after a call failed, the coordinator's core saturated, or two levels in a row did not pass (one noisy level on a
 shared machine does not end it); the answer is the highest level that passed. Each level measures at least
@@ -20,9 +28,10 @@ taskset; the upstream and this load generator share CPU 1, so the coordinator ne
 measured under. Its CPU use per level is read from /proc. On a machine shared with other work, `--nice -10` (needs
 the privilege) lets the three processes of the benchmark preempt it, so the numbers measure the coordinator.
 Memory per agent: the coordinator's RSS at the end of a level minus its RSS after start-up and warm-up, over N.
-The coordinator runs with its defaults except `scheduling.max_window` raised to 4096: against an upstream without
-vLLM metrics the window is static at `max_window` (64), and calls beyond it would wait in the coordinator's queue by
-design (`--default-window` keeps 64).
+The coordinator runs with its defaults except `scheduling.max_window` and its upstream connection limits raised to
+4096 (FLEET_ENV): against an upstream without vLLM metrics the window is static at `max_window` (64), and calls
+beyond it, or beyond 1,024 upstream connections, would wait in the coordinator by design (`--default-window`
+keeps the defaults). `--keep-going` runs every level, past failures and saturation.
 
 Faults (`--faults N`): N streaming calls per injected fault against the simulator (`X-Sim-Fault`), an unreachable
 upstream, a replica that answers 503 (a Modal cold start) beside a healthy one, a stall past the read timeout and

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -147,10 +148,19 @@ async def _serve(config: Config) -> None:
         app = build_app(resolved)
         c = resolved.coordinator
         server = uvicorn.Server(uvicorn.Config(app, host=c.host, port=c.port, **uvicorn_options(c)))
+        freeze_heap()
         for line in upstream_lines(resolved):
             print(line, file=sys.stderr)
         print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)
         await server.serve()
+
+
+def freeze_heap() -> None:
+    """Move everything allocated so far (imports, configuration, the app: ~50,000 objects) out of the garbage
+    collector's view. A full collection walks every tracked object, and each one stalled every stream in flight
+    for its duration (tens of milliseconds on a loaded core); what start-up made lives until exit anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def upstream_lines(config: Config) -> list[str]:
