@@ -51,6 +51,7 @@ class LeanPool:
         self._idle: dict[Key, deque[Connection]] = {}
         self._idle_count = 0
         self._in_use = 0
+        self._busy: set[Connection] = set()  # connections a response is using
         self._plain_tcp = AsyncioBackend()
 
     @property
@@ -61,6 +62,11 @@ class LeanPool:
     def connections_in_use(self) -> int:
         return self._in_use
 
+    @property
+    def connections(self) -> list[Connection]:
+        """Every open connection, busy then idle (as httpcore's pool lists them)."""
+        return [*self._busy, *(c for stack in self._idle.values() for c in stack)]
+
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send `request` on an idle connection to its origin or a new one; the connection is returned to the
         pool when the response stream is closed."""
@@ -70,13 +76,16 @@ class LeanPool:
             while True:
                 origin = request.url.origin
                 connection = await self._take(origin_key(origin)) or await self._open(origin)
+                self._busy.add(connection)
                 try:
                     response = await connection.handle_async_request(request)
                 except httpcore.ConnectionNotAvailable:  # closed between the check and the send: next one
+                    self._busy.discard(connection)
                     continue
                 break
         except BaseException:
             if connection is not None:
+                self._busy.discard(connection)
                 await _close(connection)
             self._release()
             raise
@@ -125,6 +134,7 @@ class LeanPool:
     async def _put_back(self, connection: Connection, key: Key) -> None:
         """After its response was closed: keep the connection if it can serve another request and there is room,
         else close it; the oldest idle connection of the same origin is closed if it has expired."""
+        self._busy.discard(connection)
         if not connection.is_idle() or self._idle_count >= self._max_keepalive:
             await _close(connection)
             return

@@ -167,7 +167,7 @@ class AsyncioBackend(AsyncNetworkBackend):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for option in socket_options or ():
                 sock.setsockopt(*option)
-        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
+        return AsyncioStream(transport, protocol)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None

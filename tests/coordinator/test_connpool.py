@@ -68,7 +68,7 @@ async def test_sequential_requests_reuse_one_connection() -> None:
         for _ in range(20):
             assert (await c.get("/")).text == "one two three"
         assert len(server.peers) == 1 and transport.pool.idle_connections == 1
-        assert transport.pool.connections_in_use == 0
+        assert transport.pool.connections_in_use == 0 and [c.is_idle() for c in transport.pool.connections] == [True]
 
 
 async def test_connections_in_use_are_bounded_and_waiters_time_out_as_httpx_does() -> None:
@@ -77,6 +77,7 @@ async def test_connections_in_use_are_bounded_and_waiters_time_out_as_httpx_does
             for _ in range(2):
                 group.start_soon(c.get, "/slow")
             await server.until_active(2)
+            assert [c.is_idle() for c in transport.pool.connections] == [False, False]
             with pytest.raises(httpx.PoolTimeout):
                 await c.get("/")  # both connections busy for longer than the 1 s pool timeout
             waiting = asyncio.create_task(c.get("/"))  # this one gets a connection once one is free
