@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.bench.proxy import _children, _free_port, _pin, _sse_body, _wait_ready, stop_processes
-from sidecar.coordinator.command import event_loop_factory
+from sidecar.serving import event_loop_factory
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = (25, 50, 100, 200, 500, 1000, 2000)
@@ -571,7 +571,7 @@ async def settle(url: str, row: FaultRow) -> None:
 
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
-    from sidecar.testing import serve_app
+    from sidecar.serving import serve_app
 
     async with serve_app(app) as url:
         yield url

@@ -1,17 +1,15 @@
-"""`goose-sidecar up`: run the coordinator; with no upstream configured, embed the simulator (32B + 7B)."""
+"""The coordinator's part of `goose-sidecar up` (`sidecar.up`): its flags, how uvicorn serves it, its start-up lines."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import gc
 import sys
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sidecar.config import Config
 from sidecar.coordinator.settings import CoordinatorSettings
+from sidecar.serving import base_url, bounded_head, listen_socket, serve_until_signalled
 
 HELP = "Start the coordinator (an OpenAI-compatible proxy); embeds the vLLM simulator when no upstream is given."
 
@@ -62,97 +60,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    if args.upstream:
-        from sidecar.coordinator.settings import ModelUpstream
-
-        config = config.model_copy(update={"models": {"default": ModelUpstream(replicas=args.upstream)}})
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(_serve(config))
-    return 0
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (a dependency off Windows), else asyncio's: every relayed frame
-    is a socket read and a write, and uvloop's transports do them in C (asyncio's selector loop registers and
-    unregisters the upstream socket with the selector on every pause and resume of reading)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-@contextlib.asynccontextmanager
-async def _upstreams(config: Config) -> AsyncIterator[Config]:
-    if config.models:
-        yield config
-        return
-    try:
-        from sidecar.sim.embedded import run_embedded
-    except ImportError:
-        print(
-            "goose-sidecar up: no upstream configured. Pass --upstream URL (a vLLM server) or configure "
-            "[models.<alias>] in goose-sidecar.toml.",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
-    from sidecar.coordinator.settings import ModelUpstream
-
-    async with run_embedded(config.sim) as models:
-        native = config.sim.scheduling_policy == "priority"  # the simulator orders by priority exactly then
-        upstreams = {
-            m.alias: ModelUpstream(served_name=m.served_name, replicas=[m.url], native_priority=native) for m in models
-        }
-        for m in models:
-            print(f"simulator: {m.alias} = {m.served_name} at {m.url}", file=sys.stderr)
-        yield config.model_copy(update={"models": upstreams})
-
-
 def uvicorn_options(c: CoordinatorSettings) -> dict[str, Any]:
     """How uvicorn serves the coordinator (besides where)."""
     return {
-        "log_config": None,
+        "log_config": None,  # logging is `sidecar.obs`'s, at its level
+        "log_level": None,
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": round(c.shutdown_grace_s),
-        # The request head is bounded while it is parsed: a head over max_header_bytes never reaches memory in
-        # full, before any authentication (httptools with the coordinator's bound; h11's own where httptools is
-        # not installed).
-        "backlog": ACCEPT_BACKLOG,
-        **http_protocol(c.max_header_bytes),
+        **http_protocol(c.max_header_bytes),  # headers over it never reach memory in full, before authentication
     }
 
 
-# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn, 4096 by default since Linux
-# 5.4): a fleet that starts at once connects all at once, and a SYN dropped from a full queue is retried after 1 s.
-ACCEPT_BACKLOG = 4096
-
-
 def http_protocol(max_head_bytes: int) -> dict[str, Any]:
-    """uvicorn's `http` option: httptools (C) with a bounded head, else h11 (pure Python, several times the CPU
-    per relayed frame) with its incomplete-event limit."""
+    """uvicorn's `http` option: httptools (C, a fraction of h11's CPU per relayed frame) fed at most
+    `max_head_bytes` of a head (`http_protocol.py`), else h11 with its incomplete-event limit."""
     try:
         from sidecar.coordinator.http_protocol import bounded_httptools
     except ImportError:
-        return {"http": "h11", "h11_max_incomplete_event_size": max_head_bytes}
+        return bounded_head(max_head_bytes)
     return {"http": bounded_httptools(max_head_bytes)}
 
 
-async def _serve(config: Config) -> None:
-    import uvicorn
-
+async def serve(config: Config) -> None:
+    """Serve the coordinator for `config` (its upstreams resolved) until SIGINT/SIGTERM, after the start-up lines."""
     from sidecar.coordinator.app import build_app
 
-    async with _upstreams(config) as resolved:
-        app = build_app(resolved)
-        c = resolved.coordinator
-        server = uvicorn.Server(uvicorn.Config(app, host=c.host, port=c.port, **uvicorn_options(c)))
-        freeze_heap()
-        for line in upstream_lines(resolved):
-            print(line, file=sys.stderr)
-        print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)
-        await server.serve()
+    app = build_app(config)
+    freeze_heap()
+    c = config.coordinator
+    sock = listen_socket(c.host, c.port)
+    url = base_url(c.host, sock.getsockname()[1])
+    for line in upstream_lines(config):
+        print(line, file=sys.stderr)
+    print(f"coordinator: {url}  (OpenAI base URL {url}/v1)", file=sys.stderr)
+    await serve_until_signalled(app, sock, **uvicorn_options(c))
 
 
 def freeze_heap() -> None:

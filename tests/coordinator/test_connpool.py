@@ -13,9 +13,8 @@ import anyio
 import httpx
 import pytest
 
-from sidecar.coordinator.command import event_loop_factory
 from sidecar.coordinator.connpool import LeanTransport
-from sidecar.testing import free_port, serve_app
+from sidecar.serving import event_loop_factory, free_port, serve_app
 
 PARTS = (b"one ", b"two ", b"three")
 
