@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from sidecar.config import Config
 from sidecar.coordinator.admin import DispatcherCollector, admin_routes
 from sidecar.coordinator.agents import AgentBook
+from sidecar.coordinator.connpool import LeanTransport
 from sidecar.coordinator.dashboard import Board, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.endpoint import CompletionsEndpoint
@@ -68,7 +69,7 @@ def make_client(config: Config) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             connect=c.connect_timeout_s, read=c.read_timeout_s, write=c.write_timeout_s, pool=c.pool_timeout_s
         ),
-        limits=limits,
+        transport=LeanTransport(limits),  # httpcore's own pool costs O(connections^2) per request (connpool.py)
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
         # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
