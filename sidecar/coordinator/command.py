@@ -11,6 +11,12 @@ from sidecar.config import Config
 from sidecar.coordinator.settings import CoordinatorSettings
 from sidecar.serving import base_url, bounded_head, listen_socket, serve_until_signalled
 
+# How long an idle client connection stays open. Longer than the clients' own pool idle timeouts, so a client never
+# reuses a connection the coordinator is closing at that moment (the request is lost to a reset): hyper's pool,
+# under Goose's reqwest client, keeps idle connections 90 s by default (docs.rs, hyper::client::Builder::
+# pool_idle_timeout); httpx's 5 s equals uvicorn's own default, a race a loaded machine loses.
+KEEP_ALIVE_S = 120
+
 HELP = "Start the coordinator (an OpenAI-compatible proxy); embeds the vLLM simulator when no upstream is given."
 
 
@@ -68,6 +74,7 @@ def uvicorn_options(c: CoordinatorSettings) -> dict[str, Any]:
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": round(c.shutdown_grace_s),
+        "timeout_keep_alive": KEEP_ALIVE_S,
         **http_protocol(c.max_header_bytes),  # headers over it never reach memory in full, before authentication
     }
 

@@ -36,6 +36,7 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.coordinator.app import build_app
+from sidecar.coordinator.command import uvicorn_options
 from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.exchange import Exchange
 from sidecar.coordinator.state import CoordinatorState
@@ -250,11 +251,12 @@ async def test_soak_hundreds_of_agents_nothing_lost_nothing_leaked() -> None:
         }
         app = build_app(load_config(env={}, overrides=overrides))
         state: CoordinatorState = app.state.coordinator
-        # Client keep-alive shorter than uvicorn's (5 s), so a reused connection is never one the server is closing.
+        # Served as `up` serves it (keep-alive far longer than the client's 2 s: on a loaded machine a client that
+        # reads its answer late reused connections the server was closing after uvicorn's default 5 s: ReadError).
         limits = httpx.Limits(max_connections=AGENTS + 8, max_keepalive_connections=AGENTS + 8, keepalive_expiry=2)
         async with (
             quiet_logs(),
-            serve_app(app) as url,
+            serve_app(app, **uvicorn_options(state.config.coordinator)) as url,
             httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client,
         ):
             assert (await client.get("/healthz")).status_code == 200
