@@ -43,11 +43,12 @@ from sidecar.coordinator.speculation import SpeculationCollector, Speculator
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
-from sidecar.core.engine_admission import Phase
+from sidecar.core.engine_admission import Phase, peer_limits
 from sidecar.core.hosts import host_patterns
 from sidecar.core.identity import Identity, IdentitySource, valid_agent_id
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import OrderingPolicy, make_policy
+from sidecar.core.partition import Share
 from sidecar.core.stages import DEFAULT_TIER, stage_from_tool_event
 from sidecar.core.working_set import KVAwareOrder
 from sidecar.obs import get_logger
@@ -214,24 +215,27 @@ def with_admin_token_file(config: Config) -> Config:
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
     s = config.scheduling
     model = config.models.get(alias)
+    share = Share(config.coordinator.peers, config.coordinator.index)  # every whole-upstream figure is shared
     policy: OrderingPolicy
     if s.policy == "kv":
         policy = KVAwareOrder(
-            capacity_tokens=s.kv_capacity_tokens,
+            capacity_tokens=share.of(s.kv_capacity_tokens),
             aging_s=s.aging_s,
             working_set=s.kv_admission,
             program_order=s.kv_program_order,
             keep_s=s.kv_keep_s,
         )
     else:
-        policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
-    limits = AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window))
+        policy = make_policy(
+            s.policy, aging_s=s.aging_s, hot_pool=share.of(s.hot_pool), cold_pool=share.of(s.cold_pool)
+        )
+    limits = peer_limits(AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window)), share)
     native = s.native_priority if model is None or model.native_priority is None else model.native_priority
     return Dispatcher(
         alias,
         policy,
         max_queue=s.max_queue,
-        static_window=None if s.window == "adaptive" else int(s.window),
+        static_window=None if s.window == "adaptive" else share.of(int(s.window)),
         limits=limits,
         half_life_s=s.service_half_life_s,
         native_priority=native and s.policy != "fcfs",  # fcfs sends no priority, so vLLM cannot order by it
@@ -497,6 +501,7 @@ def _status(state: CoordinatorState) -> dict[str, Any]:
     now = time.monotonic()
     status = state.telemetry.status(now)
     status["version"] = __version__
+    status["peer"] = {"index": state.config.coordinator.index, "peers": state.config.coordinator.peers}
     status["scheduling"] = {alias: d.status() for alias, d in state.dispatchers.items()}
     status["speculation"] = None if state.speculator is None else state.speculator.status()
     for agent in status["agents"]:
