@@ -72,6 +72,7 @@ MODELS_SECRET = "goose-sidecar-models"
 TOKENS_SECRET = "goose-sidecar-tokens"  # `deploy secrets --agents N` lines: kubectl create secret ... --from-env-file
 APP_LABEL = "app.kubernetes.io/name"
 PART_LABEL = "app.kubernetes.io/component"
+PEER_LABEL = "goose-sidecar/role"
 SIDECAR_LOCAL = f"http://127.0.0.1:{SIDECAR_PORT}"
 DUMMY_API_KEY = "goose-sidecar"
 PROBE_HOST = "localhost"
@@ -177,7 +178,10 @@ def coordinator_deployment(image: str, *, simulator: bool, peer: int = 0, peers:
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "securityContext": container_security(),
     }
-    return deployment(coordinator_name(peer, peers), container)
+    doc = deployment(coordinator_name(peer, peers), container)
+    if peers > 1:  # one label on every peer's Pods, for a Service (an ingress's backend) that reaches them all
+        doc["spec"]["template"]["metadata"]["labels"][PEER_LABEL] = "coordinator"
+    return doc
 
 
 def http_probe(path: str) -> dict[str, Any]:

@@ -262,6 +262,7 @@ def test_several_coordinators_are_valid_and_each_agent_pod_reaches_its_owner(ver
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert (env["GOOSE_SIDECAR_COORDINATOR_PEERS"], env["GOOSE_SIDECAR_COORDINATOR_INDEX"]) == ("3", str(i))
         assert container["args"][-1] == name
+        assert deployment["spec"]["template"]["metadata"]["labels"]["goose-sidecar/role"] == "coordinator"
     for n in range(1, 7):
         home = f"http://coordinator-{owner(f'agent-{n}', 3)}:8080"
         pod = job_pod(n, docs)
