@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,10 @@ from sidecar.bench.ordering import PROFILE, engine_count
 from sidecar.config import load_config
 from sidecar.coordinator.app import build_app
 from sidecar.core.partition import owner
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port, serve_app
+from sidecar.testing import wait_until
 from tests.conftest import require_tool
 
 TIME_SCALE = 4.0
@@ -123,13 +124,6 @@ async def statuses(client: httpx.AsyncClient, f: Fleet) -> list[dict[str, Any]]:
     return [(await client.get(f"{url}/status")).json() for url in f.coordinators]
 
 
-async def until(check: Callable[[], Awaitable[bool]], within_s: float = 90.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "the condition was not reached"
-        await asyncio.sleep(0.02)
-
-
 AGENTS = [f"agent-{n}" for n in range(1, 13)]
 
 
@@ -168,7 +162,7 @@ async def test_each_peer_takes_its_share_of_the_capacity_it_learns() -> None:
             await run_agents(f, AGENTS, calls=1)
             return await learnt()
 
-        await until(load_until_learnt, within_s=180)
+        await wait_until(load_until_learnt, "every peer to learn the engine's 4 slots", limit_s=180)
         windows = [s["scheduling"]["large"]["window"] for s in await statuses(client, f)]
         assert sum(windows) == 4, windows
         f.engine.peak = f.engine.now
@@ -208,7 +202,7 @@ async def test_a_hot_call_at_one_peer_overtakes_cold_calls_another_peer_left_wai
         tasks = []
         for i, agent in enumerate(order):
             tasks.append(asyncio.create_task(one(agent)))
-            await until(functools.partial(arrived, i + 1))
+            await wait_until(functools.partial(arrived, i + 1), f"call {i + 1} to reach a peer or the engine", 90)
             if i < len(gaps):
                 await asyncio.sleep(gaps[i] / 1.5)
         await asyncio.gather(*tasks)
@@ -284,7 +278,7 @@ async def nginx(tmp: Path, coordinators: Sequence[str]) -> AsyncIterator[str]:
                     return (await client.get(f"{url}/livez")).status_code == 200
                 return False
 
-            await until(up, within_s=30)
+            await wait_until(up, "nginx to answer", 30)
         yield url
     finally:
         if proc.returncode is None:
