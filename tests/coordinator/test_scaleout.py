@@ -159,7 +159,8 @@ async def test_each_peer_takes_its_share_of_the_capacity_it_learns() -> None:
             return all(s["scheduling"]["large"]["engine_slots"] == 4 for s in await statuses(client, f))
 
         async def load_until_learnt() -> bool:
-            await run_agents(f, AGENTS, calls=1)
+            # Calls long enough that vLLM's queue outlasts several scrapes even when a loaded machine slows them.
+            await run_agents(f, AGENTS, calls=1, tokens=96)
             return await learnt()
 
         await wait_until(load_until_learnt, "every peer to learn the engine's 4 slots", limit_s=180)
