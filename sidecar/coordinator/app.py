@@ -42,7 +42,7 @@ from sidecar.coordinator.state import CoordinatorState
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.coordinator.upstream_client import UpstreamClient
-from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
+from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics
 from sidecar.core.engine_admission import Phase, peer_limits
 from sidecar.core.hosts import host_patterns
 from sidecar.core.openai_request import Endpoint
@@ -219,12 +219,15 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
             working_set=s.kv_admission,
             program_order=s.kv_program_order,
             keep_s=s.kv_keep_s,
+            backfill_s=s.kv_backfill_s,
+            small_context_tokens=s.kv_small_context_tokens,
         )
     else:
         policy = make_policy(
             s.policy, aging_s=s.aging_s, hot_pool=share.of(s.hot_pool), cold_pool=share.of(s.cold_pool)
         )
-    limits = peer_limits(AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window)), share)
+    whole = AdmissionLimits(max_window=s.max_window, initial_window=min(DEFAULT_LIMITS.initial_window, s.max_window))
+    limits = peer_limits(whole, share)
     native = s.native_priority if model is None or model.native_priority is None else model.native_priority
     return Dispatcher(
         alias,
