@@ -86,6 +86,7 @@ def status_view(state: CoordinatorState) -> dict[str, Any]:
     now = time.monotonic()
     status = state.telemetry.status(now)
     status["version"] = __version__
+    status["peer"] = {"index": state.config.coordinator.index, "peers": state.config.coordinator.peers}
     status["scheduling"] = {alias: d.status() for alias, d in state.dispatchers.items()}
     status["speculation"] = None if state.speculator is None else state.speculator.status()
     for agent in status["agents"]:

@@ -44,10 +44,11 @@ from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.coordinator.upstream_client import UpstreamClient
 from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics
-from sidecar.core.engine_admission import Phase
+from sidecar.core.engine_admission import Phase, peer_limits
 from sidecar.core.hosts import host_patterns
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import OrderingPolicy, make_policy
+from sidecar.core.partition import Share
 from sidecar.core.working_set import KVAwareOrder
 from sidecar.obs import get_logger
 
@@ -210,10 +211,11 @@ def make_board(config: Config, pool: UpstreamPool) -> Board:
 def make_dispatcher(alias: str, config: Config) -> Dispatcher:
     s = config.scheduling
     model = config.models.get(alias)
+    share = Share(config.coordinator.peers, config.coordinator.index)  # every whole-upstream figure is shared
     policy: OrderingPolicy
     if s.policy == "kv":
         policy = KVAwareOrder(
-            capacity_tokens=s.kv_capacity_tokens,
+            capacity_tokens=share.of(s.kv_capacity_tokens),
             aging_s=s.aging_s,
             working_set=s.kv_admission,
             program_order=s.kv_program_order,
@@ -222,14 +224,17 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
             small_context_tokens=s.kv_small_context_tokens,
         )
     else:
-        policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
-    limits = AdmissionLimits(max_window=s.max_window, initial_window=min(DEFAULT_LIMITS.initial_window, s.max_window))
+        policy = make_policy(
+            s.policy, aging_s=s.aging_s, hot_pool=share.of(s.hot_pool), cold_pool=share.of(s.cold_pool)
+        )
+    whole = AdmissionLimits(max_window=s.max_window, initial_window=min(DEFAULT_LIMITS.initial_window, s.max_window))
+    limits = peer_limits(whole, share)
     native = s.native_priority if model is None or model.native_priority is None else model.native_priority
     return Dispatcher(
         alias,
         policy,
         max_queue=s.max_queue,
-        static_window=None if s.window == "adaptive" else int(s.window),
+        static_window=None if s.window == "adaptive" else share.of(int(s.window)),
         limits=limits,
         half_life_s=s.service_half_life_s,
         native_priority=native and s.policy != "fcfs",  # fcfs sends no priority, so vLLM cannot order by it

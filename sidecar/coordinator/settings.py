@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sidecar.core.admission import DEFAULT_LIMITS
 from sidecar.core.ordering import DEFAULT_AGING_S, DEFAULT_COLD_POOL, DEFAULT_HALF_LIFE_S, DEFAULT_HOT_POOL
@@ -53,6 +53,16 @@ class CoordinatorSettings(BaseModel):
     # Append every answered call's tokens, estimated GPU seconds and cost, per agent, to this JSONL file
     # (for charge-back; /status shows the running totals per agent either way).
     usage_log: Path | None = None
+    # Several coordinators side by side (docs/deploy.md, "Several coordinators"): this one is peer `index` of
+    # `peers`, serves the agents `core.partition.owner` gives it, and uses its share of every upstream's window.
+    peers: int = Field(1, ge=1)
+    index: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _index_in_peers(self) -> CoordinatorSettings:
+        if self.index >= self.peers:
+            raise ValueError(f"index {self.index} is not a peer of {self.peers} (0 .. {self.peers - 1})")
+        return self
 
 
 class ModelUpstream(BaseModel):

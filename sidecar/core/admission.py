@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sidecar.core.partition import ALONE, Share
+
 
 @dataclass(frozen=True)
 class UpstreamMetrics:
@@ -67,6 +69,9 @@ class AdmissionLimits:
     persist_scrapes: int = 2
     # Scrapes answered without vLLM metrics, in a row, before the upstream gets the fixed max_window.
     not_vllm_after: int = 3
+    # This coordinator's part of the upstream when several share it (`core.partition`): `engine_admission` scales
+    # the engine's capacity and running count to it; `engine_admission.peer_limits` scales the windows here.
+    share: Share = ALONE
 
     def __post_init__(self) -> None:
         errors = []

@@ -24,9 +24,16 @@ waits inside vLLM, out of the coordinator's reach. So:
   learned (a restarted engine may run with other flags); one that answers
   `/metrics` without vLLM's names `not_vllm_after` times in a row gets the fixed `max_window`.
 
+    peer_limits(limits, share)                          the limits of one of several coordinators on one upstream
     initial_state(limits, configured_slots)            the state before the first scrape
     observe(state, scrape, now, limits, ...)            one scrape (or its failure) -> the next state
     admits(rank, in_flight_by_rank, window, ...)        may a call of this tier start now?
+
+Several coordinators on one upstream (`core.partition`): every figure that describes the whole engine (the
+configured or learned `slots`, the running count when KV binds, `initial_window`, `max_window`) is scaled to this
+coordinator's share (`limits.share`) before it becomes a window, so the peers' windows sum to no more than one
+coordinator's would. `slots` itself stays the engine's (it is what vLLM runs); each peer keeps its own
+`queue_allowance`.
 
 Everything is a value: the dispatcher (and the fleet simulation) keep the state and call these on their own clock.
 """
@@ -38,6 +45,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics, is_stale
+from sidecar.core.partition import Share
 
 
 class Phase(StrEnum):
@@ -96,18 +104,29 @@ class AdmissionState:
         return "learned" if self.learned_slots is not None else "unknown"
 
 
+def peer_limits(limits: AdmissionLimits, share: Share) -> AdmissionLimits:
+    """`limits` for peer `share` of several coordinators: `max_window` and `initial_window` are its share of the
+    whole upstream's (at least `min_window`), and `share` scales the engine's figures in `observe`."""
+    if share.alone:
+        return replace(limits, share=share)
+    max_window = share.of(limits.max_window, limits.min_window)
+    initial = min(share.of(limits.initial_window, limits.min_window), max_window)
+    return replace(limits, max_window=max_window, initial_window=initial, share=share)
+
+
 def initial_state(limits: AdmissionLimits = DEFAULT_LIMITS, configured_slots: int | None = None) -> AdmissionState:
-    """Before any scrape: `initial_window`, or the configured capacity's target when it is smaller (so a small
-    engine never gets more than it runs before the first scrape)."""
+    """Before any scrape: `initial_window`, or the configured capacity's (share's) target when it is smaller (so
+    a small engine never gets more than it runs before the first scrape)."""
     window = limits.initial_window
     if configured_slots is not None:
-        window = min(window, max(configured_slots, limits.min_window))
+        window = min(window, max(limits.share.of(configured_slots, 0), limits.min_window))
     return AdmissionState(window=window, configured_slots=configured_slots)
 
 
 def target_window(slots: int, limits: AdmissionLimits, native_priority: bool) -> int:
-    """`slots` plus `queue_allowance` with native priority, within [min_window, max_window]."""
-    return _clamp(slots + (limits.queue_allowance if native_priority else 0), limits)
+    """This coordinator's share of the engine's `slots` plus `queue_allowance` with native priority, within
+    [min_window, max_window]."""
+    return _clamp(limits.share.of(slots, 0) + (limits.queue_allowance if native_priority else 0), limits)
 
 
 def observe(
@@ -172,7 +191,7 @@ def _adapt(
     slots = new.slots
     target = None if slots is None else target_window(slots, limits, native_priority)
     if kv_bound and snap.waiting > 0:  # KV, not max_num_seqs, limits it now: what runs, plus the allowance
-        bound = _clamp(snap.running + allowance, limits)
+        bound = _clamp(limits.share.of(snap.running, 0) + allowance, limits)
         return replace(new, window=bound if target is None else min(bound, target), reason=Reason.KV_BOUND)
     if snap.kv_usage >= limits.kv_grow_below:
         return replace(new, window=window if target is None else min(window, target), reason=Reason.KV_HIGH)

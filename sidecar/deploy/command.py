@@ -4,9 +4,9 @@
                                              SIDECAR_MODAL_* variables, see sidecar/deploy/vllm_spec.py)
   deploy coordinator-config --workspace-name W [--environment-suffix S] [--auth | --no-auth] [--format toml|env]
   deploy coordinator-config --simulator      the same, pointing at the compose file's simulator services
-  deploy compose --agents N [--simulator] [-o FILE]
-  deploy k8s --agents N [--simulator] [--service-monitor] [--image IMG] [--namespace NS] [--api-keys-secret S]
-             [-o FILE]
+  deploy compose --agents N [--simulator] [--coordinators N] [-o FILE]
+  deploy k8s --agents N [--simulator] [--coordinators N] [--service-monitor] [--image IMG] [--namespace NS]
+             [--api-keys-secret S] [-o FILE]
   deploy keys --agents N -o FILE [--env-file .env]   a coordinator keys file with a fresh key per agent
   deploy secrets --agents N [-o FILE]        new bearer tokens for the sidecars and the admin token, as .env lines
 
@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     compose = sub.add_parser("compose", help="write docker-compose.yml for N agents")
     compose.add_argument("--agents", type=int, default=2, metavar="N", help="agents, each Goose + sidecar (2)")
     compose.add_argument("--simulator", action="store_true", help="add the simulator services (profile 'sim')")
+    compose.add_argument(
+        "--coordinators",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N peer coordinators sharing each upstream's window, each agent placed on one (1; docs/deploy.md)",
+    )
     compose.add_argument("-o", "--output", metavar="FILE", help="write FILE instead of stdout")
 
     k8s = sub.add_parser(
@@ -71,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     k8s.add_argument("--agents", type=int, default=2, metavar="N", help="agents, each a Job with its own Pod (2)")
     k8s.add_argument("--simulator", action="store_true", help="add the simulator Deployments as the upstreams")
+    k8s.add_argument(
+        "--coordinators",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N peer coordinators sharing each upstream's window, each agent placed on one (1; docs/deploy.md)",
+    )
     k8s.add_argument(
         "--service-monitor", action="store_true", help="add a Prometheus Operator ServiceMonitor (needs its CRD)"
     )
@@ -110,7 +124,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return write_keys(args.agents, Path(args.output), Path(args.env_file) if args.env_file else None)
     if args.deploy_command == "secrets":
         return write_secrets(args.agents, output=args.output)
-    return write_compose(args.agents, simulator=args.simulator, output=args.output)
+    return write_compose(args.agents, simulator=args.simulator, output=args.output, coordinators=args.coordinators)
 
 
 def write_kubernetes(args: argparse.Namespace) -> int:
@@ -118,6 +132,8 @@ def write_kubernetes(args: argparse.Namespace) -> int:
 
     if args.agents < 1:
         return _fail(f"--agents must be at least 1 (got {args.agents})")
+    if args.coordinators < 1:
+        return _fail(f"--coordinators must be at least 1 (got {args.coordinators})")
     text = render_manifests(
         args.agents,
         simulator=args.simulator,
@@ -126,6 +142,7 @@ def write_kubernetes(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         workspace_size=args.workspace_size,
         api_keys_secret=args.api_keys_secret,
+        coordinators=args.coordinators,
     )
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -252,12 +269,14 @@ def coordinator_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def write_compose(agents: int, *, simulator: bool, output: str | None) -> int:
+def write_compose(agents: int, *, simulator: bool, output: str | None, coordinators: int = 1) -> int:
     from sidecar.deploy.compose import render_compose
 
     if agents < 1:
         return _fail("--agents must be at least 1")
-    text = render_compose(agents, simulator=simulator)
+    if coordinators < 1:
+        return _fail(f"--coordinators must be at least 1 (got {coordinators})")
+    text = render_compose(agents, simulator=simulator, coordinators=coordinators)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:

@@ -185,3 +185,34 @@ def test_the_coordinator_healthcheck_is_its_readiness_route() -> None:
     assert url.endswith("/readyz")
     paths = {getattr(r, "path", None) for r in build_app(make_config("http://127.0.0.1:9")).routes}
     assert {"/readyz", "/livez", "/healthz"} <= paths
+
+
+def test_several_coordinators_are_peers_and_each_agent_uses_the_one_that_owns_it() -> None:
+    from sidecar.config import load_config
+    from sidecar.core.partition import owner
+
+    services = compose_project(8, coordinators=3)["services"]
+    peers = [f"coordinator-{i}" for i in range(3)]
+    assert [name for name in services if name.startswith("coordinator")] == peers
+    for i, name in enumerate(peers):
+        fixed = dict(e.split("=", 1) for e in services[name]["environment"] if "=" in e and "${" not in e)
+        coordinator = load_config(env=fixed).coordinator  # the variables as the coordinator reads them
+        assert (coordinator.peers, coordinator.index) == (3, i)
+        assert services[name]["ports"] == [f"127.0.0.1:{8080 + i}:8080"]
+        assert services[name]["command"][-1] == name  # the Host name agents use for it
+    for n in range(1, 9):
+        home = f"coordinator-{owner(f'agent-{n}', 3)}"
+        sidecar, config = services[f"sidecar-{n}"]["command"], services[f"goose-config-{n}"]["command"]
+        assert sidecar[sidecar.index("--coordinator") + 1] == f"http://{home}:8080"
+        assert config[config.index("--coordinator") + 1] == f"http://{home}:8080"
+        assert services[f"goose-{n}"]["environment"]["OPENAI_HOST"] == f"http://{home}:8080"
+        assert home in services[f"goose-{n}"]["depends_on"] and services[f"sidecar-{n}"]["depends_on"] == [home]
+    assert compose_project(3) == compose_project(3, coordinators=1)  # one coordinator: the file as before
+
+
+def test_docker_compose_accepts_a_fleet_on_several_coordinators(tmp_path: Path) -> None:
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(render_compose(4, simulator=True, coordinators=2), encoding="utf-8")
+    done = compose_config(path, "--profile", "sim")
+    assert done.returncode == 0, done.stderr
+    assert "coordinator-1:" in done.stdout and "GOOSE_SIDECAR_COORDINATOR_PEERS" in done.stdout

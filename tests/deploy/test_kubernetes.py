@@ -242,3 +242,36 @@ def test_the_coordinator_probes_pass_its_host_check_where_kubelets_default_host_
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_several_coordinators_are_valid_and_each_agent_pod_reaches_its_owner(version: str) -> None:
+    from sidecar.core.partition import owner
+
+    docs = manifests(6, coordinators=3, service_monitor=True, simulator=True)
+    for doc in docs:
+        if doc["kind"] not in CRDS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    peers = [f"coordinator-{i}" for i in range(3)]
+    for kind in ("Deployment", "Service", "ServiceMonitor"):
+        named = [d["metadata"]["name"] for d in docs if d["kind"] == kind]
+        assert [name for name in named if name.startswith("coordinator")] == peers
+    for i, name in enumerate(peers):
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert (env["GOOSE_SIDECAR_COORDINATOR_PEERS"], env["GOOSE_SIDECAR_COORDINATOR_INDEX"]) == ("3", str(i))
+        assert container["args"][-1] == name
+        assert deployment["spec"]["template"]["metadata"]["labels"]["goose-sidecar/role"] == "coordinator"
+    for n in range(1, 7):
+        home = f"http://coordinator-{owner(f'agent-{n}', 3)}:8080"
+        pod = job_pod(n, docs)
+        wait, config, sidecar = pod["initContainers"]
+        assert f"{home}/readyz" in wait["command"][-1]
+        assert sidecar["args"][sidecar["args"].index("--coordinator") + 1] == home
+        assert config["args"][config["args"].index("--coordinator") + 1] == home
+        assert {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}["OPENAI_HOST"] == home
+    assert "--agents 6 --simulator --service-monitor --coordinators 3" in render_manifests(
+        6, simulator=True, service_monitor=True, coordinators=3
+    )
+    assert manifests(2) == manifests(2, coordinators=1)
