@@ -35,6 +35,7 @@ from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import ErrorKind, ProxyError, error_body, translate_upstream_exception
 from sidecar.coordinator.guard import EVENTS_MAX_BYTES, BodyTooLarge, CoordinatorGuard, read_body
 from sidecar.coordinator.keys import bearer_token, load_keys
+from sidecar.coordinator.kv_view import KVCollector, add_kv_view
 from sidecar.coordinator.ledger import UsageLedger
 from sidecar.coordinator.outbound import redirect_guard
 from sidecar.coordinator.planner import Planner
@@ -135,6 +136,7 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     telemetry = Telemetry()
     telemetry.registry.register(DispatcherCollector(dispatchers))
+    telemetry.registry.register(KVCollector(dispatchers))
     c, large = config.coordinator, config.routing.default_alias
     # The routing aliases beside the large one are priced as the small model; a lone upstream as the large one.
     small = frozenset(config.models) - {large} if large in config.models else frozenset()
@@ -155,7 +157,9 @@ def build_app(config: Config, *, client: httpx.AsyncClient | None = None) -> Sta
         await state.pool.check()
         tasks = [asyncio.create_task(state.pool.watch(HEALTH_INTERVAL_S))]
         tasks.append(asyncio.create_task(state.board.run_sampler(state.dispatchers, time.monotonic)))
-        if config.scheduling.window == "adaptive" and config.scheduling.policy == "priority":
+        if (
+            config.scheduling.window == "adaptive" and config.scheduling.policy == "priority"
+        ) or config.scheduling.policy == "kv":
             tasks += [asyncio.create_task(_follow_metrics(state, u)) for u in state.pool.upstreams]
         try:
             yield
@@ -236,6 +240,7 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
         half_life_s=s.service_half_life_s,
         native_priority=native and s.policy != "fcfs",  # fcfs sends no priority, so vLLM cannot order by it
         engine_slots=None if model is None else model.max_num_seqs,
+        kv_correction=s.kv_correction,
         clock=time.monotonic,
     )
 
@@ -243,7 +248,9 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
 async def _follow_metrics(state: CoordinatorState, upstream: Upstream) -> None:
     """Scrape the upstream's /metrics every `metrics_interval_s`, forever, and let its dispatcher adapt the
     window (`core.engine_admission.observe`): an upstream that starts late, restarts or comes back from zero is
-    adaptive again at its first answer. A scrape that raises is logged and the next one follows."""
+    adaptive again at its first answer. A scrape that raises is logged and the next one follows. Under the `kv`
+    policy each scrape also corrects its KV estimate, and its pump starts a call that waited for a working-set
+    place which has since expired (`kv_keep_s` passes with no call ending, so nothing else would start it)."""
     dispatcher = state.dispatchers[upstream.alias]
     interval = state.config.scheduling.metrics_interval_s
     phase = dispatcher.admission.phase
@@ -505,6 +512,7 @@ def _status(state: CoordinatorState) -> dict[str, Any]:
         )
         agent.update(state.board.agent_fields(agent["agent_id"]))
     status.update(state.board.status(now))
+    add_kv_view(status, state.dispatchers, now)
     status["upstreams"] = [
         {
             "alias": u.alias,

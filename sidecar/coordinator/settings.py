@@ -112,6 +112,10 @@ class SchedulingSettings(BaseModel):
     # The `kv` policy's two parts, each switchable for ablations: working-set admission, program-level order.
     kv_admission: bool = True
     kv_program_order: bool = True
+    # The `kv` policy plans with vLLM's own capacity (`vllm:cache_config_info`) and corrects its estimate of what is
+    # resident by `vllm:kv_cache_usage_perc` and the prefix-cache counters (sidecar/core/kv_estimate.py); off, it
+    # uses `kv_capacity_tokens` and its own accounting only. An upstream without those metrics is never corrected.
+    kv_correction: bool = True
     # A waiting call rises one tier per `aging_s` waited, so cold waits at most ~3 x aging_s before it is next.
     # 60 s: on a saturated 32B a call takes 30-50 s, and a shorter aging turns cold work overdue and served ahead of
     # hot work (scripts/bench scheduling, 16 agents: hot p50 vs fcfs 1.33x at 15 s, 1.52x at 60 s, wall time equal;

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -173,6 +173,8 @@ class UpstreamPool:
             preemptions_total=sum(s.preemptions_total for s in snapshots),
             scraped_at=min(s.scraped_at for s in snapshots),
             kv_capacity_tokens=sum(s.kv_capacity_tokens or 0 for s in snapshots) or None,
+            prefix_cache_hits_total=_sum_known(s.prefix_cache_hits_total for s in snapshots),
+            prefix_cache_queries_total=_sum_known(s.prefix_cache_queries_total for s in snapshots),
         )
 
     async def watch(self, interval: float) -> None:
@@ -213,7 +215,15 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
         preemptions_total=values.get("vllm:num_preemptions_total", 0.0),
         scraped_at=scraped_at,
         kv_capacity_tokens=kv_tokens,
+        prefix_cache_hits_total=values.get("vllm:prefix_cache_hits_total"),
+        prefix_cache_queries_total=values.get("vllm:prefix_cache_queries_total"),
     )
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    """The sum, or None when any replica did not say (a partial sum would look like a restarted counter)."""
+    known = list(values)
+    return None if any(v is None for v in known) else sum(v for v in known if v is not None)
 
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

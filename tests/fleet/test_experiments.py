@@ -64,8 +64,8 @@ def test_unsupported_settings_are_left_out() -> None:
 def test_shared_conditions_run_once() -> None:
     chosen = select(["priority", "routing", "batching"])
     names = needed_conditions(chosen, {e.name: True for e in chosen})
-    assert names == ["fcfs", "pools", "baseline", "routed", "batch200", "batch1000"]
-    assert needed_conditions(chosen, {"priority": True}) == ["fcfs", "pools", "baseline"]
+    assert names == ["fcfs", "pools", "baseline", "kv", "routed", "batch200", "batch1000"]
+    assert needed_conditions(chosen, {"priority": True}) == ["fcfs", "pools", "baseline", "kv"]
     with pytest.raises(KeyError):
         select(["nope"])
 
