@@ -326,6 +326,7 @@ class Dispatcher:
             scrape.kv_capacity_tokens,
             scrape.prefix_cache_hits_total,
             scrape.prefix_cache_queries_total,
+            scrape.kv_block_tokens,
         )
         self.kv_corrector.observe(engine, self.kv_ledger.snapshot())
         if self.kv_corrector.capacity != self.policy.capacity_tokens:

@@ -15,7 +15,7 @@ not see, and has a capacity the operator may have configured wrongly. vLLM says 
     EngineKV                        one scrape's KV facts
     KVCorrection                    the correction in effect (a value; `correct` returns the next one)
     correct(previous, scrape, ...)  one scrape -> the next correction
-    expected_hit(state, resident)   the prompt tokens the ledger expects cached for an agent's next call
+    expected_hit(state, resident, ...)  the prompt tokens the ledger expects cached for an agent's next call
     KVCorrector                     the mutable side one dispatcher keeps: the correction, and what the ledger
                                     expected of the calls started since the counters' last sample
 
@@ -44,6 +44,11 @@ empty the GPU."""
 SMOOTHING = 0.5
 """Weight of a new sample: each scrape moves a correction halfway, so one odd scrape cannot swing admission."""
 
+TOLERANCE = 0.9
+"""An engine hit ratio at least this share of the expected one leaves `residency` as it is: what the engine caches
+ends where an answer's re-rendered tokens differ from the generated ones (vLLM's CPU backend, 128-token blocks, lost
+~7% so on the real-vLLM tier), and a shortfall that persists would otherwise shrink the capacity at every scrape."""
+
 MIN_SAMPLE_TOKENS = 256
 """A sample needs at least this many tokens on both sides (in flight for `scale`, queried for `residency`): a
 few tokens of a short call say nothing about the ledger."""
@@ -51,13 +56,14 @@ few tokens of a short call say nothing about the ledger."""
 
 @dataclass(frozen=True)
 class EngineKV:
-    """One scrape's KV facts: `usage` = `vllm:kv_cache_usage_perc` (0..1), `capacity_tokens` from
-    `vllm:cache_config_info` (None: not exported), the prefix-cache counters (None: not exported)."""
+    """One scrape's KV facts: `usage` = `vllm:kv_cache_usage_perc` (0..1), `capacity_tokens` and `block_tokens`
+    from `vllm:cache_config_info` (None: not exported), the prefix-cache counters (None: not exported)."""
 
     usage: float
     capacity_tokens: int | None
     prefix_hits: float | None = None
     prefix_queries: float | None = None
+    block_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,11 @@ def correct(
     - No capacity in the scrape: the previous correction, but unknown capacity (nothing corrected).
     - `scale` moves `SMOOTHING` of the way to usage x capacity / in_flight_tokens when both sides have at least
       `MIN_SAMPLE_TOKENS`, within [MIN_SCALE, MAX_SCALE].
-    - `residency` moves by (engine hit ratio / expected hit ratio) ** SMOOTHING, within [MIN_RESIDENCY, 1], when
-      the counters advanced by at least `MIN_SAMPLE_TOKENS` queried and the ledger expected hits; a counter that
-      went back (the engine restarted) only restarts the deltas.
+    - `residency` moves by (engine hit ratio / expected hit ratio) ** SMOOTHING, within [MIN_RESIDENCY, 1], unless
+      the engine's ratio is within `TOLERANCE` below the expected one (a multiplicative step: the capacity at which
+      the ledger's residency predicts the engine's hits is where it settles), when the counters advanced by at
+      least `MIN_SAMPLE_TOKENS` queried and the ledger expected hits; a counter that went back (the engine
+      restarted) only restarts the deltas.
     """
     if scrape.capacity_tokens is None or scrape.capacity_tokens < 1:
         return replace(previous, capacity_tokens=None, last=scrape)
@@ -138,7 +146,7 @@ def _residency(
     if queries < MIN_SAMPLE_TOKENS or expected_hits <= 0 or expected_queries <= 0:
         return replace(corrected, last=before)  # too little yet: keep counting from the earlier scrape
     ratio, expected = hits / queries, min(expected_hits / expected_queries, 1.0)
-    factor = (ratio / expected) ** SMOOTHING
+    factor = 1.0 if TOLERANCE * expected <= ratio <= expected else (ratio / expected) ** SMOOTHING
     residency = _clamp(corrected.residency * factor, MIN_RESIDENCY, 1.0)
     return replace(
         corrected,
@@ -149,12 +157,16 @@ def _residency(
     )
 
 
-def expected_hit(state: AgentKV | None, resident: bool) -> int:
-    """Prompt tokens the ledger expects the engine to find cached for this agent's next call: its whole context
-    when resident, else the prefix it shares with other agents (0 for an agent never seen)."""
-    if state is None:
+def expected_hit(state: AgentKV | None, resident: bool, prompt_tokens: int, block_tokens: int | None = None) -> int:
+    """Prompt tokens the ledger expects the engine to find cached for this agent's next call of `prompt_tokens`:
+    its whole context when resident, else the prefix it shares with other agents (0 for an agent never seen); never
+    the prompt's last token (the engine computes at least one), and in whole blocks of `block_tokens` when known
+    (the engine caches full blocks only)."""
+    if state is None or prompt_tokens < 1:
         return 0
-    return state.context_tokens if resident else min(state.shared_tokens, state.context_tokens)
+    cached = state.context_tokens if resident else min(state.shared_tokens, state.context_tokens)
+    cached = min(cached, prompt_tokens - 1)
+    return cached - cached % block_tokens if block_tokens else cached
 
 
 class KVCorrector:
@@ -183,7 +195,8 @@ class KVCorrector:
         queried = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else None
         if queried is None and state is not None:
             queried = state.context_tokens
-        self.expected_hits += min(expected_hit(state, resident), queried or 0)
+        block = None if self.correction.last is None else self.correction.last.block_tokens
+        self.expected_hits += expected_hit(state, resident, queried or 0, block)
         self.expected_queries += queried or 0
 
     def observe(self, scrape: EngineKV, agents: Mapping[str, AgentKV]) -> None:

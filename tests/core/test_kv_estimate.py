@@ -55,6 +55,8 @@ def test_scale_moves_halfway_to_usage_times_capacity_over_the_ledgers_in_flight_
     ("hits", "queries", "expected_hits", "expected_queries", "residency"),
     [
         (900, 1000, 900, 1000, 1.0),  # as expected
+        (850, 1000, 900, 1000, 1.0),  # within TOLERANCE of it: what re-rendered answers leave uncached
+        (700, 1000, 900, 1000, (700 / 900) ** 0.5),  # a real shortfall
         (225, 1000, 900, 1000, 0.5),  # a quarter of what was expected: sqrt(0.25) = 0.5 of the capacity
         (0, 1000, 900, 1000, MIN_RESIDENCY),  # nothing cached: the floor
         (1000, 1000, 500, 1000, 1.0),  # more than expected: never above the engine's capacity
@@ -92,16 +94,20 @@ def test_an_engine_without_prefix_counters_corrects_only_the_scale() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "resident", "expected"),
+    ("state", "resident", "prompt", "block", "expected"),
     [
-        (None, True, 0),
-        (AgentKV(1000, 100, 0, 0.0, shared_tokens=300), True, 1000),
-        (AgentKV(1000, 100, 0, 0.0, shared_tokens=300), False, 300),
-        (AgentKV(200, 0, 0, 0.0, shared_tokens=300), False, 200),
+        (None, True, 1200, None, 0),
+        (AgentKV(1000, 100, 0, 0.0, shared_tokens=300), True, 1200, None, 1000),
+        (AgentKV(1000, 100, 0, 0.0, shared_tokens=300), False, 1200, None, 300),
+        (AgentKV(200, 0, 0, 0.0, shared_tokens=300), False, 1200, None, 200),
+        (AgentKV(1000, 100, 0, 0.0), True, 1000, None, 999),  # the last prompt token is always computed
+        (AgentKV(1000, 100, 0, 0.0), True, 1200, 128, 896),  # whole blocks only
+        (AgentKV(1000, 100, 0, 0.0, shared_tokens=300), False, 1200, 128, 256),
+        (AgentKV(1000, 100, 0, 0.0), True, 0, 128, 0),
     ],
 )
-def test_expected_hit(state: AgentKV | None, resident: bool, expected: int) -> None:
-    assert expected_hit(state, resident) == expected
+def test_expected_hit(state: AgentKV | None, resident: bool, prompt: int, block: int | None, expected: int) -> None:
+    assert expected_hit(state, resident, prompt, block) == expected
 
 
 def test_the_corrector_counts_what_the_ledger_expected_and_resets_when_sampled() -> None:
