@@ -45,9 +45,14 @@ SMOOTHING = 0.5
 """Weight of a new sample: each scrape moves a correction halfway, so one odd scrape cannot swing admission."""
 
 TOLERANCE = 0.9
-"""An engine hit ratio at least this share of the expected one leaves `residency` as it is: what the engine caches
-ends where an answer's re-rendered tokens differ from the generated ones (vLLM's CPU backend, 128-token blocks, lost
-~7% so on the real-vLLM tier), and a shortfall that persists would otherwise shrink the capacity at every scrape."""
+"""An engine hit ratio at least this share of the expected one counts as the ledger's prediction holding: what the
+engine caches ends where an answer's re-rendered tokens differ from the generated ones (vLLM's CPU backend,
+128-token blocks, lost ~6% so on the real-vLLM tier), and such a shortfall is no sign of a smaller cache."""
+
+RECOVERY_STEP = 0.05
+"""Residency regained per sample while the prediction holds: a cut made under a burst of evictions is undone in at
+most (1 - MIN_RESIDENCY) / RECOVERY_STEP = 15 samples once the engine caches what the ledger expects again (a
+multiplicative cut, an additive recovery: the capacity settles just below where predictions start to fail)."""
 
 MIN_SAMPLE_TOKENS = 256
 """A sample needs at least this many tokens on both sides (in flight for `scale`, queried for `residency`): a
@@ -113,11 +118,10 @@ def correct(
     - No capacity in the scrape: the previous correction, but unknown capacity (nothing corrected).
     - `scale` moves `SMOOTHING` of the way to usage x capacity / in_flight_tokens when both sides have at least
       `MIN_SAMPLE_TOKENS`, within [MIN_SCALE, MAX_SCALE].
-    - `residency` moves by (engine hit ratio / expected hit ratio) ** SMOOTHING, within [MIN_RESIDENCY, 1], unless
-      the engine's ratio is within `TOLERANCE` below the expected one (a multiplicative step: the capacity at which
-      the ledger's residency predicts the engine's hits is where it settles), when the counters advanced by at
-      least `MIN_SAMPLE_TOKENS` queried and the ledger expected hits; a counter that went back (the engine
-      restarted) only restarts the deltas.
+    - `residency`, when the counters advanced by at least `MIN_SAMPLE_TOKENS` queried and the ledger expected
+      hits: x (engine hit ratio / expected hit ratio) ** SMOOTHING when the engine's ratio falls short of
+      `TOLERANCE` x the expected one (down to MIN_RESIDENCY), else + RECOVERY_STEP (up to 1). A counter that went
+      back (the engine restarted) only restarts the deltas.
     """
     if scrape.capacity_tokens is None or scrape.capacity_tokens < 1:
         return replace(previous, capacity_tokens=None, last=scrape)
@@ -146,8 +150,10 @@ def _residency(
     if queries < MIN_SAMPLE_TOKENS or expected_hits <= 0 or expected_queries <= 0:
         return replace(corrected, last=before)  # too little yet: keep counting from the earlier scrape
     ratio, expected = hits / queries, min(expected_hits / expected_queries, 1.0)
-    factor = 1.0 if TOLERANCE * expected <= ratio <= expected else (ratio / expected) ** SMOOTHING
-    residency = _clamp(corrected.residency * factor, MIN_RESIDENCY, 1.0)
+    if ratio >= TOLERANCE * expected:
+        residency = min(corrected.residency + RECOVERY_STEP, 1.0)
+    else:
+        residency = max(corrected.residency * (ratio / expected) ** SMOOTHING, MIN_RESIDENCY)
     return replace(
         corrected,
         residency=residency,
