@@ -109,6 +109,7 @@ def test_time_constants_follow_the_simulator_clock() -> None:
     assert scaled["scheduling.policy"] == "fcfs"
     assert scaled["scheduling.batch_window_ms"] == 5.0  # 200 simulated ms at 40x
     assert scaled["scheduling.aging_s"] == base.scheduling.aging_s / 40
+    assert scaled["scheduling.kv_keep_s"] == base.scheduling.kv_keep_s / 40  # a short tool call, simulated
     assert scaled["scheduling.metrics_interval_s"] == 0.1  # the floor
     assert scaled_times(base, {"scheduling.batch_window_ms": 0.0}, 40.0)["scheduling.batch_window_ms"] == 0.0
     assert scaled_times(base, {"a.b": 1}, 1.0) == {"a.b": 1}
