@@ -529,7 +529,7 @@ async def test_dashboard_in_chromium_matches_status(tmp_path: Path) -> None:
             assert row[name] == ("" if agent[name] is None else str(agent[name])), (row, name)
         assert row["cache_hit_rate"] == ("" if agent["cache_hit_rate"] is None else str(agent["cache_hit_rate"]))
     assert [r["state"] for r in rows[:3]] == ["queued"] * 3
-    assert {r["waiting_on"] for r in rows[:3]} == {"window"} and rows[3]["waiting_on"] == ""  # the gate that holds them
+    assert {r["waiting_on"] for r in rows[:3]} == {"window"} and "waiting_on" not in rows[3]  # the gate holding them
     assert {r["agent_id"] for r in rows[:3]} == {"waiter-hot", "waiter-warm", "waiter-cold"}
     assert float(next(r for r in rows if r["agent_id"] == "waiter-cold")["wait_s"]) > 0
     assert by_id["coder-2"]["model"] == "small" and by_id["coder-1"]["model"] == "large"
@@ -591,12 +591,14 @@ async def test_dashboard_in_chromium_shows_the_kv_working_set_and_a_call_waiting
                 "(t => t.includes('for room in the working set') && t)(document.getElementById('kvset').textContent)",
             )
             rows = await browser.evaluate(PAGE_AGENTS)
+            table_text = await browser.evaluate("document.querySelector('#agents tbody').textContent")
             numbers = [n for n in await browser.evaluate(PAGE_NUMBERS) if n[0].startswith("kv.")]
             status = (await client.get("/status")).json()
         finally:
             await fleet.stop()
     assert "b needs" in text and "the places (a) plan" in text and "(configured)" in text
-    assert {r["agent_id"]: r["waiting_on"] for r in rows} == {"a": "", "b": "working_set"}
+    assert {r["agent_id"]: r.get("waiting_on") for r in rows} == {"a": None, "b": "working_set"}
+    assert "KV room" in table_text
     assert next(r for r in rows if r["agent_id"] == "a")["kv_resident_tokens"] != "0"
     keys = {k for k, _, _ in numbers}
     assert {"kv.large.working_set.capacity_tokens", "kv.large.working_set.working_set_tokens"} <= keys

@@ -149,6 +149,9 @@
   }
 
   // --- agents ------------------------------------------------------------------------------------------------
+  const GATES = { window: "window", pools: "pools", working_set: "KV room" };
+  const GATE_TITLES = { window: "waits for the in-flight window", pools: "waits for a place in its pool",
+    working_set: "waits for room in the KV working set" };
   function agentWait(a) { return a.state === "queued" ? a.waiting_s : a.last_wait_ms / 1000; }
   function defaultOrder(a, b) {
     const sa = STATES.indexOf(a.state), sb = STATES.indexOf(b.state);
@@ -193,14 +196,15 @@
       cell("stage", a.stage, a.stage || dash),
       el("td", { "data-f": "tier", "data-v": a.tier || "" }, a.tier ? el("span", { class: "tier " + a.tier }, a.tier) : dash),
       cell("model", a.model, a.model || dash),
-      cell("wait_s", agentWait(a), fmtS(agentWait(a)), "num" + (a.state === "queued" ? " waiting" : "")),
+      el("td", { "data-f": "wait_s", "data-v": agentWait(a) ?? "", class: "num" + (a.state === "queued" ? " waiting" : "") },
+        fmtS(agentWait(a)), a.waiting_on ? el("span", { class: "gate", "data-f": "waiting_on", "data-v": a.waiting_on,
+          title: GATE_TITLES[a.waiting_on] || a.waiting_on }, GATES[a.waiting_on] || a.waiting_on) : null),
       cell("requests", a.requests, fmtInt(a.requests), "num"),
       cell("errors", a.errors, fmtInt(a.errors), "num" + (a.errors ? " bad" : "")),
       cell("tool_calls", a.tool_calls ?? 0, fmtInt(a.tool_calls ?? 0), "num"),
       cell("cache_hit_rate", a.cache_hit_rate, fmtPct(a.cache_hit_rate), "num"),
       cell("attained_service_tokens", a.attained_service_tokens, fmtInt(a.attained_service_tokens), "num"),
       cell("kv_resident_tokens", a.kv_resident_tokens ?? 0, fmtInt(a.kv_resident_tokens ?? 0), "num"),
-      cell("waiting_on", a.waiting_on ?? "", a.waiting_on || dash, a.waiting_on ? "waiting" : ""),
       cell("last_seen_s_ago", a.last_seen_s_ago, fmtAgo(a.last_seen_s_ago), "num"),
     ));
     document.querySelector("#agents tbody").replaceChildren(...body);
