@@ -19,10 +19,10 @@ from sidecar.config import ENV_PREFIX, Config, ConfigError, ignored_file_note, l
 
 # Registered explicitly, in the order `--help` lists them.
 COMMANDS: dict[str, str] = {
-    "up": "sidecar.coordinator.command",
+    "up": "sidecar.up",
     "sim": "sidecar.sim.command",
     "mcp": "sidecar.toolserver.command",
-    "goose-config": "sidecar.toolserver.goose_config_command",
+    "goose-config": "sidecar.goose.command",
     "fleet": "sidecar.fleet.command_fleet",
     "bench": "sidecar.fleet.command_bench",
     "demo": "sidecar.fleet.command_demo",

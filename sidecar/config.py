@@ -226,3 +226,20 @@ def _origin_of(key: str, origin: Mapping[str, str]) -> str:
             return origin[key]
         key = key.rpartition(".")[0]
     return ""
+
+
+def with_overrides(base: Config, overrides: Mapping[str, Any]) -> Config:
+    """`base` with dotted-key overrides applied and validated; raises ConfigError listing every problem."""
+    raw = base.model_dump(mode="python", exclude_unset=True)
+    for key, value in overrides.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return Config.model_validate(raw)
+    except Exception as exc:  # pydantic's ValidationError, reported like load_config does
+        errors = getattr(exc, "errors", None)
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors()] if errors else [str(exc)]
+        raise ConfigError(problems) from None

@@ -1,60 +1,35 @@
-"""Helpers shared by tests, benchmarks and embedding: run an ASGI app on a real loopback socket, a fake clock.
+"""Helpers for the tests: wait for a condition, a clock advanced by hand.
 
-`serve_app` is also how `goose-sidecar up` runs the embedded simulator beside the coordinator, so the
-coordinator always talks to its upstream over real HTTP, exactly as it would to vLLM.
+Serving an app on a real loopback socket is `sidecar.serving.serve_app`; building a simulator-plus-coordinator
+stack is `sidecar.stack`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
+import inspect
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import uvicorn
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (prefer `serve_app`, which binds port 0 itself)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+async def wait_until(
+    check: Callable[[], bool | Awaitable[bool]], what: str = "the condition", limit_s: float = 30.0
+) -> None:
+    """Poll `check` (plain or async) until it is true; fail naming `what` after `limit_s`.
 
-
-@contextlib.asynccontextmanager
-async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn in this event loop; yields its base URL (`http://host:port`).
-
-    Binds the socket first so port 0 works and the URL is known before any request. On exit the server
-    shuts down gracefully (lifespan shutdown runs) and the serving task is awaited, so nothing leaks.
+    `limit_s` bounds a failure only, never measures anything: a slow, loaded machine just polls longer.
     """
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says TCP;
-    # without it every small response waits ~40 ms for Nagle + delayed ACK on loopback.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    bound_port = sock.getsockname()[1]
-    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"}
-    options.update(uvicorn_options)
-    config = uvicorn.Config(app, **options)
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # host owns signals
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises the start-up error
-                raise RuntimeError("uvicorn exited during start-up")
-            await asyncio.sleep(0.005)
-        yield f"http://{host}:{bound_port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        sock.close()
+    deadline = time.monotonic() + limit_s
+    while not await _holds(check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit_s:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def _holds(check: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = check()
+    return bool(await result) if inspect.isawaitable(result) else bool(result)
 
 
 @dataclass

@@ -12,9 +12,9 @@ from pathlib import Path
 from sidecar.cli import main
 from sidecar.config import load_config
 from sidecar.coordinator.app import build_app
-from sidecar.sim.embedded import run_embedded
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port, serve_app
+from sidecar.stack import simulators
 
 from .conftest import ROOT
 
@@ -33,7 +33,7 @@ def lines(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 async def test_doctor_passes_on_a_working_deployment_and_fails_without_a_coordinator(tmp_path: Path) -> None:
-    async with run_embedded(SimSettings(time_scale=100)) as models:
+    async with simulators(SimSettings(time_scale=100)) as models:
         # The embedded simulator runs vLLM's priority policy, which the configuration must say (nothing detects it).
         toml = "".join(f'[models.{m.alias}]\nreplicas = ["{m.url}"]\nnative_priority = true\n' for m in models)
         (tmp_path / "goose-sidecar.toml").write_text(toml)

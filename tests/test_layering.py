@@ -2,9 +2,13 @@
 
 - `sidecar.core` imports only the standard library (and itself): pure policies, no I/O libraries;
 - `coordinator`, `toolserver` and `sim` never import one another (they meet in the commands and the composition
-  code), except the listed, known exceptions below, each with the reason it is still there;
+  code: the commands and the composition root `sidecar.stack`), except the listed, known exceptions below, each
+  with the reason it is still there;
 - `mcp` is imported only by the MCP server (`toolserver`), the Goose-like client (`fleet`) and benchmarks;
-- nothing imports `sidecar.bench` but `sidecar.bench` itself and the command-line entry points that run it.
+- nothing imports `sidecar.bench` but `sidecar.bench` itself and the command-line entry points that run it;
+- inside the sidecar, only its MCP surface (`mcpserver.py`) and its HTTP app (`httpapp.py`) import `mcp`;
+- the Goose registration (`sidecar.goose`) imports only the standard library, itself and `core`: it writes
+  what Goose reads and runs no service; no service imports it.
 
 A new import that breaks a rule fails here with the file that does it."""
 
@@ -21,12 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "sidecar"
 SERVICES = {"coordinator", "toolserver", "sim"}
 # (importer file, imported package): known exceptions, each to be removed by the change named.
-KNOWN = {
-    # `goose-sidecar up` embeds the simulator when no upstream is configured; belongs in one composition root.
-    ("sidecar/coordinator/command.py", "sim"),
-}
+KNOWN: set[tuple[str, str]] = set()
 BENCH_ENTRY_POINTS = {"sidecar/cli.py", "sidecar/fleet/command_bench.py"}  # `goose-sidecar bench ...`
 MCP_IMPORTERS = {"toolserver", "fleet", "bench"}
+SIDECAR_MCP_MODULES = {"sidecar/toolserver/mcpserver.py", "sidecar/toolserver/httpapp.py"}
 
 
 def imports() -> Iterator[tuple[str, str, str]]:
@@ -55,7 +57,8 @@ def test_the_scan_sees_the_imports_it_judges() -> None:
     """The rules below are not vacuous: the scan finds the imports every layer is known to make."""
     found = {(package, sidecar_package(module)) for _, package, module in IMPORTS}
     assert {("coordinator", "core"), ("toolserver", "core"), ("bench", "sim"), ("cli", "config")} <= found
-    assert ("sidecar/coordinator/command.py", "sim") in {(f, sidecar_package(m)) for f, _, m in IMPORTS}
+    assert ("goose", "goose") in found
+    assert {("stack", "coordinator"), ("stack", "sim")} <= found  # where they meet
 
 
 def test_core_imports_only_the_standard_library() -> None:
@@ -93,3 +96,22 @@ def test_who_imports_mcp_and_the_benchmarks(rule: str) -> None:
             if sidecar_package(m) == "bench" and package != "bench" and f not in BENCH_ENTRY_POINTS
         ]
     assert not bad, bad
+
+
+def test_only_the_mcp_surface_and_the_http_app_of_the_sidecar_import_mcp() -> None:
+    bad = [(f, m) for f, package, m in IMPORTS if package == "toolserver" and m.split(".")[0] == "mcp"]
+    assert {f for f, _ in bad} == SIDECAR_MCP_MODULES, bad
+
+
+def test_the_goose_registration_is_a_leaf() -> None:
+    """`sidecar.goose` needs nothing but the standard library and `core`; nothing but the command line needs it."""
+    own = [
+        (f, m)
+        for f, package, m in IMPORTS
+        if package == "goose"
+        and m.split(".")[0] not in sys.stdlib_module_names
+        and sidecar_package(m) not in {"goose", "core"}
+    ]
+    users = [(f, m) for f, package, m in IMPORTS if sidecar_package(m) == "goose" and package != "goose"]
+    assert not own, own
+    assert not users, users

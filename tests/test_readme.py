@@ -99,3 +99,26 @@ def test_the_readme_speaks_to_users() -> None:
     bench = text[text.index("\n## Benchmarks\n") :]
     assert "simulated seconds" in bench and "docs/benchmarks.md" in bench and "| condition |" not in text
     assert "simulated seconds" in (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def development_tree() -> str:
+    """The code block under `## Development`."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## Development\n")
+    match = re.compile(r"```\n(.*?)```", re.S).search(text, start)
+    assert match is not None, "no tree under Development"
+    return match.group(1)
+
+
+def test_the_development_tree_names_every_package_and_module() -> None:
+    """Each package of `sidecar/` has its line, each line's package exists, and the `sidecar/*.py` entry names
+    every top-level module, so the tree a newcomer reads first is the code's."""
+    tree = development_tree()
+    listed = set(re.findall(r"^sidecar/(\w+)/", tree, re.M))
+    packages = {p.parent.name for p in (ROOT / "sidecar").glob("*/__init__.py")}
+    assert listed == packages, f"in the code, not the tree: {packages - listed}; gone: {listed - packages}"
+    entry = re.search(r"^sidecar/\*\.py(.*?)(?=^\S)", tree, re.M | re.S)
+    assert entry is not None, "no sidecar/*.py entry"
+    named = set(re.findall(r"\w+", entry.group(1)))
+    modules = {p.stem for p in (ROOT / "sidecar").glob("*.py")} - {"__init__"}
+    assert modules <= named, f"top-level modules the tree does not name: {sorted(modules - named)}"

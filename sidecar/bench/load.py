@@ -438,7 +438,7 @@ async def settle(url: str, row: FaultRow) -> None:
 
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
-    from sidecar.testing import serve_app
+    from sidecar.serving import serve_app
 
     async with serve_app(app) as url:
         yield url

@@ -150,20 +150,19 @@ def coordinator_overrides(condition: str, engine_url: str, model: str) -> dict[s
 @contextlib.asynccontextmanager
 async def coordinator(condition: str, engine_url: str, model: str) -> AsyncIterator[str]:
     from sidecar.config import load_config
-    from sidecar.coordinator.app import build_app
-    from sidecar.testing import serve_app
+    from sidecar.stack import serve_coordinator
 
-    app = build_app(load_config(env={}, overrides=coordinator_overrides(condition, engine_url, model)))
-    async with serve_app(app) as url:
+    config = load_config(env={}, overrides=coordinator_overrides(condition, engine_url, model))
+    async with serve_coordinator(config) as (url, _):
         yield url
 
 
 @contextlib.asynccontextmanager
 async def simulator(slots: int, time_scale: float) -> AsyncIterator[tuple[str, str]]:
     """Our simulator with the priority policy and `slots` sequence slots: (URL, served model name)."""
+    from sidecar.serving import serve_app
     from sidecar.sim.app import build_sim_app
     from sidecar.sim.settings import SimSettings
-    from sidecar.testing import serve_app
 
     settings = SimSettings(
         time_scale=time_scale, scheduling_policy="priority", profile_overrides={PROFILE: {"max_num_seqs": slots}}

@@ -192,7 +192,7 @@ def _pin(cpu: int) -> list[str]:
 
 
 def _free_port() -> int:
-    from sidecar.testing import free_port
+    from sidecar.serving import free_port
 
     return free_port()
 

@@ -1,7 +1,7 @@
 """`python -m sidecar.bench.scheduling`: priority scheduling and routing across a fleet, measured.
 
 A fleet of synthetic coding agents (16 by default) drives the real coordinator in front of the embedded simulator
-(`sidecar.sim.run_embedded`: `large` = the Qwen2.5-Coder-32B-on-A100 profile, `small` = the 7B one), all in one
+(`sidecar.stack.simulators`: `large` = the Qwen2.5-Coder-32B-on-A100 profile, `small` = the 7B one), all in one
 event loop on loopback. The same workload and seed run once per condition, side by side:
 
     fcfs      the coordinator forwards at once; vLLM's own FCFS queue orders (the "no priority" baseline)
@@ -70,6 +70,7 @@ from typing import Any
 import httpx
 
 from sidecar import citations
+from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.stats import percentile
 
 # --- the workload --------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ STAGE_AFTER = {
     "write_docs": "docs",
     "commit": "commit_msg",
 }
-"""The stage of the call that follows each tool action (the coordinator's classifier rules, `core/stages.py`)."""
+"""The stage of the call that follows each tool action (the coordinator's classifier rules, `core/toolactions.py`)."""
 
 TRANSITIONS: Mapping[str, Mapping[str, float]] = {
     "plan": {"list": 0.5, "search": 0.25, "read_src": 0.25},
@@ -489,14 +490,17 @@ CONDITIONS: dict[str, Condition] = {
 }
 
 
+SCHEDULING = SchedulingSettings()  # the coordinator's defaults, which the knobs start from
+
+
 @dataclass(frozen=True)
 class Knobs:
     """Coordinator settings under test, in simulated seconds; None keeps the coordinator's default."""
 
-    aging_s: float = 60.0  # SchedulingSettings.aging_s default
+    aging_s: float = SCHEDULING.aging_s
     window: int | None = None  # None: "adaptive" (the default)
-    metrics_interval_s: float = 1.0  # SchedulingSettings default
-    service_half_life_s: float = 60.0  # SchedulingSettings default
+    metrics_interval_s: float = SCHEDULING.metrics_interval_s
+    service_half_life_s: float = SCHEDULING.service_half_life_s
 
 
 def coordinator_overrides(condition: Condition, scale: float, knobs: Knobs = Knobs()) -> dict[str, Any]:
@@ -508,7 +512,7 @@ def coordinator_overrides(condition: Condition, scale: float, knobs: Knobs = Kno
         "scheduling.aging_s": knobs.aging_s / scale,
         "scheduling.metrics_interval_s": knobs.metrics_interval_s / scale,
         "scheduling.service_half_life_s": knobs.service_half_life_s / scale,
-        "scheduling.stage_ttl_s": 120.0 / scale,
+        "scheduling.stage_ttl_s": SCHEDULING.stage_ttl_s / scale,
         "routing.spill_over": condition.spill_over,
     }
 
@@ -615,20 +619,13 @@ async def _stack(
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """The embedded simulator (both models) and a coordinator for `condition`; yields (coordinator URL, sims)."""
     from sidecar.config import load_config
-    from sidecar.coordinator.app import build_app
-    from sidecar.sim.embedded import run_embedded  # the benchmark drives both; the coordinator itself never does
     from sidecar.sim.settings import SimSettings
-    from sidecar.testing import serve_app
+    from sidecar.stack import embedded_stack
 
     settings = SimSettings(time_scale=scale, seed=seed, scheduling_policy="priority")
-    async with run_embedded(settings) as models:
-        overrides: dict[str, Any] = {
-            "models": {m.alias: {"served_name": m.served_name, "replicas": [m.url]} for m in models},
-            **coordinator_overrides(condition, scale, knobs),
-        }
-        app = build_app(load_config(env={}, overrides=overrides))
-        async with serve_app(app) as url:
-            yield url, {m.alias: m.url for m in models}
+    config = load_config(env={}, overrides=coordinator_overrides(condition, scale, knobs))
+    async with embedded_stack(config, settings) as stack:
+        yield stack.url, {m.alias: m.url for m in stack.models}
 
 
 async def run_fleet(
@@ -680,11 +677,11 @@ async def run_fleet(
 def run_alone(script: Script, seed: int) -> AgentRun:
     """The agent alone on its own simulated 32B GPU: the same turns, computed on the simulator's virtual clock (its
     engine and request parsing, as the server runs them, minus HTTP), so the reference has no loop lag at all."""
-    from sidecar.sim.embedded import EMBEDDED_PROFILES
     from sidecar.sim.engine import Engine, Request
     from sidecar.sim.offline import run_offline
     from sidecar.sim.profiles import resolve_profile
     from sidecar.sim.protocol import ServedModel, parse_chat
+    from sidecar.stack import EMBEDDED_PROFILES
 
     profile = resolve_profile(EMBEDDED_PROFILES["large"])
     engine = Engine(profile, "priority")
@@ -984,7 +981,9 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
     parser.add_argument("--seeds", default=",".join(map(str, defaults.seeds)), help="comma-separated seeds (1,2,3)")
     parser.add_argument("--time-scale", type=float, default=defaults.time_scale, help="simulated s per real s (25)")
     parser.add_argument("--conditions", default=",".join(defaults.conditions), help=f"of {','.join(CONDITIONS)}")
-    parser.add_argument("--aging-s", type=float, default=Knobs.aging_s, help="scheduling.aging_s, simulated s (60)")
+    parser.add_argument(
+        "--aging-s", type=float, default=Knobs.aging_s, help=f"scheduling.aging_s, simulated s ({Knobs.aging_s:g})"
+    )
     parser.add_argument("--window", type=int, default=None, help="a static in-flight window (default: adaptive)")
     parser.add_argument("--json", metavar="PATH", help="also write every run's numbers as JSON")
     args = parser.parse_args(argv)

@@ -45,11 +45,12 @@ from sidecar.core.toolstream import ToolCallStream
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
 from sidecar.fleet.runner import SIDECAR_ENV
+from sidecar.serving import serve_app
 from sidecar.sim.answer import Answer, ToolCall, deltas, generate
 from sidecar.sim.text import Dice
-from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 MODEL = "bench-model"
 AGENT, SESSION = "agent-bench", "sess-bench"
@@ -158,7 +159,7 @@ async def run(pairs: int, rate: float, reads: int, test_s: float) -> dict[str, A
                 meta: Any = {"agent-session-id": SESSION}
                 await mcp.call_tool("list_dir", {}, meta=meta)  # its event tells `on` where the sidecar is
                 speculator = on.state.coordinator.speculator
-                while AGENT not in speculator.peek_urls:  # noqa: ASYNC110 (filled by the coordinator's handler)
+                while speculator.book.peek_url(AGENT, None) is None:  # noqa: ASYNC110 (filled by the coordinator's handler)
                     await asyncio.sleep(0.01)
                 target = workspace / sources[0]
                 for pair in range(pairs):

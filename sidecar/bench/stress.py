@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.toolserver.server import Sidecar
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 LINE = re.compile(r"file (\d+) version (\d+)")
@@ -300,7 +300,7 @@ async def run_stress(
             index = rng.randrange(files)
             t0 = time.monotonic_ns()
             try:
-                out = sidecar.tools.read_file(f"d{index % dirs}/f{index}.txt")
+                out = await sidecar.tools.read_file(f"d{index % dirs}/f{index}.txt")
             except ToolFailure:
                 counts["absent"] += 1  # between a delete and its recreation: not content, cannot be stale
             else:

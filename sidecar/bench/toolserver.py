@@ -24,8 +24,9 @@ from typing import Any
 from mcp import Client
 
 from sidecar.bench.stress import run_stress
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 
 def sample_project(root: Path, modules: int = 60) -> None:

@@ -1,16 +1,14 @@
-"""`goose-sidecar up`: run the coordinator; with no upstream configured, embed the simulator (32B + 7B)."""
+"""The coordinator's part of `goose-sidecar up` (`sidecar.up`): its flags, how uvicorn serves it, its start-up lines."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sidecar.config import Config
 from sidecar.coordinator.settings import CoordinatorSettings
+from sidecar.serving import base_url, bounded_head, listen_socket, serve_until_signalled
 
 HELP = "Start the coordinator (an OpenAI-compatible proxy); embeds the vLLM simulator when no upstream is given."
 
@@ -61,69 +59,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    if args.upstream:
-        from sidecar.coordinator.settings import ModelUpstream
-
-        config = config.model_copy(update={"models": {"default": ModelUpstream(replicas=args.upstream)}})
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config))
-    return 0
-
-
-@contextlib.asynccontextmanager
-async def _upstreams(config: Config) -> AsyncIterator[Config]:
-    if config.models:
-        yield config
-        return
-    try:
-        from sidecar.sim.embedded import run_embedded
-    except ImportError:
-        print(
-            "goose-sidecar up: no upstream configured. Pass --upstream URL (a vLLM server) or configure "
-            "[models.<alias>] in goose-sidecar.toml.",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
-    from sidecar.coordinator.settings import ModelUpstream
-
-    async with run_embedded(config.sim) as models:
-        native = config.sim.scheduling_policy == "priority"  # the simulator orders by priority exactly then
-        upstreams = {
-            m.alias: ModelUpstream(served_name=m.served_name, replicas=[m.url], native_priority=native) for m in models
-        }
-        for m in models:
-            print(f"simulator: {m.alias} = {m.served_name} at {m.url}", file=sys.stderr)
-        yield config.model_copy(update={"models": upstreams})
-
-
 def uvicorn_options(c: CoordinatorSettings) -> dict[str, Any]:
     """How uvicorn serves the coordinator (besides where)."""
     return {
-        "log_config": None,
+        "log_config": None,  # logging is `sidecar.obs`'s, at its level
+        "log_level": None,
         "access_log": False,
         "lifespan": "on",
         "timeout_graceful_shutdown": round(c.shutdown_grace_s),
-        # h11 bounds the request head while it is parsed (httptools buffers any size): headers over
-        # max_header_bytes never reach memory in full, before any authentication.
-        "http": "h11",
-        "h11_max_incomplete_event_size": c.max_header_bytes,
+        **bounded_head(c.max_header_bytes),  # headers over it never reach memory in full, before authentication
     }
 
 
-async def _serve(config: Config) -> None:
-    import uvicorn
-
+async def serve(config: Config) -> None:
+    """Serve the coordinator for `config` (its upstreams resolved) until SIGINT/SIGTERM, after the start-up lines."""
     from sidecar.coordinator.app import build_app
 
-    async with _upstreams(config) as resolved:
-        app = build_app(resolved)
-        c = resolved.coordinator
-        server = uvicorn.Server(uvicorn.Config(app, host=c.host, port=c.port, **uvicorn_options(c)))
-        for line in upstream_lines(resolved):
-            print(line, file=sys.stderr)
-        print(f"coordinator: http://{c.host}:{c.port}  (OpenAI base URL http://{c.host}:{c.port}/v1)", file=sys.stderr)
-        await server.serve()
+    app = build_app(config)
+    c = config.coordinator
+    sock = listen_socket(c.host, c.port)
+    url = base_url(c.host, sock.getsockname()[1])
+    for line in upstream_lines(config):
+        print(line, file=sys.stderr)
+    print(f"coordinator: {url}  (OpenAI base URL {url}/v1)", file=sys.stderr)
+    await serve_until_signalled(app, sock, **uvicorn_options(c))
 
 
 def upstream_lines(config: Config) -> list[str]:

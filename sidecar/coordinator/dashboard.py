@@ -5,7 +5,7 @@
   sampled every `interval_s` for the last `span_s` (a background task of the lifespan calls `sample`);
 - token usage per model, read off the answers by `UsageTap` (the `usage` object at the end of each 200 answer),
   for the GPU time estimate;
-- tool-cache counters per agent and per tool, from the sidecars' events.
+- tool-cache counters per tool, from the sidecars' events (per agent they are kept in the `AgentBook`).
 
 Nothing here keeps prompt or file contents: only ids, model aliases, tool names, counts and durations.
 
@@ -21,24 +21,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from sidecar.coordinator.agents import AgentEntry, ToolCache
 from sidecar.core.stages import TIERS
 from sidecar.core.usage import Usage
+from sidecar.core.wire import CACHEABLE_TOOLS
 
 if TYPE_CHECKING:
     from sidecar.coordinator.dispatcher import Dispatcher
     from sidecar.coordinator.ledger import UsageLedger
 
-MODEL_HEADER = b"x-goose-sidecar-model"  # the alias the coordinator chose, on every relayed answer (proxy.py)
-USAGE_TAIL_BYTES = 4096
-MAX_AGENTS = 10_000
-# The sidecar's cacheable tools (DESIGN.md): their calls are the denominator of the tool-cache hit rate.
-CACHEABLE_TOOLS = frozenset({"read_file", "list_dir", "search", "run_tests"})
 STATES = ("queued", "running", "idle")
 
 
@@ -141,13 +138,6 @@ class ToolStats:
         return self.hits * max(self.miss_ms / self.misses - self.hit_ms / self.hits, 0.0)
 
 
-@dataclass
-class AgentCache:
-    tool_calls: int = 0
-    cacheable_calls: int = 0
-    cache_hits: int = 0
-
-
 def hit_rate(hits: int, total: int) -> float | None:
     return None if total == 0 else round(hits / total, 4)
 
@@ -209,7 +199,8 @@ def snapshot(dispatcher: Dispatcher) -> dict[str, Any]:
 
 
 class Board:
-    """The dashboard's own bookkeeping (see the module docstring). Bounded: at most `MAX_AGENTS` agents kept."""
+    """The dashboard's own bookkeeping (see the module docstring). Per agent it keeps nothing: what it counts
+    per agent is in the agent's `AgentEntry.cache`."""
 
     def __init__(
         self,
@@ -229,14 +220,13 @@ class Board:
         self.history = History(interval_s, span_s)
         self.usage: dict[str, ModelUsage] = {}
         self.tools: dict[str, ToolStats] = {}
-        self.agents: OrderedDict[str, AgentCache] = OrderedDict()
 
     def record_answer(
-        self, alias: str, usage: Usage | None, agent_id: str | None = None, tier: str | None = None
+        self, alias: str, usage: Usage | None, agent: AgentEntry | None = None, tier: str | None = None
     ) -> None:
-        """One 200 answer of model `alias`; charged to `agent_id` too when it is given and a ledger is kept."""
-        if self.ledger is not None and agent_id is not None:
-            self.ledger.record(agent_id, alias, tier or "", usage)
+        """One 200 answer of model `alias`; charged to `agent` too when it is given and a ledger is kept."""
+        if self.ledger is not None and agent is not None:
+            self.ledger.record(agent.usage, agent.agent_id, alias, tier or "", usage)
         u = self.usage.setdefault(alias, ModelUsage())
         u.calls += 1
         if usage is None:
@@ -246,15 +236,9 @@ class Board:
         u.cached_prompt_tokens += usage.cached_prompt_tokens
         u.completion_tokens += usage.completion_tokens
 
-    def tool_event(self, agent_id: str, tool: str, cache_hit: bool | None, duration_ms: float) -> None:
-        """One sidecar tool event. `cache_hit` None means the sidecar did not say (counted as a call only)."""
-        agent = self.agents.get(agent_id)
-        if agent is None:
-            agent = self.agents[agent_id] = AgentCache()
-            while len(self.agents) > MAX_AGENTS:
-                self.agents.popitem(last=False)
-        else:
-            self.agents.move_to_end(agent_id)
+    def tool_event(self, agent: ToolCache, tool: str, cache_hit: bool | None, duration_ms: float) -> None:
+        """One sidecar tool event of the agent whose counters are `agent`. `cache_hit` None means the sidecar
+        did not say (counted as a call only)."""
         agent.tool_calls += 1
         if tool not in CACHEABLE_TOOLS and not cache_hit:
             return
@@ -270,8 +254,9 @@ class Board:
             stats.misses += 1
             stats.miss_ms += duration_ms
 
-    def agent_fields(self, agent_id: str) -> dict[str, Any]:
-        a = self.agents.get(agent_id) or AgentCache()
+    def agent_fields(self, agent: AgentEntry) -> dict[str, Any]:
+        """The dashboard's fields of one agent in /status: its tool-cache counters, its usage account."""
+        a = agent.cache
         fields: dict[str, Any] = {
             "tool_calls": a.tool_calls,
             "cacheable_calls": a.cacheable_calls,
@@ -279,7 +264,7 @@ class Board:
             "cache_hit_rate": hit_rate(a.cache_hits, a.cacheable_calls),
         }
         if self.ledger is not None:
-            fields["usage"] = self.ledger.account(agent_id)
+            fields["usage"] = self.ledger.account(agent.usage)
         return fields
 
     def sample(self, now: float, dispatchers: Mapping[str, Dispatcher]) -> None:

@@ -17,6 +17,7 @@ Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 from collections import deque
@@ -26,10 +27,27 @@ from typing import Any
 
 from sidecar.coordinator.errors import ErrorKind, ProxyError
 from sidecar.coordinator.telemetry import summary_ms
-from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics, retry_after_s, saturation
+from sidecar.core.admission import (
+    DEFAULT_LIMITS,
+    AdmissionLimits,
+    UpstreamMetrics,
+    has_spare_capacity,
+    retry_after_s,
+    saturation,
+)
 from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits, initial_state, observe
 from sidecar.core.kv_estimate import EngineKV, KVCorrector
-from sidecar.core.ordering import AttainedService, Gate, OrderingPolicy, Pick, Pool, PoolUsage, Waiting, WaitQueue
+from sidecar.core.ordering import (
+    DEFAULT_HALF_LIFE_S,
+    AttainedService,
+    Gate,
+    OrderingPolicy,
+    Pick,
+    Pool,
+    PoolUsage,
+    Waiting,
+    WaitQueue,
+)
 from sidecar.core.stages import TIERS, Tier
 from sidecar.core.stats import SampleWindow, rate
 from sidecar.core.working_set import KVAwareOrder, KVLedger
@@ -77,7 +95,7 @@ class Dispatcher:
         max_queue: int = 1024,
         static_window: int | None = None,
         limits: AdmissionLimits = DEFAULT_LIMITS,
-        half_life_s: float = 60.0,
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
         native_priority: bool = False,
         engine_slots: int | None = None,
         kv_correction: bool = False,
@@ -190,6 +208,19 @@ class Dispatcher:
         if self.metrics is None:
             return queued
         return max(queued, saturation(self.metrics, now, self._prev_metrics, self.limits))
+
+    def spare_capacity(self) -> bool:
+        """Whether the upstream has room beyond the real calls it holds, on its last two scrapes
+        (`core.admission.has_spare_capacity`, with the engine's known running capacity): speculation's gate."""
+        metrics = self.metrics
+        if metrics is not None and self.admission.slots is not None:  # vLLM does not export max_num_seqs
+            metrics = dataclasses.replace(metrics, max_num_seqs=self.admission.slots)
+        return has_spare_capacity(metrics, self.clock(), self._prev_metrics, self.limits)
+
+    def forget(self, agent: str) -> None:
+        """Drop what this dispatcher keeps of `agent` between calls (its attained service): the `AgentBook`
+        forgot it."""
+        self.service = self.service.without(agent)
 
     def observe_metrics(self, scrape: UpstreamMetrics | ScrapeFailure | None) -> None:
         """One scrape's outcome (None: it failed, as UNREACHABLE): adapt the window (adaptive mode) and pump."""

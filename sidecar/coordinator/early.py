@@ -2,8 +2,8 @@
 answer that asks for it is still streaming (issue 19; the seed's untested eighth optimization).
 
 `EarlyStarter.watch(agent, session)` is asked by the relay for every streamed chat call; with
-`[speculation] stream_tools` on and the agent's sidecar known (its `/peek` URL, learnt from its events:
-`Speculator.peek_urls`) it returns a `StreamWatch` for that answer, else None. The relay feeds the watch every
+`[speculation] stream_tools` on and the agent's sidecar known (its `/peek` URL, learnt from its events and
+kept in the `AgentBook`) it returns a `StreamWatch` for that answer, else None. The relay feeds the watch every
 chunk right after sending it to the client (`feed`): the bytes and their timing are the client's business, the
 watch only reads them (`core.toolstream.ToolCallStream`). Each complete call to the sidecar's extension
 (`<extension>__<tool>`) goes to the sidecar's `POST /early` in the background (`core.toolstream.early_url`),
@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from sidecar.coordinator.agents import AgentBook
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.core.toolstream import ToolCallStream, early_request, early_url
 from sidecar.obs import get_logger
@@ -69,28 +69,32 @@ class StreamWatch:
         if not requests:
             return
         self.starter.stats.calls_seen += len(requests)
-        self.starter.open[self.agent] = (self.url, self.answer)
+        entry = self.starter.book.get(self.agent)
+        if entry is not None:
+            entry.open_answer = (self.url, self.answer)
         self.starter.post(self.url, self.answer, [{"name": r.name, "arguments": r.arguments} for r in requests])
 
 
 class EarlyStarter:
     """Streaming tool execution for all agents; see the module docstring."""
 
-    def __init__(self, settings: SpeculationSettings, client: httpx.AsyncClient, peek_urls: Mapping[str, str]) -> None:
+    def __init__(self, settings: SpeculationSettings, client: httpx.AsyncClient, book: AgentBook) -> None:
         self.settings = settings
         self.client = client
-        self.peek_urls = peek_urls
+        self.book = book
         self.stats = EarlyStarterStats()
-        self.open: dict[str, tuple[str, str]] = {}  # agent -> (sidecar /early URL, answer id) with starts sent
         self._tasks: set[asyncio.Task[None]] = set()
 
     def watch(self, agent: str, session: str | None) -> StreamWatch | None:
         """A watch for `agent`'s answer now starting to stream, or None (off, or no sidecar known). Also ends
         the agent's previous answer at its sidecar (this call is the agent's next one)."""
-        previous = self.open.pop(agent, None)
+        entry = self.book.get(agent)
+        previous = None if entry is None else entry.open_answer
+        if entry is not None:
+            entry.open_answer = None
         if not self.settings.stream_tools:
             return None
-        peek = self.peek_urls.get(agent) or (self.peek_urls.get(session) if session else None)
+        peek = self.book.peek_url(agent, session, own_session=False)
         url = early_url(peek) if peek else None
         watch = StreamWatch(self, agent, url) if url else None
         if previous is not None:

@@ -9,14 +9,15 @@ of GPU occupancy, not measurements, and say so (`basis`).
 `/status` shows each agent's account (`agents[].usage`); with `coordinator.usage_log` set, each call is also
 appended to that file as one JSON line (`ts, agent_id, model, tier, prompt_tokens, cached_prompt_tokens,
 completion_tokens, usage_reported, gpu_s, usd`), opened and closed per line so log rotation needs no signal.
-Accounts are bounded (least recently charged evicted past `max_agents`); the log keeps everything.
+Each agent's account lives in its `AgentEntry` (agents.py), so the `AgentBook`'s bound is the accounts' bound;
+the log keeps everything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,10 @@ class UsageLedger:
         gpu_hour_usd: float,
         small_aliases: frozenset[str] = frozenset(),
         log_path: Path | None = None,
-        max_agents: int = 10_000,
     ) -> None:
         self.gpu_hour_usd = gpu_hour_usd
         self.small_aliases = small_aliases
         self.log_path = log_path
-        self.max_agents = max_agents
-        self.accounts: OrderedDict[str, dict[str, ModelUsage]] = OrderedDict()
         self.log_errors = 0
 
     def cost(self, alias: str) -> TokenCost:
@@ -48,12 +46,17 @@ class UsageLedger:
     def usd(self, gpu_s: float) -> float:
         return gpu_s / 3600 * self.gpu_hour_usd
 
-    def record(self, agent_id: str, alias: str, tier: str, usage: Usage | None, now: dt.datetime | None = None) -> None:
-        """Charge one answered call to `agent_id` (and append it to the usage log, when one is set)."""
-        account = self.accounts.setdefault(agent_id, {})
-        self.accounts.move_to_end(agent_id)
-        while len(self.accounts) > self.max_agents:
-            self.accounts.popitem(last=False)
+    def record(
+        self,
+        account: dict[str, ModelUsage],
+        agent_id: str,
+        alias: str,
+        tier: str,
+        usage: Usage | None,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """Charge one answered call to `agent_id`, whose account (usage per model alias) is `account`, and append
+        it to the usage log when one is set."""
         call = ModelUsage(calls=1, calls_without_usage=int(usage is None))
         if usage is not None:
             call.prompt_tokens = usage.prompt_tokens
@@ -83,9 +86,8 @@ class UsageLedger:
                 self.log_errors += 1
                 log.warning("usage_log_failed", path=str(self.log_path), error=str(exc))
 
-    def account(self, agent_id: str) -> dict[str, Any]:
-        """One agent's usage per model alias, its estimated GPU seconds and their price."""
-        by_model = self.accounts.get(agent_id, {})
+    def account(self, by_model: Mapping[str, ModelUsage]) -> dict[str, Any]:
+        """One agent's account (usage per model alias) with its estimated GPU seconds and their price."""
         gpu_s = sum(gpu_seconds(u, self.cost(alias)) for alias, u in by_model.items())
         return {
             "by_model": {alias: u.as_dict() for alias, u in by_model.items()},

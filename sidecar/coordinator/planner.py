@@ -1,32 +1,22 @@
 """Planning a call: classify (stage, tier) and route (model alias) from what the request and the agent's
 sidecar said. A thin shell over `sidecar.core.stages` and `sidecar.core.routing`: it gathers the snapshot
-(reported stages, upstream saturation), the core decides."""
+(reported stages from the `AgentBook`, upstream saturation), the core decides."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sidecar.config import Config
+from sidecar.coordinator.agents import AgentBook
 from sidecar.coordinator.dispatcher import Dispatcher
-from sidecar.coordinator.sessions import SessionOwners
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
+from sidecar.core.priority import Priority, resolve_priority
 from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, resolve_model, route_table_from
-from sidecar.core.stages import (
-    DEFAULT_STAGE_TIERS,
-    Priority,
-    ReportedStage,
-    Stage,
-    Tier,
-    classify_task,
-    resolve_priority,
-    stage_tiers_from,
-)
-
-MAX_REPORTS = 20_000
+from sidecar.core.stages import DEFAULT_STAGE_TIERS, Tier, stage_tiers_from
+from sidecar.core.task_kind import classify_task
 
 
 @dataclass(frozen=True)
@@ -41,36 +31,15 @@ class CallPlan:
         return self.priority.tier
 
 
-class StageBook:
-    """The stage each agent's (and session's) sidecar reported last, bounded (oldest forgotten)."""
-
-    def __init__(self, sessions: SessionOwners | None = None) -> None:
-        self._by_key: OrderedDict[str, ReportedStage] = OrderedDict()
-        self.sessions = sessions if sessions is not None else SessionOwners()
-
-    def report(self, keys: list[str], stage: Stage, at: float) -> None:
-        for key in keys:
-            self._by_key[key] = ReportedStage(stage, at)
-            self._by_key.move_to_end(key)
-        while len(self._by_key) > MAX_REPORTS:
-            self._by_key.popitem(last=False)
-
-    def latest(self, identity: Identity) -> ReportedStage | None:
-        keys = [identity.agent_id]
-        if self.sessions.usable(identity.session_id, identity.agent_id):  # never another agent's session
-            keys.append(f"session:{identity.session_id}")
-        found = [self._by_key.get(k) for k in keys]
-        present = [r for r in found if r is not None]
-        return max(present, key=lambda r: r.at) if present else None
-
-
 class Planner:
-    def __init__(self, config: Config, pool: UpstreamPool, dispatchers: Mapping[str, Dispatcher]) -> None:
+    def __init__(
+        self, config: Config, pool: UpstreamPool, dispatchers: Mapping[str, Dispatcher], book: AgentBook
+    ) -> None:
+        """`book`: where the stages the sidecars reported are kept (per agent and per session)."""
         self.config = config
         self.pool = pool
         self.dispatchers = dispatchers
-        self.sessions = SessionOwners()
-        self.stages = StageBook(self.sessions)
+        self.book = book
         self.stage_tiers = (
             stage_tiers_from(config.scheduling.stage_tiers) if config.scheduling.stage_tiers else (DEFAULT_STAGE_TIERS)
         )
@@ -88,7 +57,7 @@ class Planner:
         priority = resolve_priority(
             explicit,
             header_priority,
-            self.stages.latest(identity),
+            self.book.latest_stage(identity.agent_id, identity.session_id),
             now,
             self.config.scheduling.stage_ttl_s,
             messages,

@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sidecar.core.admission import DEFAULT_LIMITS
+from sidecar.core.ordering import DEFAULT_AGING_S, DEFAULT_COLD_POOL, DEFAULT_HALF_LIFE_S, DEFAULT_HOT_POOL
+from sidecar.core.working_set import DEFAULT_KEEP_S
+
 
 class CoordinatorSettings(BaseModel):
     """`[coordinator]`: the HTTP server and its one shared upstream client."""
@@ -108,7 +112,7 @@ class SchedulingSettings(BaseModel):
     # of weights at 0.9 memory utilisation, an estimate from the model's shape and NVIDIA's A100 datasheet).
     kv_capacity_tokens: int = Field(35840, ge=1)
     # The `kv` policy: seconds an agent back from a call keeps its place in the working set (a short tool call).
-    kv_keep_s: float = Field(4.0, ge=0)
+    kv_keep_s: float = Field(DEFAULT_KEEP_S, ge=0)
     # The `kv` policy's two parts, each switchable for ablations: working-set admission, program-level order.
     kv_admission: bool = True
     kv_program_order: bool = True
@@ -120,17 +124,17 @@ class SchedulingSettings(BaseModel):
     # 60 s: on a saturated 32B a call takes 30-50 s, and a shorter aging turns cold work overdue and served ahead of
     # hot work (scripts/bench scheduling, 16 agents: hot p50 vs fcfs 1.33x at 15 s, 1.52x at 60 s, wall time equal;
     # cold max wait 71 s -> 112 s, acceptable for background work).
-    aging_s: float = Field(60.0, gt=0)
-    hot_pool: int = Field(4, ge=1)  # the seed's pool sizes, for the `pools` policy
-    cold_pool: int = Field(2, ge=1)
+    aging_s: float = Field(DEFAULT_AGING_S, gt=0)
+    hot_pool: int = Field(DEFAULT_HOT_POOL, ge=1)  # the seed's pool sizes, for the `pools` policy
+    cold_pool: int = Field(DEFAULT_COLD_POOL, ge=1)
     # "adaptive": sized from the upstream's /metrics (vLLM names); an integer: a fixed in-flight window.
     window: Literal["adaptive"] | int = "adaptive"
-    max_window: int = Field(64, ge=1)
+    max_window: int = Field(DEFAULT_LIMITS.max_window, ge=1)
     metrics_interval_s: float = Field(1.0, gt=0)
     # Calls waiting per upstream before 429 + Retry-After.
     max_queue: int = Field(1024, ge=1)
     # Attained service (GPU tokens) decays with this half-life when ordering agents within a tier.
-    service_half_life_s: float = Field(60.0, gt=0)
+    service_half_life_s: float = Field(DEFAULT_HALF_LIFE_S, gt=0)
     # A stage reported by an agent's sidecar counts for this long.
     stage_ttl_s: float = Field(120.0, gt=0)
     # Stage -> tier overrides, e.g. {docs = "warm"}. Unnamed stages keep the seed's mapping.

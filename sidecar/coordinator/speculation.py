@@ -21,16 +21,18 @@ Where the predicted body comes from: the proxy hands every finished, streamed ch
 after routing, the SSE bytes it relayed, the headers it sent upstream) to `after_response`, after the last
 byte reached the client. A background task owned here rebuilds the assistant message (`core.nextcall`); if
 the answer ends in tool calls, all to the sidecar's extension, it asks the agent's sidecar (`POST peek_url`,
-learnt from its events: `note_peek_url`) which results it already has. When it has every one, the agent's
+learnt from its events and kept in the `AgentBook`) which results it already has. When it has every one, the agent's
 next request is fully known (`core.nextcall.next_request`) and is sent (`speculate`, or `warm` in mode
 "warm"), unless the agent's real next call arrived meanwhile (`take` counts real calls per agent).
+
+Speculative calls reach the upstream as real ones do, through the `UpstreamClient` (same header rules, replica
+accounting and breaker feedback), never retried: a failed speculation is only dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import time
@@ -41,26 +43,22 @@ from typing import Any
 import httpx
 from starlette.types import Send
 
+from sidecar.coordinator.agents import AgentBook
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.early import EarlyStarter
-from sidecar.coordinator.outbound import merge_headers
-from sidecar.coordinator.sessions import SessionOwners
+from sidecar.coordinator.errors import ProxyError
 from sidecar.coordinator.settings import SpeculationSettings
-from sidecar.coordinator.upstream import UpstreamPool
-from sidecar.core.admission import has_spare_capacity
+from sidecar.coordinator.upstream_client import UpstreamCall, UpstreamClient
 from sidecar.core.nextcall import ToolRequest, assistant_from_sse, next_request, tool_requests
 from sidecar.core.speculation import (
     TokenBudget,
     canonical_request,
     fleet_counters,
     should_speculate_llm,
-    sidecar_counters,
 )
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.speculation")
-MAX_PEEK_URLS = 20_000  # agent and session keys whose sidecar peek URL is kept (the oldest report goes first)
-MAX_SIDECAR_REPORTS = 10_000  # agents whose sidecar counters are kept (the oldest reporter goes first)
 LOWEST_PRIORITY = 1_000_000  # vLLM serves lower values first; far below every tier's value (stages.native_priority)
 
 
@@ -114,58 +112,64 @@ class Speculator:
     def __init__(
         self,
         settings: SpeculationSettings,
-        client: httpx.AsyncClient,
-        pool: UpstreamPool,
+        upstreams: UpstreamClient,
+        sidecars: httpx.AsyncClient,
         dispatchers: Mapping[str, Dispatcher],
+        book: AgentBook,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sessions: SessionOwners | None = None,
     ) -> None:
+        """`upstreams`: the way to the models; `sidecars`: the client for the sidecars' `/peek` and `/early`;
+        `book`: where the sidecars' peek URLs and each agent's real calls are kept."""
         self.settings = settings
-        self.sessions = sessions if sessions is not None else SessionOwners()
-        self.client = client
-        self.pool = pool
+        self.upstreams = upstreams
+        self.client = sidecars
+        self.pool = upstreams.pool
+        self.book = book
         self.dispatchers = dispatchers
         self.clock = clock
         self.budget = TokenBudget(settings.wasted_tokens_per_minute)
         self.stats = SpeculationStats()
-        self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call
-        self.peek_urls: dict[str, str] = {}  # agent id or session id -> its sidecar's /peek URL (from events)
-        self.real_calls: dict[str, int] = {}  # agent -> real chat calls seen, so a late follow-up knows it is late
-        # agent -> its sidecar's latest tool-level counters (test pre-runs, prediction), from its events
-        self.sidecar_reports: dict[str, dict[str, float]] = {}
+        self.pending: dict[str, SpecCall] = {}  # agent -> its one speculative call (bounded by the book: `forget`)
         self._followups: set[asyncio.Task[None]] = set()
-        # Streaming tool execution: the sidecar URLs it needs are the ones learnt here.
-        self.early = EarlyStarter(settings, client, self.peek_urls)
+        # Streaming tool execution: the sidecar URLs it needs are the book's.
+        self.early = EarlyStarter(settings, sidecars, book)
         for alias, dispatcher in dispatchers.items():
             dispatcher.on_queue.append(functools.partial(self.cancel_model, alias))
+        book.on_forget.append(self.forget)
+
+    def forget(self, agent: str) -> None:
+        """The book forgot `agent`: its pending speculative call goes too (counted as expired)."""
+        self._drop(agent, "forgotten")
 
     def allowed(self, alias: str) -> bool:
+        """Whether a speculative call may go to `alias` now (`core.speculation.should_speculate_llm`)."""
         d = self.dispatchers[alias]
-        now = self.clock()
-        metrics = d.metrics
-        if metrics is not None and d.admission.slots is not None:  # vLLM does not export max_num_seqs
-            metrics = dataclasses.replace(metrics, max_num_seqs=d.admission.slots)
-        spare = has_spare_capacity(metrics, now, d._prev_metrics, d.limits)
         return should_speculate_llm(
             enabled=self.settings.enabled,
-            spare_capacity=spare,
+            spare_capacity=d.spare_capacity(),
             waiting_real=len(d.queue),
-            budget_ok=self.budget.allows(now),
+            budget_ok=self.budget.allows(self.clock()),
         )
 
     def speculate(
-        self, agent: str, alias: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        agent: str,
+        alias: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        session: str | None = None,
     ) -> bool:
         """Send `body` now as `agent`'s predicted next call (replacing its previous one); True if sent.
-        `headers`: extra request headers the agent's client would send (e.g. its session id)."""
+        `headers`: extra request headers the agent's client would send; `session`: its Goose session id."""
         if not self.allowed(alias) or not self._place(alias):
             self.stats.skipped += 1
             return False
         self._drop(agent, "replaced")
+        self.book.agent(agent, self.clock())  # known while its call is pending, so forgetting it cancels the call
         call = SpecCall(agent, alias, canonical_request(body), bool(body.get("stream")), self.clock())
         call.task = asyncio.get_running_loop().create_task(
-            self._send(call, dict(body), extra=headers), name="speculative-call"
+            self._send(call, dict(body), extra=headers, session=session), name="speculative-call"
         )
         self._give_back_place_when_done(alias, call.task)
         self.pending[agent] = call
@@ -202,21 +206,6 @@ class Speculator:
         """Follow-ups still deciding whether to speculate (tests and benchmarks wait for 0)."""
         return len(self._followups)
 
-    def note_peek_url(self, keys: list[str], url: str) -> None:
-        """A sidecar serving these agent/session keys answers peeks at `url` (the latest report wins)."""
-        for key in keys:
-            self.peek_urls.pop(key, None)
-            self.peek_urls[key] = url
-        while len(self.peek_urls) > MAX_PEEK_URLS:  # bounded: the least recently reported first
-            self.peek_urls.pop(next(iter(self.peek_urls)))
-
-    def note_sidecar_counters(self, agent: str, raw: Mapping[str, Any]) -> None:
-        """An agent's sidecar reported its cumulative pre-run and prediction counters (the latest wins)."""
-        self.sidecar_reports.pop(agent, None)
-        self.sidecar_reports[agent] = sidecar_counters(raw)
-        while len(self.sidecar_reports) > MAX_SIDECAR_REPORTS:  # oldest reporter first
-            self.sidecar_reports.pop(next(iter(self.sidecar_reports)))
-
     def after_response(
         self,
         agent: str,
@@ -230,16 +219,17 @@ class Speculator:
         call in the background (module docstring). Returns at once; costs nothing when disabled."""
         if not self.settings.enabled:
             return
-        own = session is not None and self.sessions.usable(session, agent)
-        url = self.peek_urls.get(agent) or (self.peek_urls.get(session) if own and session else None)
+        url = self.book.peek_url(agent, session)
         if url is None:
             return
         if not self.allowed(alias):  # nothing could be sent: spare the parsing and the sidecar's peek
             self.stats.skipped += 1
             return
-        seen = self.real_calls.get(agent, 0)
+        entry = self.book.get(agent)
+        seen = 0 if entry is None else entry.real_calls
         task = asyncio.get_running_loop().create_task(
-            self._follow_up(agent, alias, body, frames, dict(headers), url, seen), name="speculation-follow-up"
+            self._follow_up(agent, alias, body, frames, dict(headers), url, seen, session),
+            name="speculation-follow-up",
         )
         self._followups.add(task)
         task.add_done_callback(self._followups.discard)
@@ -253,6 +243,7 @@ class Speculator:
         headers: dict[str, str],
         url: str,
         seen: int,
+        session: str | None,
     ) -> None:
         reply = assistant_from_sse(b"".join(frames))
         if reply is None or reply.finish_reason != "tool_calls":
@@ -267,14 +258,15 @@ class Speculator:
             self.stats.results_unknown += 1
             return
         self.stats.results_known += 1
-        if self.real_calls.get(agent, 0) != seen:  # its next call is already here: a prediction is worthless
+        entry = self.book.get(agent)
+        if entry is None or entry.real_calls != seen:  # its next call is already here: a prediction is worthless
             self.stats.too_late += 1
             return
         predicted = next_request(body, reply.message, calls, results)
         if self.settings.mode == "warm":
             self.warm(agent, alias, predicted)
         else:
-            self.speculate(agent, alias, predicted, headers)
+            self.speculate(agent, alias, predicted, headers, session)
 
     async def _peek(self, url: str, calls: list[ToolRequest]) -> list[str] | None:
         """Every call's result text from the sidecar, or None if any is not known (or the sidecar is away)."""
@@ -293,8 +285,8 @@ class Speculator:
 
     def take(self, agent: str, body: Mapping[str, Any], stream: bool) -> SpecCall | None:
         """The agent's speculative call if it was for exactly this request; else None (and it is cancelled).
-        Called for every real chat call (it also counts them per agent)."""
-        self.real_calls[agent] = self.real_calls.get(agent, 0) + 1
+        Called for every real chat call (it also counts them per agent, in the book)."""
+        self.book.agent(agent, self.clock()).real_calls += 1
         call = self.pending.pop(agent, None)
         if call is None:
             return None
@@ -351,39 +343,51 @@ class Speculator:
         self.budget.spend(self.clock(), wasted)
 
     async def _send(
-        self, call: SpecCall, body: dict[str, Any], *, waste: bool = False, extra: Mapping[str, str] | None = None
+        self,
+        call: SpecCall,
+        body: dict[str, Any],
+        *,
+        waste: bool = False,
+        extra: Mapping[str, str] | None = None,
+        session: str | None = None,
     ) -> None:
         upstream = next(u for u in self.pool.upstreams if u.alias == call.alias)
-        replica = self.pool.pick_replica(upstream, call.agent)
-        if upstream.native_priority and "priority" not in body:
-            body["priority"] = LOWEST_PRIORITY
-        headers = {**(extra or {}), "content-type": "application/json", "accept-encoding": "identity"}
-        headers = merge_headers(headers, {**upstream.headers, "Modal-Session-ID": call.agent})
-        replica.in_flight += 1
+        content = json.dumps(body).encode()
+        out = UpstreamCall(
+            upstream,
+            "chat/completions",
+            UpstreamClient.body(upstream, body, content, LOWEST_PRIORITY),
+            UpstreamClient.headers(upstream, call.agent, extra or {}, session=session),
+            call.agent,
+            retries=0,
+        )
         try:
-            request = self.client.build_request(
-                "POST", f"{replica.url}/v1/chat/completions", content=json.dumps(body).encode(), headers=headers
-            )
-            response = await self.client.send(request, stream=True)
+            opened = await self.upstreams.open(out)
+            ok: bool | None = None
             try:
-                call.status = response.status_code
+                call.status = opened.response.status_code
                 call.headers = [
-                    (k, v) for k, v in response.headers.raw if k.lower() in (b"content-type", b"content-encoding")
+                    (k, v)
+                    for k, v in opened.response.headers.raw
+                    if k.lower() in (b"content-type", b"content-encoding")
                 ]
                 call.changed.set()
-                async for chunk in response.aiter_raw():
+                async for chunk in self.upstreams.chunks(opened):
                     call.chunks.append(chunk)
                     call.changed.set()
+                ok = call.status < 500
+            except ProxyError:
+                ok = False
+                raise
             finally:
-                await response.aclose()
+                await self.upstreams.close(opened, ok=ok)
             if call.status != 200:
                 self.stats.failed += 1
-        except httpx.HTTPError as exc:
+        except ProxyError as exc:
             self.stats.failed += 1
             call.status = call.status or 502
-            log.info("speculative call failed", error=str(exc))
+            log.info("speculative call failed", error=exc.message)
         finally:
-            replica.in_flight -= 1
             call.done = True
             call.changed.set()
             if waste:
@@ -412,9 +416,9 @@ class Speculator:
             "results_known": s.results_known,
             "results_unknown": s.results_unknown,
             "too_late": s.too_late,
-            "sidecars_known": len(set(self.peek_urls.values())),
+            "sidecars_known": len(self.book.peek_urls()),
             # Tool-level speculation as the sidecars report it: test pre-runs, next-action prediction, early runs.
-            **fleet_counters(self.sidecar_reports),
+            **fleet_counters(self.book.sidecar_reports()),
             "stream_tools": self.early.status(),
         }
 
@@ -482,7 +486,7 @@ class SpeculationCollector:
         yield CounterMetricFamily(
             "goose_sidecar_speculation_time_saved_seconds", "Agent time saved by served speculation", s.time_saved_s
         )
-        fleet = fleet_counters(self.speculator.sidecar_reports)
+        fleet = fleet_counters(self.speculator.book.sidecar_reports())
         yield CounterMetricFamily(
             "goose_sidecar_speculation_test_runs_started",
             "Speculative test runs started in the sidecars (as the sidecars report them)",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +74,23 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 console.print(render(status, url, args.agents))
             return 0
         with contextlib.suppress(KeyboardInterrupt):
-            _watch(console, client, url, token, args)
+            _watch(console, client, url, token, args, _stop_on_signals())
     return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by the first Ctrl-C or SIGTERM, so `--watch` stops between frames (never inside a fetch or a
+    half-written frame, which could leave the terminal or a lock in a bad state); a second Ctrl-C interrupts at once."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)
+    return stop
 
 
 def default_url(config: Config) -> str:
@@ -112,7 +129,9 @@ def fetch_status(client: httpx.Client, url: str, token: str | None) -> dict[str,
     return body
 
 
-def _watch(console: Console, client: httpx.Client, url: str, token: str | None, args: argparse.Namespace) -> None:
+def _watch(
+    console: Console, client: httpx.Client, url: str, token: str | None, args: argparse.Namespace, stop: threading.Event
+) -> None:
     from rich.live import Live
     from rich.text import Text
 
@@ -124,14 +143,13 @@ def _watch(console: Console, client: httpx.Client, url: str, token: str | None, 
 
     if console.is_terminal:
         with Live(frame(), console=console, auto_refresh=False, screen=False) as live:
-            while True:
-                time.sleep(args.interval)
+            while not stop.wait(args.interval):
                 live.update(frame(), refresh=True)
     else:  # piped: one snapshot after another
-        while True:
+        while not stop.is_set():
             console.print(frame())
             console.rule(style="dim")
-            time.sleep(args.interval)
+            stop.wait(args.interval)
 
 
 # --- rendering ------------------------------------------------------------------------------------------------

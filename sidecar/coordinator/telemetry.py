@@ -1,53 +1,30 @@
 """What the coordinator knows about its traffic: Prometheus metrics (per-app registry) and the /status view.
 
 No module-level state: every app gets its own `Telemetry`, so tests and several apps in one process never
-share counters. Agent records are bounded (least recently seen evicted) so a flood of ids cannot grow memory.
+share counters. It is fed by hooks the exchange and the events handler call (`call_planned`, `queued`,
+`slot_granted`, `call_ended`, `answered`, `error`, `event_reported`); the per-agent part of what it counts lives
+in the app's `AgentBook` (agents.py), which bounds it.
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from sidecar import __version__
+from sidecar.coordinator.agents import AgentBook, AgentEntry
 from sidecar.coordinator.errors import ErrorKind
 from sidecar.coordinator.upstream import Upstream
 from sidecar.core.stats import SampleWindow, Summary
+from sidecar.core.usage import Usage
 
-MAX_AGENTS = 10_000
-MAX_SESSIONS_PER_AGENT = 8
 LATENCY_WINDOW = 4096
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
-
-
-@dataclass
-class AgentRecord:
-    agent_id: str
-    first_seen: float
-    last_seen: float
-    sessions: list[str] = field(default_factory=list)
-    in_flight: int = 0
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    last_model: str | None = None
-    stage: str | None = None
-    tier: str | None = None
-    queued_since: float | None = None  # monotonic time it started waiting for a slot; None when not waiting
-    last_wait_s: float = 0.0
-    events: int = 0
-
-    def add_session(self, session_id: str | None) -> None:
-        if session_id and session_id not in self.sessions:
-            self.sessions.append(session_id)
-            del self.sessions[:-MAX_SESSIONS_PER_AGENT]
 
 
 def summary_ms(summary: Summary) -> dict[str, float | None]:
@@ -60,6 +37,22 @@ def summary_ms(summary: Summary) -> dict[str, float | None]:
 OTHER_LABEL = "other"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What one call came to, for `Telemetry.answered`: `alias`/`tier` served it, `model` is its metric label."""
+
+    endpoint: str
+    model: str
+    alias: str
+    tier: str
+    status: int | None
+    bytes_out: int
+    ttfb_s: float | None
+    total_s: float
+    complete: bool
+    usage: Usage | None
+
+
 def model_label(model: str, upstreams: Iterable[Upstream]) -> str:
     """`model` when an upstream is configured or discovered under that name (alias or served name), else
     "other": a metric label must come from a closed set, never straight from a client."""
@@ -70,7 +63,8 @@ def model_label(model: str, upstreams: Iterable[Upstream]) -> str:
 
 
 class Telemetry:
-    def __init__(self) -> None:
+    def __init__(self, book: AgentBook) -> None:
+        self.book = book
         self.started = time.monotonic()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -129,33 +123,78 @@ class Telemetry:
         self.retries = Counter(
             "goose_sidecar_upstream_retries", "Calls re-sent before any byte reached the client", ["model"], registry=r
         )
-        self.agents: OrderedDict[str, AgentRecord] = OrderedDict()
         self.recent_ttfb = SampleWindow(LATENCY_WINDOW)
         self.recent_total = SampleWindow(LATENCY_WINDOW)
         self.total_requests = 0
         self.total_errors = 0
         self.in_flight_total = 0
 
-    def agent(self, agent_id: str, now: float) -> AgentRecord:
-        record = self.agents.get(agent_id)
-        if record is None:
-            record = AgentRecord(agent_id, first_seen=now, last_seen=now)
-            self.agents[agent_id] = record
-            while len(self.agents) > MAX_AGENTS:
-                oldest_id, oldest = next(iter(self.agents.items()))
-                if oldest.in_flight:
-                    break  # never forget an agent with a call in flight
-                del self.agents[oldest_id]
-        else:
-            record.last_seen = now
-            self.agents.move_to_end(agent_id)
-        return record
+    # --- hooks the exchange calls, in the order of a call -------------------------------------------------
 
-    def error(self, kind: ErrorKind, record: AgentRecord | None = None) -> None:
+    def request_read(self, size: int) -> None:
+        self.relayed_bytes.labels("request").inc(size)
+
+    def call_planned(self, agent: AgentEntry, session: str | None, alias: str, stage: str | None, tier: str) -> None:
+        """A call of `agent` was planned for model `alias` at `stage` and `tier`."""
+        agent.add_session(session)
+        agent.last_model, agent.stage, agent.tier = alias, stage, tier
+
+    def call_started(self, agent: AgentEntry, model: str) -> None:
+        """A call is in flight (waiting or relayed) under the metric label `model`, until `call_ended`."""
+        agent.in_flight += 1
+        self.in_flight_total += 1
+        self.in_flight.labels(model).inc()
+
+    def queued(self, agent: AgentEntry, now: float) -> None:
+        agent.queued_since = now
+
+    def slot_granted(self, agent: AgentEntry, alias: str, tier: str, waited_s: float) -> None:
+        agent.queued_since = None
+        agent.last_wait_s = waited_s
+        self.queue_wait.labels(alias, tier).observe(waited_s)
+
+    def retried(self, alias: str) -> None:
+        self.retries.labels(alias).inc()
+
+    def call_ended(self, agent: AgentEntry, model: str) -> None:
+        agent.in_flight -= 1
+        agent.queued_since = None
+        self.in_flight_total -= 1
+        self.in_flight.labels(model).dec()
+
+    def answered(self, agent: AgentEntry, answer: Answer) -> None:
+        """A call's outcome, once, whatever it was (`status` None: cancelled before any answer)."""
+        status = str(answer.status) if answer.status is not None else "499"
+        self.requests.labels(answer.endpoint, answer.model, status).inc()
+        self.total_requests += 1
+        agent.requests += 1
+        self.relayed_bytes.labels("response").inc(answer.bytes_out)
+        served = (answer.alias, answer.tier)
+        if answer.ttfb_s is not None:
+            self.ttfb.labels(*served).observe(answer.ttfb_s)
+            self.recent_ttfb.add(answer.ttfb_s)
+        if answer.status == 200 and answer.complete:
+            self.duration.labels(*served).observe(answer.total_s)
+            self.recent_total.add(answer.total_s)
+        if answer.status == 200 and answer.usage is not None:
+            self.prompt_tokens.labels(*served).inc(answer.usage.prompt_tokens)
+            self.cached_prompt_tokens.labels(*served).inc(answer.usage.cached_prompt_tokens)
+            self.generation_tokens.labels(*served).inc(answer.usage.completion_tokens)
+            agent.prompt_tokens += answer.usage.prompt_tokens
+            agent.completion_tokens += answer.usage.completion_tokens
+
+    def error(self, kind: ErrorKind, agent: AgentEntry | None = None) -> None:
         self.errors.labels(kind).inc()
         self.total_errors += 1
-        if record is not None:
-            record.errors += 1
+        if agent is not None:
+            agent.errors += 1
+
+    def event_reported(self, agent: AgentEntry, session: str | None, stage: str | None, tier: str | None) -> None:
+        """The agent's sidecar reported a tool call; `stage`/`tier` are set when the agent has a current stage."""
+        agent.add_session(session)
+        agent.events += 1
+        if stage is not None:
+            agent.stage, agent.tier = stage, tier
 
     def status(self, now: float) -> dict[str, Any]:
         agents = [
@@ -176,7 +215,7 @@ class Telemetry:
                 "last_wait_ms": round(a.last_wait_s * 1000, 1),
                 "events": a.events,
             }
-            for a in reversed(self.agents.values())
+            for a in self.book.recent_first()
         ]
         return {
             "uptime_s": round(now - self.started, 3),
@@ -184,7 +223,7 @@ class Telemetry:
                 "requests": self.total_requests,
                 "errors": self.total_errors,
                 "in_flight": self.in_flight_total,
-                "agents": len(self.agents),
+                "agents": len(self.book),
             },
             "latency_ms": {
                 "time_to_first_byte": summary_ms(self.recent_ttfb.summary()),

@@ -1,26 +1,20 @@
 """Upstreams: the models the coordinator can reach, their replicas, health and served names.
 
 One `UpstreamPool` per app. Each configured alias (`[models.<alias>]`) is an `Upstream` with one or more
-`Replica`s. Served model names come from config or are discovered from each replica's `/v1/models`.
-A background task re-checks health (`/health`, as vLLM and the simulator serve it; `/v1/models` for a server
-without `/health`) on an interval.
+`Replica`s. Served model names come from config or are discovered from each replica's `/v1/models`; health and
+metrics are fetched by `upstream_client.UpstreamClient` (the one way to the upstreams), which records them here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-
-import httpx
 
 from sidecar.coordinator.settings import ModelUpstream
 from sidecar.core.admission import UpstreamMetrics
 from sidecar.core.breaker import Breaker
-from sidecar.core.engine_admission import ScrapeFailure
 from sidecar.core.routing import ReplicaState, pick_replica
 from sidecar.obs import get_logger
 
@@ -62,11 +56,8 @@ class Upstream:
 
 
 class UpstreamPool:
-    def __init__(
-        self, models: Mapping[str, ModelUpstream], client: httpx.AsyncClient, *, native_priority: bool = False
-    ) -> None:
+    def __init__(self, models: Mapping[str, ModelUpstream], *, native_priority: bool = False) -> None:
         """`native_priority`: the default for models whose `[models.<alias>] native_priority` is not set."""
-        self.client = client
         self.upstreams: list[Upstream] = []
         for alias, spec in models.items():
             headers = dict(spec.headers)
@@ -111,80 +102,6 @@ class UpstreamPool:
         if replica.breaker.phase(time.monotonic()) != before:
             log.warning("circuit_breaker", url=replica.url, phase=str(replica.breaker.phase(time.monotonic())))
 
-    async def check(self, check_timeout: float = 5.0, only: Upstream | None = None) -> None:
-        """Check every replica (of `only`, when given) once, concurrently: health, and served names where not
-        yet known."""
-        upstreams = self.upstreams if only is None else [only]
-        jobs = [self._check_replica(u, r, check_timeout) for u in upstreams for r in u.replicas]
-        await asyncio.gather(*jobs)
-
-    async def _check_replica(self, upstream: Upstream, replica: Replica, check_timeout: float) -> None:
-        try:
-            response = await self.client.get(f"{replica.url}/health", headers=upstream.headers, timeout=check_timeout)
-            healthy = response.status_code == 200
-            error = None if healthy else f"/health answered {response.status_code}"
-            models = None
-            if response.status_code in (404, 405):
-                # An OpenAI-compatible server without vLLM's /health (a hosted API, another proxy): a model list
-                # that answers is its health.
-                models = await self.client.get(
-                    f"{replica.url}/v1/models", headers=upstream.headers, timeout=check_timeout
-                )
-                healthy = models.status_code == 200
-                error = None if healthy else f"{error}, /v1/models answered {models.status_code}"
-            if healthy and not upstream.served_names:
-                if models is None:
-                    models = await self.client.get(
-                        f"{replica.url}/v1/models", headers=upstream.headers, timeout=check_timeout
-                    )
-                if models.status_code == 200:
-                    data = models.json().get("data", [])
-                    upstream.served_names = [m["id"] for m in data if isinstance(m, dict) and "id" in m]
-        except (httpx.HTTPError, ValueError) as exc:
-            healthy, error = False, f"{type(exc).__name__}: {exc}"
-        if healthy != replica.healthy:
-            log.info("upstream_health", alias=upstream.alias, url=replica.url, healthy=healthy, error=error)
-        replica.healthy, replica.last_error, replica.last_check = healthy, error, time.monotonic()
-
-    async def scrape(self, upstream: Upstream, scrape_timeout: float = 2.0) -> UpstreamMetrics | ScrapeFailure:
-        """One /metrics scrape of every replica of `upstream`, merged (sums; KV usage the max). Without a
-        snapshot: NOT_VLLM when some replica answered 200 or 404 without vLLM's metrics (another kind of server),
-        else UNREACHABLE (no answer, or an error status such as a starting vLLM's or a proxy's 502/503)."""
-        snapshots = []
-        failure = ScrapeFailure.UNREACHABLE
-        for replica in upstream.replicas:
-            try:
-                response = await self.client.get(
-                    f"{replica.url}/metrics", headers=upstream.headers, timeout=scrape_timeout
-                )
-            except httpx.HTTPError:
-                continue
-            parsed = parse_vllm_metrics(response.text, time.monotonic()) if response.status_code == 200 else None
-            if parsed is not None:
-                snapshots.append(parsed)
-            elif response.status_code in (200, 404):
-                failure = ScrapeFailure.NOT_VLLM
-        if not snapshots:
-            return failure
-        return UpstreamMetrics(
-            waiting=sum(s.waiting for s in snapshots),
-            running=sum(s.running for s in snapshots),
-            kv_usage=max(s.kv_usage for s in snapshots),
-            preemptions_total=sum(s.preemptions_total for s in snapshots),
-            scraped_at=min(s.scraped_at for s in snapshots),
-            kv_capacity_tokens=sum(s.kv_capacity_tokens or 0 for s in snapshots) or None,
-            kv_block_tokens=next((s.kv_block_tokens for s in snapshots if s.kv_block_tokens), None),
-            prefix_cache_hits_total=_sum_known(s.prefix_cache_hits_total for s in snapshots),
-            prefix_cache_queries_total=_sum_known(s.prefix_cache_queries_total for s in snapshots),
-        )
-
-    async def watch(self, interval: float) -> None:
-        """Re-check health forever (run as a task; cancel to stop)."""
-        while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await self.check()
-
 
 def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
     """vLLM's Prometheus text -> the admission snapshot, summed over engines. None when it has no vLLM metrics
@@ -224,12 +141,6 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
         prefix_cache_hits_total=values.get("vllm:prefix_cache_hits_total"),
         prefix_cache_queries_total=values.get("vllm:prefix_cache_queries_total"),
     )
-
-
-def _sum_known(values: Iterable[float | None]) -> float | None:
-    """The sum, or None when any replica did not say (a partial sum would look like a restarted counter)."""
-    known = list(values)
-    return None if any(v is None for v in known) else sum(v for v in known if v is not None)
 
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

@@ -40,7 +40,7 @@ class Param:
     high: int | None = None
 
 
-# Mirrors the MCP tool signatures and their bounds in `sidecar/toolserver/server.py` (`build_mcp`).
+# Mirrors the MCP tool signatures and their bounds in `sidecar/toolserver/mcpserver.py` (`build_mcp`).
 EARLY_TOOLS: Mapping[str, tuple[Param, ...]] = {
     "read_file": (
         Param("path", str),

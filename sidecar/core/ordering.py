@@ -33,12 +33,16 @@ from sidecar.core.stages import TIERS, Tier
 OVERDUE = -1
 """The level of a call that has waited out its bound: ahead of every tier, FIFO."""
 
-DEFAULT_AGING_S = 15.0
-"""Seconds per one-tier promotion. The seed's calls took 3-15 s (simple 3-5, complex 8-15); one such call's time
-per tier keeps cold work moving while hot work still overtakes it. Cold is overdue after 45 s."""
+DEFAULT_AGING_S = 60.0
+"""Seconds per one-tier promotion, the default of `[scheduling] aging_s`: cold waits at most ~3 x aging_s before it
+is next. Why 60 s (measured against 15 s): the comment on `aging_s` in `sidecar/coordinator/settings.py`."""
 
 DEFAULT_HALF_LIFE_S = 60.0
 """Half-life of attained service: a few agent turns (the seed's calls take 3-15 s), so fairness follows recent use."""
+
+DEFAULT_HOT_POOL = 4
+DEFAULT_COLD_POOL = 2
+"""The seed's semaphore sizes, for the `pools` policy."""
 
 
 class PolicyName(StrEnum):
@@ -259,8 +263,8 @@ class Pools:
     keeps hot slots for hot work); each pool serves its waiters in arrival order. Gate POOLS: at most hot + cold run.
     """
 
-    hot: int = 4
-    cold: int = 2
+    hot: int = DEFAULT_HOT_POOL
+    cold: int = DEFAULT_COLD_POOL
 
     def __post_init__(self) -> None:
         if self.hot < 0 or self.cold < 0 or self.hot + self.cold < 1:
@@ -343,7 +347,7 @@ class PriorityOrder:
 
 
 def make_policy(
-    name: str, *, aging_s: float = DEFAULT_AGING_S, hot_pool: int = 4, cold_pool: int = 2
+    name: str, *, aging_s: float = DEFAULT_AGING_S, hot_pool: int = DEFAULT_HOT_POOL, cold_pool: int = DEFAULT_COLD_POOL
 ) -> OrderingPolicy:
     """The policy registered under `name` (fcfs, pools, priority). Raises ValueError for other names."""
     if name == PolicyName.FCFS:
@@ -403,6 +407,13 @@ class AttainedService:
         }
         at = max(now, self.entries[agent][1]) if agent in self.entries else now
         kept[agent] = (self.get(agent, at) + tokens, at)
+        return AttainedService(self.half_life_s, MappingProxyType(kept), self.floor_tokens)
+
+    def without(self, agent: str) -> AttainedService:
+        """A new value that no longer knows `agent` (this one when it did not)."""
+        if agent not in self.entries:
+            return self
+        kept = {other: entry for other, entry in self.entries.items() if other != agent}
         return AttainedService(self.half_life_s, MappingProxyType(kept), self.floor_tokens)
 
     def snapshot(self, now: float) -> Mapping[str, float]:

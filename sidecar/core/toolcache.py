@@ -133,6 +133,31 @@ class Snapshot:
     epoch: int
 
 
+@dataclass(frozen=True)
+class Mark:
+    """`Generations.current` and the epoch at one moment: what a computation records when it starts before its
+    inputs are known (a path still to be resolved off the event loop), instead of their `Snapshot`."""
+
+    current: int
+    epoch: int
+
+
+def mark_of(gens: Generations) -> Mark:
+    return Mark(gens.current, gens.epoch)
+
+
+def snapshot_at(mark: Mark, now: Snapshot) -> Snapshot | None:
+    """The inputs' `Snapshot` as it was at `mark`, given the one they have `now`; None when an event touched
+    them, or a flush happened, since the mark.
+
+    Exact, not a guess: within an epoch an input's generation only grows, and every event takes a number above
+    the `current` it found, so the inputs were untouched since the mark iff their generation now is at most the
+    mark's `current` (then it is also what it was at the mark)."""
+    if now.epoch != mark.epoch or now.generation > mark.current:
+        return None
+    return now
+
+
 def inputs_generation(gens: Generations, inputs: Inputs) -> int:
     """The newest event generation touching any of `inputs`."""
     g = gens.of_scope(inputs.scope) if inputs.scope is not None else 0

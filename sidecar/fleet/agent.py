@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.core.stages import DEFAULT_STAGE_TIERS, classify_messages
+from sidecar.core.conversation import classify_messages
+from sidecar.core.stages import DEFAULT_STAGE_TIERS
+from sidecar.core.wire import QUEUE_MS_HEADER, STAGE_HEADER, TIER_HEADER  # what the coordinator says of a call
 from sidecar.fleet.chat import ChatClient, ChatError, ChatReply, goose_body, goose_headers
 from sidecar.fleet.context import compress_messages, predict_reads
 from sidecar.fleet.mcp_client import ToolResult, ToolSession
@@ -53,11 +55,6 @@ to shell commands. Their results always match the files as they are now.
 """
 
 MARKER = "# sim-fix:"
-# What the coordinator says about a call in its response headers (sidecar/coordinator/proxy.py).
-TIER_HEADER = "x-goose-sidecar-tier"
-STAGE_HEADER = "x-goose-sidecar-stage"
-ALIAS_HEADER = "x-goose-sidecar-model"
-QUEUE_HEADER = "x-goose-sidecar-queue-ms"
 
 
 @dataclass(frozen=True)
@@ -277,7 +274,7 @@ def describe(turn: Turn, reply: ChatReply, sent: list[dict[str, Any]]) -> None:
     details = usage.get("prompt_tokens_details") or {}
     turn.cached_tokens = details.get("cached_tokens") if isinstance(details, dict) else None
     headers = reply.headers
-    wait_ms = headers.get(QUEUE_HEADER)
+    wait_ms = headers.get(QUEUE_MS_HEADER)
     if wait_ms:
         with contextlib.suppress(ValueError):
             turn.queue_wait_s = float(wait_ms) / 1000

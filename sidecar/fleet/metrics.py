@@ -15,11 +15,11 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sidecar.core.wire import SPECULATIVE_HEADER  # the coordinator served this answer from a speculative call
 from sidecar.fleet.records import FleetRun, Turn
 
 SIMPLE_STAGES = frozenset({"commit_msg", "docs"})
 TIERS = ("hot", "warm", "cold")
-SPECULATIVE_HEADER = "x-goose-sidecar-speculative"  # the coordinator served this answer from a speculative call
 
 
 def median(values: Iterable[float | None]) -> float | None:

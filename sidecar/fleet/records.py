@@ -9,7 +9,7 @@ Where a field comes from:
 - `stage`, `tier`: the coordinator's response headers `x-goose-sidecar-stage` / `-tier` when it sends them
   (`stage_source="coordinator"`), else
   the fleet classifies the request it sent with the coordinator's own pure classifier
-  (`sidecar.core.stages.classify_messages`, `stage_source="fleet"`);
+  (`sidecar.core.conversation.classify_messages`, `stage_source="fleet"`);
 - `model`: the `model` field of the streamed chunks (the model that actually answered);
 - `queue_wait_s`: the coordinator's `x-goose-sidecar-queue-ms` header when present, else None;
 - `cache_hits`: the sidecar's own `cached` flag on its tool events (`events.EventTap`), joined by `seq`.

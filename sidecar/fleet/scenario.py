@@ -12,13 +12,12 @@ each field and why the shipped values are what they are.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from sidecar.config import ConfigError
+from sidecar import scenario_files
 
 # A checkout's own folder (extra or edited scenarios beside the repository); absent in an installed wheel.
 REPO_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -66,33 +65,13 @@ class Scenario(BaseModel):
 
 
 def scenario_path(name: str) -> Path:
-    candidate = Path(name)
-    if candidate.suffix == ".toml":
-        return candidate
-    for folder in _folders():
-        path = folder / f"{name}.toml"
-        if path.is_file():
-            return path
-    return PACKAGED_SCENARIOS / f"{name}.toml"
+    return scenario_files.scenario_path(name, _folders())
 
 
 def load_scenario(name: str) -> Scenario:
     """The scenario `name` (or a `.toml` path); raises ConfigError with every problem found."""
-    path = scenario_path(name)
-    if not path.is_file() and Path(name).suffix != ".toml":
-        raise ConfigError([f"no scenario {name!r}; available: {', '.join(available_scenarios())} (or a .toml path)"])
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([f"scenario {name!r}: {exc}"]) from None
-    raw.setdefault("name", path.stem)
-    raw["source"] = str(path)
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+    return scenario_files.load_scenario_file(name, _folders(), Scenario)
 
 
 def available_scenarios() -> list[str]:
-    names = {p.stem for folder in _folders() if folder.is_dir() for p in folder.glob("*.toml")}
-    return sorted(names)
+    return scenario_files.available_scenarios(_folders())

@@ -3,10 +3,10 @@
 Three ways, first that applies:
 - `coordinator_url`: an already running coordinator (`goose-sidecar up`); nothing is started but the tap;
 - `upstream`: an OpenAI-compatible server (vLLM) serving every model; the coordinator runs in-process;
-- neither: the simulator's `large` (32B) and `small` (7B) models in-process (`sidecar.sim.embedded`), then
-  the coordinator in-process in front of them.
-In-process servers are real uvicorn servers on loopback ports (`sidecar.testing.serve_app`), so every call
-crosses real HTTP exactly as it would between processes.
+- neither: the simulator's `large` (32B) and `small` (7B) models in-process, then the coordinator in-process
+  in front of them (both built by the composition root, `sidecar.stack`).
+In-process servers are real uvicorn servers on loopback ports (`sidecar.serving`), so every call crosses real
+HTTP exactly as it would between processes.
 
 With the embedded simulator at time scale T (simulated seconds per real second), the coordinator's own time
 constants are divided by T (`scaled_times`): a 200 ms batching window, a 15 s aging bound or a 1 s metrics
@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from sidecar.config import Config, ConfigError
+from sidecar.config import Config, with_overrides
 from sidecar.fleet.events import EventTap
+from sidecar.serving import serve_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 
 
 @dataclass
@@ -99,23 +99,6 @@ def supports(key: str, model: type[BaseModel] = Config) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel) and supports(rest, annotation)
 
 
-def with_overrides(base: Config, overrides: Mapping[str, Any]) -> Config:
-    """`base` with dotted-key overrides applied and validated; raises ConfigError listing every problem."""
-    raw = base.model_dump(mode="python", exclude_unset=True)
-    for key, value in overrides.items():
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    try:
-        return Config.model_validate(raw)
-    except Exception as exc:  # pydantic's ValidationError, reported like load_config does
-        errors = getattr(exc, "errors", None)
-        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors()] if errors else [str(exc)]
-        raise ConfigError(problems) from None
-
-
 @contextlib.asynccontextmanager
 async def start_stack(
     base: Config,
@@ -138,32 +121,25 @@ async def start_stack(
         config: Config | None = None
         time_scale = 1.0
         if coordinator_url is None:
-            from sidecar.coordinator.app import build_app
+            from sidecar.stack import in_front_of, serve_coordinator, simulators
 
-            upstreams: dict[str, Any] = {}
             if upstream is not None:
-                upstreams = {"default": {"replicas": [upstream]}}
+                config = with_overrides(base, {**(overrides or {}), "models": {"default": {"replicas": [upstream]}}})
                 urls["default"] = upstream.rstrip("/")
             else:
-                from sidecar.sim.app import build_sim_app
-                from sidecar.sim.embedded import EMBEDDED_PROFILES
-
-                # As `sidecar.sim.embedded.run_embedded`, keeping each app to read its engine's clock.
                 sim = sim or base.sim
                 time_scale = sim.time_scale
-                for alias, profile in EMBEDDED_PROFILES.items():
-                    app = build_sim_app(sim, profile)
-                    url = await stack.enter_async_context(serve_app(app))
-                    served = app.state.sim.served.names[0]
-                    native = sim.scheduling_policy == "priority"  # configuration, as `up` says it for its sims
-                    upstreams[alias] = {"served_name": served, "replicas": [url], "native_priority": native}
-                    models[alias] = served
-                    urls[alias] = url
-                    clocks[served] = app.state.sim.driver.now
-            settings = scaled_times(base, overrides or {}, time_scale)
-            config = with_overrides(base, {**settings, "models": upstreams})
+                sims = await stack.enter_async_context(simulators(sim))
+                models = {m.alias: m.served_name for m in sims}
+                urls = {m.alias: m.url for m in sims}
+                clocks = {m.served_name: m.clock for m in sims}
+                native = sim.scheduling_policy == "priority"  # configuration, as `up` says it for its sims
+                config = in_front_of(
+                    with_overrides(base, scaled_times(base, overrides or {}, time_scale)), sims, native_priority=native
+                )
             host, port = listen or ("127.0.0.1", 0)
-            coordinator_url = await stack.enter_async_context(serve_app(build_app(config), host=host, port=port))
+            served, _ = await stack.enter_async_context(serve_coordinator(config, host, port))
+            coordinator_url = served
         tap = EventTap(coordinator_url, client)
         tap_url = await stack.enter_async_context(serve_app(tap.app()))
         yield Stack(coordinator_url, tap, tap_url, models, urls, time_scale, config, clocks)

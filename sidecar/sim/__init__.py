@@ -6,5 +6,5 @@ the virtual clock), `calibrate`, `tokens` (approximate tokenizer, Qwen chat temp
 `transcript` + `agent` (the synthetic coding agent), `answer` (tokens to generate and how they stream),
 `protocol` (validation, vLLM's response and error shapes), `faults`.
 Shells: `driver` (the engine in real time on asyncio), `metrics` (Prometheus), `app` (Starlette server,
-`build_sim_app`), `embedded` (`run_embedded` for `goose-sidecar up`), `command` (`goose-sidecar sim`).
+`build_sim_app`), `command` (`goose-sidecar sim`). Embedding it beside the coordinator is `sidecar.stack`'s.
 """

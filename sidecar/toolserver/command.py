@@ -121,7 +121,8 @@ def run(args: argparse.Namespace, config: Any) -> int:
 async def _serve_stdio(settings: Any) -> int:
     import contextlib
 
-    from sidecar.toolserver.server import Sidecar, build_peek_app, serve_http
+    from sidecar.toolserver.httpapp import build_peek_app, serve_http
+    from sidecar.toolserver.sidecar import Sidecar
 
     sidecar = Sidecar(settings)
     async with contextlib.AsyncExitStack() as stack:
@@ -145,11 +146,11 @@ def advertised_host(host: str, allowed_hosts: list[str]) -> str:
 async def _serve_http(settings: Any) -> int:
     import sys
 
-    import uvicorn
-
     from sidecar.obs import get_logger
+    from sidecar.serving import base_url, listen_socket, serve_until_signalled
+    from sidecar.toolserver.httpapp import HTTP_OPTIONS, build_http_app
     from sidecar.toolserver.httpauth import TokenError, resolve_token
-    from sidecar.toolserver.server import UVICORN_OPTIONS, Sidecar, build_http_app, listen_socket
+    from sidecar.toolserver.sidecar import Sidecar
 
     try:
         token = resolve_token(settings.auth_token, settings.auth_token_file, insecure_no_auth=settings.insecure_no_auth)
@@ -163,12 +164,8 @@ async def _serve_http(settings: Any) -> int:
     if token is None:
         get_logger(__name__).warning("sidecar serving HTTP without authentication (--insecure-no-auth)")
     sock = listen_socket(host, int(port))  # bound first, so port 0 works and the URL logged is the real one
-    shown = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(app, **UVICORN_OPTIONS)
     port_bound = sock.getsockname()[1]
-    get_logger(__name__).info("sidecar listening", url=f"http://{shown}:{port_bound}/mcp")
-    peer = advertised_host(host, settings.allowed_hosts)
-    sidecar.advertise_peek(f"http://{f'[{peer}]' if ':' in peer else peer}:{port_bound}")
-    with sock:
-        await uvicorn.Server(config).serve(sockets=[sock])
+    get_logger(__name__).info("sidecar listening", url=f"{base_url(host, port_bound)}/mcp")
+    sidecar.advertise_peek(base_url(advertised_host(host, settings.allowed_hosts), port_bound))
+    await serve_until_signalled(app, sock, **HTTP_OPTIONS)
     return 0

@@ -155,7 +155,7 @@ class EarlyRunner:
     async def _call(self, run: EarlyRun) -> ToolOutput:
         tools, a = self.tools, run.args
         if run.tool == "read_file":
-            return tools.read_file(a["path"], a["start_line"], a["end_line"])
+            return await tools.read_file(a["path"], a["start_line"], a["end_line"])
         if run.tool == "list_dir":
             return await tools.list_dir(a["path"], a["depth"])
         if run.tool == "search":

@@ -1,11 +1,11 @@
 """Stage reporting: every tool call becomes an event POSTed to the coordinator, fire-and-forget.
 
-`POST {coordinator}/v1/agents/{agent_id}/events` with
-`{session_id, seq, tool, ok, exit_code?, paths, duration_ms, ts}` plus `cached` and, for `run_command`,
-`command` (the command line, capped; e.g. "git commit -m fix"), and `peek_url` once the sidecar serves
-`/peek` (where the coordinator asks which tool results are already known), and `speculation`: the sidecar's
-cumulative test pre-run and next-action prediction counters (`core.speculation.SIDECAR_COUNTERS`). Never file
-contents. With an API key (the
+`POST {coordinator}/v1/agents/{agent_id}/events` with the shared contract `core.wire.ToolEvent` (the
+coordinator parses it with the same module): `{session_id, seq, tool, ok, exit_code?, paths, duration_ms, ts,
+cached}`, for `run_command` also `command` (the command line, capped; e.g. "git commit -m fix"), `peek_url`
+once the sidecar serves `/peek` (where the coordinator asks which tool results are already known), and
+`speculation`: the sidecar's cumulative test pre-run and next-action prediction counters
+(`core.speculation.SIDECAR_COUNTERS`). Never file contents. With an API key (the
 coordinator's keys file), each POST carries `Authorization: Bearer KEY`. The coordinator answers
 `{stage, tier}`; the last answer is kept in `last_answer`.
 
@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from sidecar.core.wire import ToolEvent
 from sidecar.obs import get_logger
 
 log = get_logger(__name__)
@@ -105,24 +106,20 @@ class EventReporter:
         session = session_id or self.default_session_id or ""
         seq = self._seq.get(session, 0) + 1
         self._seq[session] = seq
-        event: dict[str, Any] = {
-            "session_id": session or None,
-            "seq": seq,
-            "tool": tool,
-            "ok": ok,
-            "paths": paths[:20],
-            "duration_ms": round(duration_ms, 3),
-            "ts": time.time(),
-            "cached": cached,
-        }
-        if exit_code is not None:
-            event["exit_code"] = exit_code
-        if command is not None:
-            event["command"] = command
-        if self.peek_url is not None:
-            event["peek_url"] = self.peek_url
-        if speculation is not None:
-            event["speculation"] = speculation
+        event = ToolEvent(
+            seq=seq,
+            tool=tool,
+            ok=ok,
+            session_id=session or None,
+            exit_code=exit_code,
+            paths=tuple(paths),
+            command=command,
+            duration_ms=duration_ms,
+            ts=time.time(),
+            cached=cached,
+            peek_url=self.peek_url,
+            speculation=speculation,
+        ).to_wire()
         if self.url is None:
             return event
         while True:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from sidecar.core.gitsafety import FIXED_OPTIONS, clean_env, config_args, overrides, parse_config_list
 from sidecar.core.paths import is_within
+from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.runner import child_env
 
 CONFIG_MAX_BYTES = 4 * 1024 * 1024
@@ -37,12 +38,14 @@ class GitRefused(Exception):
 class GitRunner:
     """Hardened git for one workspace root (a real path)."""
 
-    def __init__(self, root: str, *, base_env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, root: str, offload: Offload, *, base_env: Mapping[str, str] | None = None) -> None:
         self.root = root
+        self.offload = offload
         self.base_env = os.environ if base_env is None else base_env
 
     def git_dir(self) -> str:
-        """The workspace's own git directory (`<root>/.git`, or what a `.git` file inside names), checked."""
+        """Blocking (off the loop only): the workspace's own git directory (`<root>/.git`, or what a `.git` file
+        inside names), checked."""
         dotgit = posixpath.join(self.root, ".git")
         try:
             st = os.lstat(dotgit)
@@ -95,6 +98,9 @@ class GitRunner:
     def _exists(self) -> bool:
         return os.path.lexists(posixpath.join(self.root, ".git"))
 
+    def _repository(self) -> tuple[str, bool]:
+        return self.git_dir(), self._exists()
+
     def env(self) -> dict[str, str]:
         return clean_env(child_env(self.base_env))
 
@@ -103,7 +109,7 @@ class GitRunner:
 
     async def argv(self, args: list[str]) -> list[str]:
         """The full command line for `git <args>`: checked repository, every program-naming key neutralised."""
-        git_dir, exists = self.git_dir(), self._exists()
+        git_dir, exists = await self.offload(self._repository)
         listing = ""
         if exists:  # none yet (`git init`): no repository configuration to neutralise
             prefix = self._prefix(git_dir, config_args(overrides(())))

@@ -57,10 +57,17 @@ class Jail:
         self.roots: tuple[str, ...] = (real,) if given == real else (real, given)
         self._new_file_mode = 0o666 & ~_umask()
 
-    def resolve(self, raw: str) -> Target:
+    def lexical(self, raw: str) -> str:
+        """The absolute path `raw` asks for, checked lexically (no filesystem access, so safe on the event
+        loop); `Target.lexical` of `resolve(raw)`. Raises JailError with the model's message."""
         lexical = check_request(raw, self.roots)
         if isinstance(lexical, Refused):
             raise JailError(lexical.reason)
+        return lexical
+
+    def resolve(self, raw: str) -> Target:
+        """`raw` checked lexically, then with every symlink resolved (filesystem access: call it off the loop)."""
+        lexical = self.lexical(raw)
         real = self._realpath(lexical, raw.strip())
         rel = check_resolved(self.root, real, raw.strip())
         if isinstance(rel, Refused):
@@ -146,15 +153,13 @@ class Jail:
             raise JailError(f"'{target.shown}' is not a regular file (a device, socket or pipe)")
         return fd
 
-    @contextlib.contextmanager
-    def open_scope(self, target: Target) -> Iterator[tuple[int, bool]]:
+    def open_scope(self, target: Target) -> tuple[int, bool]:
         """A descriptor of `target`, a directory or a regular file reached without following any symlink, and
-        whether it is a directory (for `search`, which must search what was checked, never a name)."""
+        whether it is a directory (for `search`, which must search what was checked, never a name). The caller
+        closes the descriptor."""
         parts = self.parts(target)
         if not parts:
-            with self.open_dir([]) as root_fd:
-                yield root_fd, True
-            return
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
         with self.open_dir(parts[:-1]) as dir_fd:
             try:
                 fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -166,9 +171,10 @@ class Jail:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
                 raise JailError(f"'{target.shown}' is not a regular file or a directory (a device, socket or pipe)")
-            yield fd, stat.S_ISDIR(mode)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd, stat.S_ISDIR(mode)
 
     def write_atomic(self, target: Target, data: bytes) -> bool:
         """Replace (or create) `target` with `data` via a temporary file and rename; True when it was created.

@@ -29,11 +29,11 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sidecar.core.toolformat import format_search_line
 from sidecar.toolserver import gitignore
+from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.walk import COOKIE_PREFIX, walk
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -203,27 +203,39 @@ def fd_links_work() -> bool:
     return os.path.isdir(f"/proc/{os.getpid()}/fd")
 
 
-@contextlib.contextmanager
-def _rg_view(scope: Scope) -> Iterator[tuple[str, str]]:
-    """(cwd, path) for ripgrep such that `path` from `cwd` is the opened `scope` itself, named `scope.shown`."""
+def _rg_view(scope: Scope) -> tuple[str, str, str | None]:
+    """Blocking (off the loop only): (cwd, path, made) for ripgrep such that `path` from `cwd` is the opened
+    `scope` itself, named `scope.shown`; `made` is a directory to remove afterwards (`_remove_view`), or None."""
     magic = f"/proc/{os.getpid()}/fd/{scope.fd}"
     if scope.shown == "." and scope.is_dir:
-        yield magic, "./"
-        return
+        return magic, "./", None
     view = tempfile.mkdtemp(prefix="sidecar-rg-")  # mode 0700: nobody else can swap the link inside
     try:
         link = os.path.join(view, scope.shown)
         os.makedirs(os.path.dirname(link), exist_ok=True)
         os.symlink(magic, link)
-        yield view, scope.shown
-    finally:
-        shutil.rmtree(view, ignore_errors=True)
+    except BaseException:
+        _remove_view((magic, scope.shown, view))
+        raise
+    return view, scope.shown, view
 
 
-async def rg_search(rg: str, scope: Scope, pattern: str, glob: str | None, max_results: int) -> SearchResult | None:
-    """Run ripgrep on the opened `scope`; None when it rejected the pattern (the caller falls back)."""
-    with _rg_view(scope) as (cwd, path):
+def _remove_view(view: tuple[str, str, str | None]) -> None:
+    if view[2] is not None:
+        shutil.rmtree(view[2], ignore_errors=True)
+
+
+async def rg_search(
+    rg: str, scope: Scope, pattern: str, glob: str | None, max_results: int, offload: Offload
+) -> SearchResult | None:
+    """Run ripgrep on the opened `scope`; None when it rejected the pattern (the caller falls back). The view
+    it runs in is made and removed off the loop, by `offload`."""
+    view = await offload(_rg_view, scope, discard=_remove_view)
+    try:
+        cwd, path, _ = view
         return await _rg_run(rg_argv(rg, pattern, path, glob), cwd, max_results)
+    finally:
+        await offload(_remove_view, view)
 
 
 async def _rg_run(argv: list[str], cwd: str, max_results: int) -> SearchResult | None:

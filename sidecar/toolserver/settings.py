@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sidecar.core.toolcache import RACY_WINDOW_NS
+
 DEFAULT_IGNORE_DIRS = [".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"]
 
 
@@ -44,7 +46,7 @@ class SidecarSettings(BaseModel):
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
     # Files changed this recently are not cached (git's "racily clean" rule: a change within the timestamp
     # granularity of the last check may not show in the file's metadata; git's Documentation/technical/racy-git.txt).
-    racy_window_ms: float = Field(100.0, ge=0)
+    racy_window_ms: float = Field(RACY_WINDOW_NS / 1_000_000, ge=0)
     read_max_lines: int = Field(2000, ge=1)
     read_max_chars: int = Field(100_000, ge=1000)
     output_max_chars: int = Field(30_000, ge=1000)

@@ -1,14 +1,19 @@
-"""The sidecar's tool bodies, independent of MCP: each returns a `ToolOutput` or raises `ToolFailure`.
+"""The sidecar's tool bodies, independent of MCP: each is a coroutine that returns a `ToolOutput` or raises
+`ToolFailure`.
+
+Every body does its file I/O off the event loop (`offload.py`: resolving a path, stat, open, read, walk,
+write), and touches the cache only on the loop, before and after; so one call reading a large file or a slow
+disk never holds up the others, a peek or an event. The jail's checks run in the worker thread exactly as
+before (every open walks from the root with `O_NOFOLLOW`).
 
 Read-only tools are cached (`read_file` as a file entry; `list_dir`, `search`, `run_tests` as tree entries,
-see `cache.py`); `write_file` and `edit_file` invalidate synchronously before they return. The server
-(`server.py`) turns `ToolFailure` into MCP's `ToolError` and reports every call to the coordinator.
+see `cache.py`); `write_file` and `edit_file` invalidate synchronously before they return. The sidecar
+(`sidecar.py`) reports every call to the coordinator; `mcpserver.py` turns `ToolFailure` into MCP's `ToolError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -19,7 +24,7 @@ from typing import Any
 
 from sidecar.core.gitsafety import refuse_git_args
 from sidecar.core.paths import Refused, check_argument, is_git_internal
-from sidecar.core.toolcache import Generations, Inputs
+from sidecar.core.toolcache import FileStamp, Generations, Inputs, Mark
 from sidecar.core.toolcommands import (
     argument_values,
     check_command,
@@ -40,6 +45,7 @@ from sidecar.toolserver import runner
 from sidecar.toolserver.cache import ToolCache, stamp_of, stat_stamp
 from sidecar.toolserver.gitrun import GitRefused, GitRunner
 from sidecar.toolserver.jail import Jail, JailError, Target, read_all
+from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.search import (
     Scope,
     SearchError,
@@ -85,6 +91,18 @@ class CachedRead:
 
 
 @dataclass(frozen=True)
+class FileRead:
+    """One read of a file, done off the loop: what it found, the stats around it, and its rendering."""
+
+    target: Target
+    digest: bytes
+    stamp_before: FileStamp | None  # the asked path, stat'ed before it was opened
+    stamp_read: FileStamp  # the descriptor read, fstat'ed
+    stamp_after: FileStamp | None  # the asked path, stat'ed after it was read
+    rendered: str | None  # None when not asked for: its bytes are those of the entry the caller already has
+
+
+@dataclass(frozen=True)
 class TestRun:
     """A finished `run_tests`, as cached: what ran, when, for how long, and what it said."""
 
@@ -108,8 +126,8 @@ class TestRun:
         return "\n".join(lines) + "\n" + self.output
 
 
-def _read_key(target: Target, start_line: int | None, end_line: int | None) -> str:
-    return f"read_file {target.lexical}\x00{start_line}\x00{end_line}"
+def _read_key(lexical: str, start_line: int | None, end_line: int | None) -> str:
+    return f"read_file {lexical}\x00{start_line}\x00{end_line}"
 
 
 def _list_key(target: Target, depth: int) -> str:
@@ -124,15 +142,22 @@ def _tests_key(command: str) -> str:
     return f"run_tests {command}"
 
 
+def _close_scope(opened: tuple[int, bool]) -> None:
+    os.close(opened[0])
+
+
 class Tools:
     """Tool bodies over one workspace; `generation` only grows and changes whenever the workspace does."""
 
-    def __init__(self, settings: SidecarSettings, *, jail: Jail, cache: ToolCache, gens: Generations) -> None:
+    def __init__(
+        self, settings: SidecarSettings, *, jail: Jail, cache: ToolCache, gens: Generations, offload: Offload
+    ) -> None:
         self.settings = settings
         self.jail = jail
         self.cache = cache
         self.gens = gens
-        self.git = GitRunner(jail.root)
+        self.offload = offload
+        self.git = GitRunner(jail.root, offload)
         self.test_argv = shlex.split(settings.test_command)
         if not self.test_argv:
             raise ValueError("sidecar.test_command is empty")
@@ -148,11 +173,21 @@ class Tools:
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _resolve(self, path: str) -> Target:
+    def _lexical(self, path: str) -> str:
+        try:
+            return self.jail.lexical(path)
+        except JailError as exc:
+            raise ToolFailure(str(exc), paths=[path]) from exc
+
+    def _resolve_now(self, path: str) -> Target:
+        """Blocking (off the loop only): `path` checked and resolved through the jail."""
         try:
             return self.jail.resolve(path)
         except JailError as exc:
             raise ToolFailure(str(exc), paths=[path]) from exc
+
+    async def _resolve(self, path: str) -> Target:
+        return await self.offload(self._resolve_now, path)
 
     def _invalidate(self, target: Target) -> None:
         """Our own write: bump its generations now, before the watcher's event arrives."""
@@ -186,25 +221,53 @@ class Tools:
         strerror = exc.strerror if isinstance(exc, OSError) else str(exc)
         return ToolFailure(f"Failed to read {target.shown}: {strerror}", paths=[target.shown])
 
-    def _read_text(self, target: Target, fd: int) -> tuple[str, int, bytes]:
-        """The file's text, its size and the digest of its bytes (what a cached read is checked against)."""
-        size = os.fstat(fd).st_size
-        if size > MAX_READ_BYTES:
-            raise ToolFailure(
-                f"'{target.shown}' is {size} bytes, over the {MAX_READ_BYTES} byte limit; use search to find "
-                "the lines you need",
-                paths=[target.shown],
-            )
-        data = read_all(fd, MAX_READ_BYTES)
+    def _read(
+        self, path: str, start_line: int | None, end_line: int | None, known: bytes | None, render: bool = True
+    ) -> FileRead:
+        """Blocking (off the loop only): resolve `path`, read it between two stats, and render it, unless its
+        bytes hash to `known` (the digest of the entry the caller has) or `render` is False."""
+        target = self._resolve_now(path)
+        stamp_before = stat_stamp(target.lexical)
+        fd = self._open(target)
+        try:
+            stamp_read = stamp_of(os.fstat(fd))
+            if stamp_read.size > MAX_READ_BYTES:
+                raise ToolFailure(
+                    f"'{target.shown}' is {stamp_read.size} bytes, over the {MAX_READ_BYTES} byte limit; use search "
+                    "to find the lines you need",
+                    paths=[target.shown],
+                )
+            data = read_all(fd, MAX_READ_BYTES)
+        finally:
+            os.close(fd)
+        stamp_after = stat_stamp(target.lexical)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        rendered = self._render(target, data, start_line, end_line) if render and digest != known else None
+        return FileRead(target, digest, stamp_before, stamp_read, stamp_after, rendered)
+
+    def _render(self, target: Target, data: bytes, start_line: int | None, end_line: int | None) -> str:
+        """What `read_file` shows of a file holding `data`: a pure function of its arguments and the settings."""
         if b"\x00" in data[:BINARY_SNIFF_BYTES]:
             raise ToolFailure(
                 f"'{target.shown}' looks like a binary file ({len(data)} bytes); read_file shows text files only",
                 paths=[target.shown],
             )
-        return data.decode("utf-8", errors="replace"), len(data), hashlib.blake2b(data, digest_size=16).digest()
+        try:
+            return format_read(
+                target.shown,
+                data.decode("utf-8", errors="replace"),
+                start_line,
+                end_line,
+                max_lines=self.settings.read_max_lines,
+                max_chars=self.settings.read_max_chars,
+            )
+        except RangeError as exc:
+            raise ToolFailure(str(exc), paths=[target.shown]) from exc
 
     def _dir_target(self, path: str, tool: str) -> Target:
-        target = self._resolve(path)
+        """Blocking (off the loop only): `path` resolved, and an existing directory (or, but for `list_dir`, a
+        file)."""
+        target = self._resolve_now(path)
         if not os.path.exists(target.real):
             raise ToolFailure(f"'{target.shown}' does not exist; list_dir '.' shows the workspace", paths=[path])
         if not os.path.isdir(target.real) and tool == "list_dir":
@@ -213,75 +276,65 @@ class Tools:
 
     # -- read-only, cached -----------------------------------------------------------------------------
 
-    def _same_content(self, target: Target, hit: CachedRead) -> bool:
-        """Whether the file still holds the bytes `hit` was rendered from. inotify and stat miss some writes:
-        one through a hard link from outside the watched tree (no event here), a second write through an
-        `mmap` whose page is still dirty (no event, and mtime unchanged). So a hit is served only after the
-        file is read again and its digest compared: reading is cheap, a stale answer is not."""
-        try:
-            fd = self.jail.open_file(target)
-        except (JailError, OSError):
-            return False
-        try:
-            data = read_all(fd, MAX_READ_BYTES)
-        finally:
-            os.close(fd)
-        return hashlib.blake2b(data, digest_size=16).digest() == hit.digest
-
-    def _valid_read_hit(self, target: Target, key: str) -> str | None:
-        hit = self.cache.lookup_files(key)
+    def _read_hit(self, key: str, read: FileRead) -> str | None:
+        """The cached text under `key`, if it is still valid (stamps, events, epoch) and was rendered from exactly
+        the bytes `read` found. inotify and stat miss some writes: one through a hard link from outside the
+        watched tree (no event here), a second write through an `mmap` whose page is still dirty (no event, and
+        mtime unchanged). So a hit is served only from a read made during this call whose digest matches:
+        reading is cheap, a stale answer is not."""
+        hit = self.cache.lookup_files(key, {read.target.lexical: read.stamp_after})
         if not isinstance(hit, CachedRead):
             return None
-        if not self._same_content(target, hit):
+        if hit.digest != read.digest:
             self.cache.lru.invalidate(key)
             return None
         return hit.text
 
-    def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutput:
-        target = self._resolve(path)
-        key = _read_key(target, start_line, end_line)
-        hit = self._valid_read_hit(target, key)
-        if hit is not None:
-            return ToolOutput(hit, [target.shown], cached=True)
+    def _store_read(self, key: str, read: FileRead, since: Mark) -> None:
+        target, rendered = read.target, read.rendered
+        assert rendered is not None
         watched = (target.real,) if target.lexical == target.real else (target.real, target.lexical)
-        before = self.cache.snapshot(Inputs(paths=watched))
-        stamp_before = stat_stamp(target.lexical)
-        fd = self._open(target)
-        try:
-            stamp_read = stamp_of(os.fstat(fd))
-            text, _, digest = self._read_text(target, fd)
-        finally:
-            os.close(fd)
-        try:
-            rendered = format_read(
-                target.shown,
-                text,
-                start_line,
-                end_line,
-                max_lines=self.settings.read_max_lines,
-                max_chars=self.settings.read_max_chars,
-            )
-        except RangeError as exc:
-            raise ToolFailure(str(exc), paths=[target.shown]) from exc
-        inputs = Inputs(files=((target.lexical, stamp_read),), paths=watched)
-        stable = stamp_before if stamp_before == stamp_read else None
-        self.cache.store(key, CachedRead(rendered, digest), len(rendered) + 256, inputs, before, (stable,))
-        return ToolOutput(rendered, [target.shown])
+        inputs = Inputs(files=((target.lexical, read.stamp_read),), paths=watched)
+        stable = read.stamp_before if read.stamp_before == read.stamp_read else None
+        value = CachedRead(rendered, read.digest)
+        self.cache.store(key, value, len(rendered) + 256, inputs, since, (stable,), (read.stamp_after,))
+
+    async def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolOutput:
+        """The file's lines as `format_read` shows them: a cached text when it is valid for the bytes read now.
+
+        One hop off the loop in the usual case (hit or miss: the file is read either way); a second, to render,
+        only when the bytes are the cached entry's but the entry no longer validates (touched, flushed)."""
+        key = _read_key(self._lexical(path), start_line, end_line)
+        since = self.cache.mark()
+        known = self.cache.peek(key)
+        read = await self.offload(
+            self._read, path, start_line, end_line, known.digest if isinstance(known, CachedRead) else None
+        )
+        hit = self._read_hit(key, read)
+        if hit is not None:
+            return ToolOutput(hit, [read.target.shown], cached=True)
+        if read.rendered is None:
+            since = self.cache.mark()
+            read = await self.offload(self._read, path, start_line, end_line, None)
+        self._store_read(key, read, since)
+        assert read.rendered is not None
+        return ToolOutput(read.rendered, [read.target.shown])
 
     async def list_dir(self, path: str = ".", depth: int = 2) -> ToolOutput:
         if not 1 <= depth <= MAX_DEPTH:
             raise ToolFailure(f"depth must be between 1 and {MAX_DEPTH} (got {depth})", paths=[path])
-        target = self._dir_target(path, "list_dir")
+        target = await self.offload(self._dir_target, path, "list_dir")
         key = _list_key(target, depth)
 
         async def compute() -> tuple[str, int | None]:
-            text = self._list(target, depth)
+            text = await self.offload(self._list, target, depth)
             return text, len(text) + 256
 
         text, cached = await self.cache.tree(key, target.real, compute)
         return ToolOutput(text, [target.shown], cached=cached)
 
     def _list(self, target: Target, depth: int) -> str:
+        """Blocking (off the loop only): the listing, walked from descriptors opened with `O_NOFOLLOW`."""
         limit = self.settings.list_max_entries
         lines: list[str] = []
         more = False
@@ -316,8 +369,7 @@ class Tools:
             raise ToolFailure(str(exc), paths=[path]) from exc
         if glob is not None and ("\x00" in glob or not glob.strip("!")):
             raise ToolFailure(f"invalid glob {glob!r}; pass e.g. '*.py' or '!tests/**'", paths=[path])
-        target = self._dir_target(path, "search")
-        backend = self._backend()
+        target, backend = await self.offload(self._search_target, path)
         key = _search_key(target, pattern, glob, limit, backend)
 
         async def compute() -> tuple[str, int | None]:
@@ -327,6 +379,12 @@ class Tools:
 
         text, cached = await self.cache.tree(key, target.real, compute)
         return ToolOutput(text, [target.shown], cached=cached)
+
+    def _search_target(self, path: str, check: bool = True) -> tuple[Target, str]:
+        """Blocking (off the loop only): the scope to search (checked as `_dir_target` does, unless not `check`)
+        and the backend (finding ripgrep stats the directories on PATH)."""
+        target = self._dir_target(path, "search") if check else self._resolve_now(path)
+        return target, self._backend()
 
     def _backend(self) -> str:
         if self.settings.search_backend == "python":
@@ -357,17 +415,19 @@ class Tools:
     async def _search_scope(
         self, target: Target, pattern: str, glob: str | None, limit: int, backend: str
     ) -> SearchResult:
-        with contextlib.ExitStack() as stack:
-            try:  # search what was checked, opened without following links; never a name that can be swapped
-                fd, is_dir = stack.enter_context(self.jail.open_scope(target))
-            except (JailError, OSError) as exc:
-                raise self._changed(target, exc) from exc
+        try:  # search what was checked, opened without following links; never a name that can be swapped
+            fd, is_dir = await self.offload(self.jail.open_scope, target, discard=_close_scope)
+        except (JailError, OSError) as exc:
+            raise self._changed(target, exc) from exc
+        try:
             scope = Scope(fd, is_dir, target.shown)
             if backend != "python" and fd_links_work():
-                found = await rg_search(backend, scope, pattern, glob, limit)
+                found = await rg_search(backend, scope, pattern, glob, limit, self.offload)
                 if found is not None:
                     return found
             return await python_search_process(scope, pattern, glob, limit)
+        finally:
+            os.close(fd)
 
     def _render_search(self, result: SearchResult, pattern: str, target: Target, limit: int) -> str:
         if not result.lines:
@@ -385,16 +445,15 @@ class Tools:
         """
         try:
             if tool == "read_file":
-                target = self._resolve(args["path"])
-                return self._valid_read_hit(target, _read_key(target, args.get("start_line"), args.get("end_line")))
+                return await self._peek_read(args["path"], args.get("start_line"), args.get("end_line"))
             if tool == "list_dir":
-                key = _list_key(self._resolve(args.get("path", ".")), args.get("depth", 2))
+                key = _list_key(await self._resolve(args.get("path", ".")), args.get("depth", 2))
             elif tool == "search":
                 limit = args.get("max_results") or self.settings.search_max_results
-                target = self._resolve(args.get("path", "."))
-                key = _search_key(target, args["pattern"], args.get("glob"), limit, self._backend())
+                target, backend = await self.offload(self._search_target, args.get("path", "."), False)
+                key = _search_key(target, args["pattern"], args.get("glob"), limit, backend)
             elif tool == "run_tests":
-                key = _tests_key(shlex.join(self._test_argv(args.get("target"))[0]))
+                key = _tests_key(shlex.join((await self.offload(self._test_argv, args.get("target")))[0]))
             else:
                 return None
         except (ToolFailure, KeyError, TypeError):
@@ -405,22 +464,37 @@ class Tools:
             return value.render(cached=not first_use)
         return value if isinstance(value, str) else None
 
+    async def _peek_read(self, path: str, start_line: int | None, end_line: int | None) -> str | None:
+        """A valid cached `read_file` text, checked against the file's bytes now; nothing cached: no file I/O."""
+        key = _read_key(self._lexical(path), start_line, end_line)
+        known = self.cache.peek(key)
+        if not isinstance(known, CachedRead):
+            return self.cache.lookup_files(key, {})  # counted as the miss it is
+        read = await self.offload(self._read, path, start_line, end_line, known.digest, False)
+        return self._read_hit(key, read)
+
     # -- mutating ---------------------------------------------------------------------------------------
 
-    def write_file(self, path: str, content: str) -> ToolOutput:
-        target = self._resolve(path)
+    async def write_file(self, path: str, content: str) -> ToolOutput:
+        target = await self._resolve(path)
+        data = content.encode("utf-8", errors="surrogatepass")
         try:
-            created = self.jail.write_atomic(target, content.encode("utf-8", errors="surrogatepass"))
-        except JailError as exc:
-            raise ToolFailure(str(exc), paths=[target.shown]) from exc
-        except OSError as exc:
-            raise ToolFailure(f"Failed to write {target.shown}: {exc.strerror}", paths=[target.shown]) from exc
+            created = await self.offload(self._write, target, data, None)
         finally:
             self._invalidate(target)
         return ToolOutput(write_message(target.shown, content, created), [target.shown])
 
-    def edit_file(self, path: str, before: str, after: str) -> ToolOutput:
-        target = self._resolve(path)
+    async def edit_file(self, path: str, before: str, after: str) -> ToolOutput:
+        target, stamp, updated = await self.offload(self._edited, path, before, after)
+        try:
+            await self.offload(self._write, target, updated.encode("utf-8"), stamp)
+        finally:
+            self._invalidate(target)
+        return ToolOutput(edit_message(target.shown, before, after), [target.shown])
+
+    def _edited(self, path: str, before: str, after: str) -> tuple[Target, FileStamp, str]:
+        """Blocking (off the loop only): the file's stamp when read, and its text with `before` replaced."""
+        target = self._resolve_now(path)
         fd = self._open(target)
         try:
             stamp = stamp_of(os.fstat(fd))
@@ -435,27 +509,29 @@ class Tools:
                 paths=[target.shown],
             ) from exc
         try:
-            updated = apply_edit(content, before, after)
+            return target, stamp, apply_edit(content, before, after)
         except EditError as exc:
             raise ToolFailure(str(exc), paths=[target.shown]) from exc
-        if stat_stamp(target.lexical) != stamp:
+
+    def _write(self, target: Target, data: bytes, expected: FileStamp | None) -> bool:
+        """Blocking (off the loop only): replace `target` atomically; True when it was created. With `expected`,
+        only if the file still has that stamp (an edit of what was read, not of what someone wrote since)."""
+        if expected is not None and stat_stamp(target.lexical) != expected:
             raise ToolFailure(
                 f"'{target.shown}' changed while it was being edited; read it again and retry", paths=[target.shown]
             )
         try:
-            self.jail.write_atomic(target, updated.encode("utf-8"))
+            return self.jail.write_atomic(target, data)
         except JailError as exc:
             raise ToolFailure(str(exc), paths=[target.shown]) from exc
         except OSError as exc:
             raise ToolFailure(f"Failed to write {target.shown}: {exc.strerror}", paths=[target.shown]) from exc
-        finally:
-            self._invalidate(target)
-        return ToolOutput(edit_message(target.shown, before, after), [target.shown])
 
     # -- commands ---------------------------------------------------------------------------------------
 
     def _test_argv(self, target: str | None) -> tuple[list[str], list[str]]:
-        """The test command for `target` (checked through the jail) and the paths it names."""
+        """Blocking (off the loop only): the test command for `target` (checked through the jail) and the paths
+        it names."""
         argv = list(self.test_argv)
         if target is None or not target.strip():
             return argv, []
@@ -463,7 +539,7 @@ class Tools:
         if isinstance(split, Refused):
             raise ToolFailure(split.reason, paths=[target])
         path, node = split
-        resolved = self._resolve(path)
+        resolved = self._resolve_now(path)
         if not os.path.exists(resolved.real):
             raise ToolFailure(f"the test target '{resolved.shown}' does not exist", paths=[resolved.shown])
         return [*argv, resolved.shown + node], [resolved.shown]
@@ -480,7 +556,7 @@ class Tools:
         (`early.py`): rendered the same way on first use, but counted by the early runner, not here.
         """
         asked_at = time.time()
-        argv, shown = self._test_argv(target)
+        argv, shown = await self.offload(self._test_argv, target)
         command = shlex.join(argv)
         key = _tests_key(command)
 
@@ -528,8 +604,7 @@ class Tools:
             refused = refuse_argument_file(value)
             if refused is not None:
                 raise ToolFailure(refused.reason, paths=[value])
-            for candidate in path_candidates(value):
-                self._check_command_path(candidate)
+        await self.offload(self._check_command_paths, [c for v in argument_values(allowed) for c in path_candidates(v)])
         argv, env = list(allowed.argv), None
         if os.path.basename(argv[0]) == "git":  # the same hardened git as git_status and git_diff
             refused = refuse_git_args(argv[1:])
@@ -551,6 +626,11 @@ class Tools:
         text = f"$ {shlex.join(allowed.argv)}\n[{status} after {result.duration_s:.2f} s]\n{result.output}"
         return ToolOutput(text, exit_code=result.exit_code, command=shlex.join(allowed.argv)[:500])
 
+    def _check_command_paths(self, values: list[str]) -> None:
+        """Blocking (off the loop only): `_check_command_path` for each value, in order."""
+        for value in values:
+            self._check_command_path(value)
+
     def _check_command_path(self, value: str) -> None:
         """One path a command may open: absolute, '~' and '..' values must name a path inside (lexically, then
         resolved); any other value that names an existing path, or passes through one, must not resolve outside
@@ -558,7 +638,7 @@ class Tools:
         on a case-insensitive filesystem, a symlink to `.git`): writes there become code the sidecar's own git
         runs would execute, and reads there are not the workspace's files."""
         try:
-            rel = self._resolve(value).rel if is_path_like(value) else self.jail.check_argument(value)
+            rel = self._resolve_now(value).rel if is_path_like(value) else self.jail.check_argument(value)
         except JailError as exc:
             raise ToolFailure(str(exc), paths=[value]) from exc
         if is_git_internal(rel) or is_git_internal(value):
@@ -601,7 +681,7 @@ class Tools:
             refused = check_argument(path.strip(), "path")
             if refused is not None:
                 raise ToolFailure(refused.reason, paths=[path])
-            target = self._resolve(path)
+            target = await self._resolve(path)
             args.append(target.shown)
             paths.append(target.shown)
         result = await self._git(*args)

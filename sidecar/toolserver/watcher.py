@@ -9,7 +9,8 @@ Contract (the safe pattern of `reference/mcp.md`):
   loggers turns that, and any error it logs, into `flush` (a new epoch: every cache entry is invalid).
   A dead observer is flushed and restarted on the next check.
 - `barrier()` is a consistency barrier (watchman's "cookie"): it creates a sentinel file and waits for its
-  event; every event queued before it has then been applied. Tree-wide cache hits pass one first.
+  event; every event queued before it has then been applied. Tree-wide cache hits pass one first. The cookie
+  is created and removed off the event loop (`offload.py`), like every other file the sidecar touches.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ctypes
 import errno
 import logging
 import os
+import secrets
 import stat
 import sys
 import threading
@@ -47,6 +49,7 @@ from watchdog.observers import Observer
 from sidecar.core.paths import has_component, is_within, relative_to
 from sidecar.core.toolcache import Generations
 from sidecar.obs import get_logger
+from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.walk import COOKIE_PREFIX
 
 log = get_logger(__name__)
@@ -76,8 +79,10 @@ class Watcher:
         *,
         ignore_dirs: list[str] | None = None,
         on_flush: Callable[[str], None] | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.root = root
+        self.offload = offload or Offload()
         self.gens = gens
         self.ignore_dirs = frozenset(d for d in (ignore_dirs or []) if d)
         self.on_flush = on_flush
@@ -195,26 +200,34 @@ class Watcher:
         """Wait until every event queued before this call has been applied; False (after a flush) on timeout."""
         if not self.healthy or self._loop is None:
             return False
-        path = os.path.join(self.cookie_dir, f"{COOKIE_PREFIX}{os.getpid()}-{next(self._serial)}")
+        # Matched by name (its directory is found off the loop); unguessable, so no file the agent makes can pass
+        # for it.
+        name = f"{COOKIE_PREFIX}{os.getpid()}-{next(self._serial)}-{secrets.token_hex(8)}"
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._cookies[path] = fut
+        self._cookies[name] = fut  # before the cookie exists, so its event cannot come first
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            os.close(fd)
+            try:
+                path = await self.offload(self._make_cookie, name, discard=_remove_cookie)
+            except OSError as exc:
+                log.warning("consistency barrier failed", error=str(exc))
+                return False
             try:
                 await asyncio.wait_for(fut, limit_s)
             except TimeoutError:
                 # The cookie's event never came: events are lost or stuck. Start over with a fresh observer.
                 self.restart("consistency barrier timed out")
                 return False
+            finally:
+                await self.offload(_remove_cookie, path)
             return True
-        except OSError as exc:
-            log.warning("consistency barrier failed", error=str(exc))
-            return False
         finally:
-            self._cookies.pop(path, None)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            self._cookies.pop(name, None)
+
+    def _make_cookie(self, name: str) -> str:
+        """Blocking (off the loop only): create the cookie `name`; its path."""
+        path = os.path.join(self.cookie_dir, name)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        return path
 
     def _apply(self, event: FileSystemEvent) -> None:
         """Runs on the loop thread, in event order."""
@@ -224,7 +237,7 @@ class Watcher:
             path = os.fsdecode(raw)
             name = path.rpartition("/")[2]
             if name.startswith(COOKIE_PREFIX):
-                fut = self._cookies.get(path)
+                fut = self._cookies.get(name)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
                 continue
@@ -326,3 +339,8 @@ class _Alarm(logging.Handler):
             message = str(record.msg)
         if "overflow" in message.lower() or record.levelno >= logging.ERROR:
             self._watcher._alarm_raised(message)
+
+
+def _remove_cookie(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from sidecar.bench import scheduling as bench
-from sidecar.core.stages import DEFAULT_STAGE_TIERS, classify_messages
+from sidecar.core.conversation import classify_messages
+from sidecar.core.stages import DEFAULT_STAGE_TIERS
 
 
 def conversation(script: bench.Script, upto: int) -> list[dict[str, Any]]:

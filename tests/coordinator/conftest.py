@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from sidecar.config import Config, load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.testing import serve_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
+from sidecar.serving import serve_app
 from tests.coordinator.scripted_upstream import Upstream
 
 

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
 from sidecar.coordinator.dashboard import (
     LARGE_COST,
     SMALL_COST,
@@ -35,12 +34,12 @@ from sidecar.coordinator.dashboard import (
     estimate_savings,
     gpu_seconds,
 )
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.usage import Usage, parse_usage
-from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
+from sidecar.stack import embedded_stack
+from sidecar.testing import wait_until
 from tests.conftest import require_tool
-from tests.coordinator.test_proxy import wait_for
 
 # --- pure parts --------------------------------------------------------------------------------------------------
 
@@ -147,18 +146,16 @@ async def coordinator(
     scheduling: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None, **coordinator_settings: Any
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient, CoordinatorState]]:
     """The coordinator in front of the embedded simulator (32B `large` + 7B `small`) on loopback."""
-    async with run_embedded(SimSettings(**FAST)) as models:
-        settings: dict[str, Any] = {
-            "models": {m.alias: {"served_name": m.served_name, "replicas": [m.url]} for m in models}
-        }
-        settings.update({f"scheduling.{k}": v for k, v in (scheduling or {}).items()})
-        settings.update({f"coordinator.{k}": v for k, v in coordinator_settings.items()})
-        settings.update(overrides or {})
-        app = build_app(load_config(env={}, overrides=settings))
-        token = coordinator_settings.get("admin_token")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
-            yield url, client, app.state.coordinator
+    settings: dict[str, Any] = {f"scheduling.{k}": v for k, v in (scheduling or {}).items()}
+    settings.update({f"coordinator.{k}": v for k, v in coordinator_settings.items()})
+    settings.update(overrides or {})
+    token = coordinator_settings.get("admin_token")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with (
+        embedded_stack(load_config(env={}, overrides=settings), SimSettings(**FAST)) as stack,
+        httpx.AsyncClient(base_url=stack.url, timeout=30, headers=headers) as client,
+    ):
+        yield stack.url, client, stack.app.state.coordinator
 
 
 def chat(text: str, model: str = "auto", max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
@@ -416,10 +413,10 @@ class Fleet:
         large = self.state.dispatchers["large"]
         # One call held upstream on `large` (window 1), three agents queued behind it in different tiers.
         self.tasks.append(asyncio.create_task(self._call("holder", "hot", {"x-sim-fault": "stall"})))
-        await wait_for(lambda: large.in_flight == 1)
+        await wait_until(lambda: large.in_flight == 1)
         for agent, tier in (("waiter-hot", "hot"), ("waiter-warm", "warm"), ("waiter-cold", "cold")):
             self.tasks.append(asyncio.create_task(self._call(agent, tier)))
-        await wait_for(lambda: len(large.queue) == 3)
+        await wait_until(lambda: len(large.queue) == 3)
 
     async def _call(self, agent: str, priority: str, headers: dict[str, str] | None = None) -> None:
         await self.client.post(
@@ -580,10 +577,10 @@ async def test_dashboard_in_chromium_shows_the_kv_working_set_and_a_call_waiting
             headers={"x-agent-id": "a", "x-sim-fault": "stall"},
         )
         fleet.tasks.append(asyncio.create_task(holder))
-        await wait_for(lambda: large.in_flight == 1)
+        await wait_until(lambda: large.in_flight == 1)
         big = client.post("/v1/chat/completions", json=chat("x " * 2000, model="large"), headers={"x-agent-id": "b"})
         fleet.tasks.append(asyncio.create_task(big))
-        await wait_for(lambda: len(large.queue) == 1)
+        await wait_until(lambda: len(large.queue) == 1)
         try:
             await browser.call("Page.navigate", url=f"{url}/dashboard?interval=0.25")
             text = await wait_in_page(

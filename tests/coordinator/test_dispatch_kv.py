@@ -6,29 +6,22 @@ from sidecar.coordinator.dispatcher import Dispatcher, Slot
 from sidecar.core.ordering import PriorityOrder
 from sidecar.core.stages import Tier
 from sidecar.core.working_set import KVAwareOrder
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from sidecar.testing import FakeClock
 
 
 def test_submit_grants_through_the_working_set_and_the_ledger_follows_usage() -> None:
-    clock = Clock()
-    dispatcher = Dispatcher("m", KVAwareOrder(capacity_tokens=10_000, keep_s=4.0, fill=1.0), clock=clock)
+    clock = FakeClock()
+    dispatcher = Dispatcher("m", KVAwareOrder(capacity_tokens=10_000, keep_s=4.0, fill=1.0), clock=clock.now)
     granted: list[Slot] = []
     dispatcher.submit("a", Tier.HOT, granted.append, prompt_tokens=6000)
     dispatcher.submit("b", Tier.HOT, granted.append, prompt_tokens=6000)
     assert [s.agent for s in granted] == ["a"]  # b does not fit beside a: it waits for room
     assert dispatcher.status()["gate"] == "working_set" and dispatcher.status()["queued"] == 1
 
-    clock.now = 2.0
+    clock.advance(2.0)
     granted[0].release(100.0, context_tokens=6200, cached_tokens=0)
     assert [s.agent for s in granted] == ["a"]  # a is in a short tool call and keeps its place
-    clock.now = 7.0
+    clock.advance(5.0)  # t = 7
     dispatcher.observe_metrics(None)  # the metrics watcher's tick pumps: a's place has expired
     assert [s.agent for s in granted] == ["a", "b"]
     ledger = dispatcher.kv_ledger
@@ -46,8 +39,8 @@ def test_submit_grants_through_the_working_set_and_the_ledger_follows_usage() ->
 
 
 def test_submit_under_another_policy_keeps_no_ledger() -> None:
-    clock = Clock()
-    dispatcher = Dispatcher("m", PriorityOrder(), static_window=1, clock=clock)
+    clock = FakeClock()
+    dispatcher = Dispatcher("m", PriorityOrder(), static_window=1, clock=clock.now)
     granted: list[Slot] = []
     dispatcher.submit("a", Tier.COLD, granted.append)
     dispatcher.submit("b", Tier.COLD, granted.append)

@@ -18,17 +18,20 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.testing import wait_until
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.coordinator.test_speculation_e2e import tool_list
-from tests.toolserver.conftest import TEST_COMMAND, settle, until
+from tests.toolserver.conftest import TEST_COMMAND, settle
 
 SEED = 4
 AGENT, SESSION = "agent-stream", "sess-stream"
@@ -72,7 +75,7 @@ async def test_every_tool_result_taken_from_an_early_run_is_what_a_fresh_call_re
             ):
                 sidecar.advertise_peek(mcp_url)
                 await mcp.call_tool("list_dir", {"path": ".", "depth": 1})
-                await until(lambda: AGENT in state.speculator.peek_urls)  # type: ignore[union-attr]
+                await wait_until(lambda: state.book.peek_url(AGENT, None) is not None)
                 replayed, differ, several = await run_agent(url, state, sidecar, mcp, fresh, workspace)
                 early = dict(sidecar.early.as_dict())
     assert several >= 3, "too few answers with several calls: pick another seed"
@@ -102,7 +105,7 @@ async def run_agent(
                 break
             several += len(reply.tool_calls) > 1
             # The starts were answered by the sidecar: which call meets an early run is decided, not raced.
-            await until(lambda: starter.in_flight == 0)
+            await wait_until(lambda: starter.in_flight == 0)
             for call in reply.tool_calls:
                 name = call["function"]["name"].removeprefix("sidecar__")
                 args = json.loads(call["function"]["arguments"] or "{}")

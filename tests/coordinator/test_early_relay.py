@@ -15,12 +15,15 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
+from sidecar.serving import serve_app
+from sidecar.testing import wait_until
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.coordinator.scripted_upstream import MODEL, SSE_FRAMES, Upstream, chunk, frame
-from tests.toolserver.conftest import SAMPLE, TEST_COMMAND, settle, until, write_tree
+from tests.toolserver.conftest import SAMPLE, TEST_COMMAND, settle, write_tree
 
 AGENT = "agent-early"
 
@@ -97,7 +100,7 @@ async def early_stack(
                 sidecar.advertise_peek(mcp_url)
                 await mcp.call_tool("list_dir", {})  # its event tells the coordinator where the sidecar is
                 assert state.speculator is not None
-                await until(lambda: AGENT in state.speculator.peek_urls)  # type: ignore[union-attr]
+                await wait_until(lambda: state.book.peek_url(AGENT, None) is not None)
                 yield upstream, client, state, sidecar, mcp
 
 
@@ -117,13 +120,13 @@ async def test_a_complete_call_starts_in_the_sidecar_before_the_answer_ends(tmp_
             while b"sidecar__search" not in received:
                 received += await chunks.__anext__()
             # The upstream holds the rest of the answer: the read (call 0) is already running in the sidecar.
-            await until(lambda: sidecar.early.stats.started == 1, 10)
+            await wait_until(lambda: sidecar.early.stats.started == 1, limit_s=10)
             assert state.speculator is not None and state.speculator.early.stats.calls_seen == 1
             upstream.release.set()
             async for data in chunks:
                 received += data
         assert received == b"".join(HEAD + TAIL)  # every byte, unchanged
-        await until(lambda: sidecar.early.stats.started == 2 and sidecar.early.running == 0, 10)
+        await wait_until(lambda: sidecar.early.stats.started == 2 and sidecar.early.running == 0, limit_s=10)
         assert state.speculator.early.stats.calls_seen == 2  # another extension's call is not the sidecar's
 
         read = text_of(await mcp.call_tool("read_file", {"path": "pkg/calc.py"}))
@@ -136,7 +139,7 @@ async def test_a_complete_call_starts_in_the_sidecar_before_the_answer_ends(tmp_
 
         # The agent's next call: the sidecar hears that the answer is over (nothing left pending there).
         (await client.post("/v1/chat/completions", json=BODY, headers={"x-agent-id": AGENT})).raise_for_status()
-        await until(lambda: state.speculator is not None and state.speculator.early.in_flight == 0)
+        await wait_until(lambda: state.speculator is not None and state.speculator.early.in_flight == 0)
         assert sidecar.early.answer is not None and not sidecar.early.pending
         status = (await client.get("/status")).json()["speculation"]
         metrics = (await client.get("/metrics")).text

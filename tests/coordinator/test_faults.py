@@ -13,11 +13,12 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import free_port, serve_app
-from tests.coordinator.test_proxy import wait_for
+from sidecar.testing import wait_until
 
 BODY = {"model": "large", "messages": [{"role": "user", "content": "fix the test"}], "max_tokens": 8, "stream": True}
 
@@ -36,7 +37,7 @@ async def stack(
 
 
 async def no_leaks(state: CoordinatorState) -> None:
-    await wait_for(lambda: state.telemetry.in_flight_total == 0)
+    await wait_until(lambda: state.telemetry.in_flight_total == 0)
     assert all(d.in_flight == 0 and len(d.queue) == 0 for d in state.dispatchers.values())
     assert all(r.in_flight == 0 for u in state.pool.upstreams for r in u.replicas)
 

@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.coordinator.app import build_app
 from sidecar.coordinator.command import uvicorn_options
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 from tests.coordinator.conftest import make_config, stack
 from tests.coordinator.scripted_upstream import Upstream
 

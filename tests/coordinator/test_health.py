@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.coordinator.app import build_app
-from sidecar.testing import free_port, serve_app
+from sidecar.serving import free_port, serve_app
 from tests.coordinator.conftest import make_config
 
 MODELS = {"object": "list", "data": [{"id": "m", "object": "model"}]}

@@ -3,7 +3,7 @@ answers' usage and shown in /status."""
 
 from __future__ import annotations
 
-from tests.coordinator.test_proxy import wait_for
+from sidecar.testing import wait_until
 from tests.coordinator.test_scheduling import chat, coordinator
 
 
@@ -15,7 +15,7 @@ async def test_the_kv_policy_admits_accounts_and_shows_each_agents_context() -> 
             )
             assert response.status_code == 200
         dispatcher = state.dispatchers["large"]
-        await wait_for(lambda: dispatcher.in_flight == 0)
+        await wait_until(lambda: dispatcher.in_flight == 0)
         view = (await client.get("/status")).json()["scheduling"]["large"]
         assert view["policy"] == "kv" and view["gate"] == "working_set"
         agents = view["working_set"]["agents"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from sidecar.testing import wait_until
 from tests.coordinator.test_metrics import sample
-from tests.coordinator.test_proxy import wait_for
 from tests.coordinator.test_scheduling import chat, coordinator
 
 
@@ -18,11 +18,11 @@ async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere(
         holder = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("hold"), headers={"x-agent-id": "a", "x-sim-fault": "stall"})
         )
-        await wait_for(lambda: dispatcher.in_flight == 1)
+        await wait_until(lambda: dispatcher.in_flight == 1)
         big = asyncio.create_task(  # ~1,000 estimated tokens: more than 0.9 x 1,000 beside a's place
             client.post("/v1/chat/completions", json=chat("x " * 2000), headers={"x-agent-id": "b"})
         )
-        await wait_for(lambda: len(dispatcher.queue) == 1)
+        await wait_until(lambda: len(dispatcher.queue) == 1)
         status = (await client.get("/status")).json()
         view = status["kv"]["large"]
         waits = view["waiting_on"]
@@ -53,11 +53,11 @@ async def test_a_full_window_is_the_gate_a_priority_call_waits_on() -> None:
         holder = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("hold"), headers={"x-sim-fault": "stall"})
         )
-        await wait_for(lambda: dispatcher.in_flight == 1)
+        await wait_until(lambda: dispatcher.in_flight == 1)
         waiter = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("next"), headers={"x-agent-id": "w"})
         )
-        await wait_for(lambda: len(dispatcher.queue) == 1)
+        await wait_until(lambda: len(dispatcher.queue) == 1)
         view = (await client.get("/status")).json()["kv"]["large"]
         assert view["working_set"] is None  # not the kv policy
         assert view["waiting_on"] == {"gate": "window", "calls": 1, "in_flight": 1, "window": 1}
@@ -82,7 +82,7 @@ async def test_the_kv_policy_plans_with_the_engines_own_capacity() -> None:
                 "/v1/chat/completions", json=chat("fix it " * 50), headers={"x-agent-id": agent}
             )
             assert response.status_code == 200
-        await wait_for(lambda: dispatcher.kv_corrector is not None and dispatcher.kv_corrector.correction.last)
+        await wait_until(lambda: dispatcher.kv_corrector is not None and dispatcher.kv_corrector.correction.last)
         ws = (await client.get("/status")).json()["kv"]["large"]["working_set"]
         assert ws["capacity_source"] == "engine" and ws["capacity_tokens"] == size != 123_456
         correction = ws["correction"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.coordinator.dashboard import LARGE_COST, SMALL_COST
+from sidecar.coordinator.dashboard import LARGE_COST, SMALL_COST, ModelUsage
 from sidecar.coordinator.ledger import UsageLedger
 from sidecar.core.usage import Usage
 from tests.conftest import ROOT
@@ -57,9 +57,12 @@ async def test_each_call_is_charged_to_its_agent_in_status_the_log_and_status_js
 
 def test_the_small_model_is_priced_at_its_own_cost_and_a_call_without_usage_is_counted() -> None:
     ledger = UsageLedger(gpu_hour_usd=3.6, small_aliases=frozenset({"small"}))
-    ledger.record("a", "small", "cold", Usage(prompt_tokens=100, cached_prompt_tokens=60, completion_tokens=10))
-    ledger.record("a", "small", "cold", None)
-    account = ledger.account("a")
+    by_model: dict[str, ModelUsage] = {}
+    ledger.record(
+        by_model, "a", "small", "cold", Usage(prompt_tokens=100, cached_prompt_tokens=60, completion_tokens=10)
+    )
+    ledger.record(by_model, "a", "small", "cold", None)
+    account = ledger.account(by_model)
     assert account["by_model"]["small"]["calls"] == 2 and account["by_model"]["small"]["calls_without_usage"] == 1
     expected = 40 * SMALL_COST.prefill_s + 10 * SMALL_COST.decode_s  # prefix-cached prompt tokens are free
     assert account["gpu_s"] == pytest.approx(expected, abs=1e-3)
@@ -68,8 +71,9 @@ def test_the_small_model_is_priced_at_its_own_cost_and_a_call_without_usage_is_c
 
 def test_an_unwritable_log_never_fails_the_call(tmp_path: Path) -> None:
     ledger = UsageLedger(gpu_hour_usd=1.0, log_path=tmp_path / "missing" / "usage.jsonl")
-    ledger.record("a", "large", "hot", Usage(prompt_tokens=1, cached_prompt_tokens=0, completion_tokens=1))
-    assert ledger.log_errors == 1 and ledger.account("a")["by_model"]["large"]["calls"] == 1
+    by_model: dict[str, ModelUsage] = {}
+    ledger.record(by_model, "a", "large", "hot", Usage(prompt_tokens=1, cached_prompt_tokens=0, completion_tokens=1))
+    assert ledger.log_errors == 1 and ledger.account(by_model)["by_model"]["large"]["calls"] == 1
 
 
 def test_with_two_models_the_small_one_is_priced_as_the_small_model() -> None:

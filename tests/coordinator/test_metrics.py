@@ -9,8 +9,8 @@ import subprocess
 
 from sidecar import __version__
 from sidecar.core.doctor import metric_names
-from sidecar.sim.embedded import run_embedded
 from sidecar.sim.settings import SimSettings
+from sidecar.stack import simulators
 from tests.conftest import NPM_TOOLS, ROOT, require_tool
 from tests.coordinator.conftest import stack
 from tests.coordinator.scripted_upstream import MODEL
@@ -84,7 +84,7 @@ async def existing_metrics() -> set[str]:
         await st.client.post("/v1/chat/completions", json=HOT)
         await st.client.post("/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
         names |= exposed((await st.client.get("/metrics")).text)
-    async with run_embedded(SimSettings(time_scale=100)) as models:
+    async with simulators(SimSettings(time_scale=100)) as models:
         import httpx
 
         async with httpx.AsyncClient(timeout=10) as client:

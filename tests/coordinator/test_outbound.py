@@ -14,7 +14,7 @@ from starlette.routing import Route
 from sidecar.config import load_config
 from sidecar.coordinator.app import build_app
 from sidecar.coordinator.outbound import merge_headers
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 
 SECRETS = {"Modal-Key": "wk-secret-key", "Modal-Secret": "ws-secret-value"}
 ANSWER = {

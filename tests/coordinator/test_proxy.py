@@ -9,19 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
+from sidecar.testing import wait_until
 from tests.coordinator.conftest import Stack, stack
 from tests.coordinator.scripted_upstream import COMPLETION, ERROR_FRAMES, MODEL, SSE_FRAMES
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "fix the failing test"}], "stream": True}
-
-
-async def wait_for(predicate, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 async def test_stream_relayed_byte_for_byte(s: Stack) -> None:
@@ -79,11 +72,11 @@ async def test_client_disconnect_cancels_upstream_at_once(s: Stack) -> None:
         await s.client.post("/v1/chat/completions", json=CHAT, headers={"x-script": "hang"})
 
     task = asyncio.create_task(call())
-    await wait_for(lambda: s.upstream.in_progress == 1)
+    await wait_until(lambda: s.upstream.in_progress == 1)
     assert s.state.telemetry.in_flight_total == 1
     task.cancel()
     await asyncio.wait_for(s.upstream.closed_early.wait(), 5)
-    await wait_for(lambda: s.state.telemetry.in_flight_total == 0)
+    await wait_until(lambda: s.state.telemetry.in_flight_total == 0)
     assert all(r.in_flight == 0 for u in s.state.pool.upstreams for r in u.replicas)
     # and the next call works
     response = await s.client.post("/v1/chat/completions", json=CHAT)
@@ -140,7 +133,7 @@ async def test_body_over_limit_is_413() -> None:
 
 async def test_unreachable_upstream_is_502() -> None:
     from sidecar.coordinator.app import build_app
-    from sidecar.testing import free_port
+    from sidecar.serving import free_port
     from tests.coordinator.conftest import make_config
 
     app = build_app(make_config(f"http://127.0.0.1:{free_port()}"))

@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.sim.embedded import run_embedded
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
-from tests.coordinator.test_proxy import wait_for
+from sidecar.stack import embedded_stack
+from sidecar.testing import wait_until
 
 FAST = {"time_scale": 50.0}
 
@@ -23,15 +22,14 @@ FAST = {"time_scale": 50.0}
 async def coordinator(
     scheduling: dict[str, Any] | None = None, sim: dict[str, Any] | None = None, routing: dict[str, Any] | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CoordinatorState]]:
-    async with run_embedded(SimSettings(**{**FAST, **(sim or {})})) as models:
-        overrides: dict[str, Any] = {
-            "models": {m.alias: {"served_name": m.served_name, "replicas": [m.url]} for m in models}
-        }
-        overrides.update({f"scheduling.{k}": v for k, v in (scheduling or {}).items()})
-        overrides.update({f"routing.{k}": v for k, v in (routing or {}).items()})
-        app = build_app(load_config(env={}, overrides=overrides))
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client, app.state.coordinator
+    overrides = {f"scheduling.{k}": v for k, v in (scheduling or {}).items()}
+    overrides.update({f"routing.{k}": v for k, v in (routing or {}).items()})
+    config = load_config(env={}, overrides=overrides)
+    async with (
+        embedded_stack(config, SimSettings(**{**FAST, **(sim or {})})) as stack,
+        httpx.AsyncClient(base_url=stack.url, timeout=30) as client,
+    ):
+        yield client, stack.app.state.coordinator
 
 
 def chat(text: str, priority: str | None = None, model: str = "large", **extra: Any) -> dict[str, Any]:
@@ -47,7 +45,7 @@ async def test_hot_overtakes_queued_cold_calls() -> None:
             client.post("/v1/chat/completions", json=chat("hold", "cold"), headers={"x-sim-fault": "stall"})
         )
         dispatcher = state.dispatchers["large"]
-        await wait_for(lambda: dispatcher.in_flight == 1)
+        await wait_until(lambda: dispatcher.in_flight == 1)
         finished: list[str] = []
 
         async def call(name: str, priority: str) -> None:
@@ -58,9 +56,9 @@ async def test_hot_overtakes_queued_cold_calls() -> None:
             finished.append(name)
 
         colds = [asyncio.create_task(call(f"cold-{i}", "cold")) for i in range(3)]
-        await wait_for(lambda: len(dispatcher.queue) == 3)
+        await wait_until(lambda: len(dispatcher.queue) == 3)
         hot = asyncio.create_task(call("hot", "hot"))
-        await wait_for(lambda: len(dispatcher.queue) == 4)
+        await wait_until(lambda: len(dispatcher.queue) == 4)
         positions = (await client.get("/status")).json()
         assert positions["scheduling"]["large"]["tiers"]["hot"]["queued"] == 1
         holder.cancel()
@@ -68,7 +66,7 @@ async def test_hot_overtakes_queued_cold_calls() -> None:
         await asyncio.gather(hot, *colds)
         assert finished[0] == "hot", finished
         assert sorted(finished[1:]) == ["cold-0", "cold-1", "cold-2"]
-        await wait_for(lambda: dispatcher.in_flight == 0)
+        await wait_until(lambda: dispatcher.in_flight == 0)
 
 
 async def test_cold_calls_finish_within_the_aging_bound_under_hot_pressure() -> None:
@@ -81,7 +79,7 @@ async def test_cold_calls_finish_within_the_aging_bound_under_hot_pressure() -> 
                 await client.post("/v1/chat/completions", json=chat("edit", "hot"), headers={"x-agent-id": f"h{i}"})
 
         hots = [asyncio.create_task(hot_agent(i)) for i in range(4)]
-        await wait_for(lambda: state.dispatchers["large"].tiers["hot"].admitted >= 4)
+        await wait_until(lambda: state.dispatchers["large"].tiers["hot"].admitted >= 4)
         response = await client.post("/v1/chat/completions", json=chat("explore", "cold"))
         stop.set()
         await asyncio.gather(*hots)
@@ -106,13 +104,13 @@ async def test_window_adapts_when_the_simulators_queue_grows() -> None:
         ]
         # vLLM's queue persists while 2 run: that plateau is the engine's capacity, and without native priority
         # the window is exactly that (nothing left to wait inside vLLM in arrival order).
-        await wait_for(lambda: dispatcher.admission.slots == 2, within=20)
+        await wait_until(lambda: dispatcher.admission.slots == 2, limit_s=20)
         assert dispatcher.window == 2 and dispatcher.window_reason == "slots"
         assert (await client.get("/status")).json()["scheduling"]["large"]["engine_slots_source"] == "learned"
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
-        await wait_for(lambda: dispatcher.in_flight == 0)
+        await wait_until(lambda: dispatcher.in_flight == 0)
 
 
 async def test_routing_sends_commit_message_work_to_the_small_model() -> None:
@@ -145,9 +143,9 @@ async def test_full_queue_answers_429_with_retry_after() -> None:
         holder = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("hold"), headers={"x-sim-fault": "stall"})
         )
-        await wait_for(lambda: dispatcher.in_flight == 1)
+        await wait_until(lambda: dispatcher.in_flight == 1)
         queued = [asyncio.create_task(client.post("/v1/chat/completions", json=chat(f"q{i}"))) for i in range(2)]
-        await wait_for(lambda: len(dispatcher.queue) == 2)
+        await wait_until(lambda: len(dispatcher.queue) == 2)
         refused = await client.post("/v1/chat/completions", json=chat("one too many"))
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["retry-after"]) <= 60
@@ -163,15 +161,15 @@ async def test_a_cancelled_queued_call_leaves_the_queue() -> None:
         holder = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("hold"), headers={"x-sim-fault": "stall"})
         )
-        await wait_for(lambda: dispatcher.in_flight == 1)
+        await wait_until(lambda: dispatcher.in_flight == 1)
         waiting = asyncio.create_task(client.post("/v1/chat/completions", json=chat("will leave", "cold")))
-        await wait_for(lambda: len(dispatcher.queue) == 1)
+        await wait_until(lambda: len(dispatcher.queue) == 1)
         waiting.cancel()
-        await wait_for(lambda: len(dispatcher.queue) == 0)
+        await wait_until(lambda: len(dispatcher.queue) == 0)
         assert dispatcher.tiers["cold"].cancelled_waiting == 1
         holder.cancel()
         await asyncio.gather(holder, return_exceptions=True)
-        await wait_for(lambda: dispatcher.in_flight == 0)
+        await wait_until(lambda: dispatcher.in_flight == 0)
         assert state.telemetry.in_flight_total == 0
         ok = await client.post("/v1/chat/completions", json=chat("next"))
         assert ok.status_code == 200
@@ -232,14 +230,14 @@ async def test_pools_policy_limits_hot_and_cold_slots() -> None:
             )
             for i in range(2)
         ]
-        await wait_for(lambda: dispatcher.in_flight == 1 and len(dispatcher.queue) == 1)
+        await wait_until(lambda: dispatcher.in_flight == 1 and len(dispatcher.queue) == 1)
         assert dispatcher.pools.cold == 1
         hot = await client.post("/v1/chat/completions", json=chat("fix", "hot"))  # its own pool is free
         assert hot.status_code == 200
         for task in stalls:
             task.cancel()
         await asyncio.gather(*stalls, return_exceptions=True)
-        await wait_for(lambda: dispatcher.in_flight == 0 and dispatcher.pools.cold == 0)
+        await wait_until(lambda: dispatcher.in_flight == 0 and dispatcher.pools.cold == 0)
 
 
 async def test_prometheus_has_queue_metrics_per_tier() -> None:

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.coordinator.sessions import SessionOwners
-from sidecar.core.identity import Identity, IdentitySource
+from sidecar.coordinator.agents import AgentBook
 from sidecar.core.stages import Stage
 from tests.coordinator.conftest import stack
 
@@ -43,17 +42,17 @@ async def test_another_agent_cannot_move_a_session(keys: Path, locked: bool) -> 
         forged = event("read_file", "sess-b", peek_url="http://sidecar-a:8765/peek?key=a")
         answer = await st.client.post("/v1/agents/agent-a/events", json=forged, headers=auth_a)
         assert answer.status_code == 200 and answer.json()["stage"] == "explore"  # A's own stage moved
-        planner, speculator = st.state.planner, st.state.speculator
-        assert speculator is not None
-        # B's calls, by key or header plus session id, still see B's stage; B's tool results still come from B.
-        for source in (IdentitySource.KEY, IdentitySource.HEADER):
-            seen = planner.stages.latest(Identity("agent-b", source, "sess-b"))
-            assert seen is not None and seen.stage == Stage.CODE_EDIT
-        assert speculator.peek_urls["sess-b"] == b_url and speculator.peek_urls["agent-b"] == b_url
+        book = st.state.book
+        # B's calls (by key or header plus session id) still see B's stage; B's tool results still come from B.
+        seen = book.latest_stage("agent-b", "sess-b")
+        assert seen is not None and seen.stage == Stage.CODE_EDIT
+        session = book.session("sess-b")
+        assert session is not None and session.peek_url == b_url and book.peek_url("agent-b", None) == b_url
+        assert book.peek_url("sess-b", "sess-b") == b_url  # a call identified only by the session finds B's
         # A's call carrying B's session id reads A's stage, not B's.
-        seen = planner.stages.latest(Identity("agent-a", IdentitySource.KEY, "sess-b"))
+        seen = book.latest_stage("agent-a", "sess-b")
         assert seen is not None and seen.stage == Stage.EXPLORE
-        assert planner.sessions.owner("sess-b") == "agent-b" and planner.sessions.refused == 1
+        assert book.owner("sess-b") == "agent-b" and book.refused_sessions == 1
 
 
 async def test_the_owner_keeps_joining_its_session() -> None:
@@ -61,14 +60,14 @@ async def test_the_owner_keeps_joining_its_session() -> None:
     async with stack() as st:
         await st.client.post("/v1/agents/agent-b/events", json=event("edit_file", "sess-b"))
         await st.client.post("/v1/agents/agent-b/events", json=event("run_tests", "sess-b"))
-        seen = st.state.planner.stages.latest(Identity("sess-b", IdentitySource.SESSION, "sess-b"))
+        seen = st.state.book.latest_stage("sess-b", "sess-b")
         assert seen is not None
 
 
 def test_session_owners_table() -> None:
-    owners = SessionOwners(max_sessions=3)
+    owners = AgentBook(max_sessions=3)
     assert owners.claim("s1", "a") and owners.claim("s1", "a")
-    assert not owners.claim("s1", "b") and owners.refused == 1
+    assert not owners.claim("s1", "b") and owners.refused_sessions == 1
     assert not owners.claim(None, "a") and not owners.claim("", "a")
     assert owners.usable("s1", "a") and not owners.usable("s1", "b")
     assert owners.usable("s1", "s1")  # a call identified only by its session id

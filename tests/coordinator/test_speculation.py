@@ -6,12 +6,12 @@ import asyncio
 import time
 from typing import Any
 
-from sidecar.coordinator.app import CoordinatorState
 from sidecar.coordinator.speculation import SpeculationSettings, Speculator
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.admission import UpstreamMetrics
+from sidecar.testing import FakeClock, wait_until
 from tests.coordinator.conftest import stack
 from tests.coordinator.scripted_upstream import MODEL, SSE_FRAMES
-from tests.toolserver.conftest import until
 
 BODY: dict[str, Any] = {
     "model": MODEL,
@@ -37,7 +37,7 @@ async def test_identical_request_is_served_from_the_speculative_call() -> None:
     async with stack() as s:
         spec = enable(s.state)
         assert spec.speculate("a1", "default", BODY)
-        await until(lambda: not spec.pending["a1"].task or spec.pending["a1"].done)
+        await wait_until(lambda: not spec.pending["a1"].task or spec.pending["a1"].done)
         same = dict(reversed(list(BODY.items())), stream_options={"include_usage": True})  # same question
         response = await s.client.post("/v1/chat/completions", json=same, headers=AGENT)
         assert response.status_code == 200
@@ -51,7 +51,7 @@ async def test_different_request_is_not_served_and_cancels_the_speculation() -> 
     async with stack() as s:
         spec = enable(s.state)
         assert spec.speculate("a1", "default", BODY, headers={"x-script": "hold"})
-        await until(lambda: s.upstream.in_progress == 1)
+        await wait_until(lambda: s.upstream.in_progress == 1)
         other = {**BODY, "messages": [{"role": "user", "content": "fix the failing test!"}]}
         response = await s.client.post("/v1/chat/completions", json=other, headers=AGENT)
         assert response.status_code == 200 and "x-goose-sidecar-speculative" not in response.headers
@@ -65,9 +65,9 @@ async def test_request_arriving_mid_generation_streams_from_where_it_is() -> Non
     async with stack() as s:
         spec = enable(s.state)
         assert spec.speculate("a1", "default", BODY, headers={"x-script": "hold"})
-        await until(lambda: s.upstream.in_progress == 1)
+        await wait_until(lambda: s.upstream.in_progress == 1)
         post = asyncio.create_task(s.client.post("/v1/chat/completions", json=BODY, headers=AGENT))
-        await until(lambda: spec.stats.served == 1)
+        await wait_until(lambda: spec.stats.served == 1)
         s.upstream.release.set()
         response = await asyncio.wait_for(post, 10)
         assert response.content == b"".join(SSE_FRAMES) and len(s.upstream.received) == 1
@@ -77,14 +77,14 @@ async def test_speculative_calls_are_cancelled_when_real_calls_queue() -> None:
     async with stack(scheduling={"window": 1, "native_priority": True}) as s:  # vLLM orders it last: no place held
         spec = enable(s.state)
         assert spec.speculate("a2", "default", BODY, headers={"x-script": "hang"})
-        await until(lambda: s.upstream.in_progress == 1)
+        await wait_until(lambda: s.upstream.in_progress == 1)
         held = asyncio.create_task(
             s.client.post("/v1/chat/completions", json={**BODY, "seed": 1}, headers={**AGENT, "x-script": "hold"})
         )
-        await until(lambda: s.upstream.in_progress == 2)
+        await wait_until(lambda: s.upstream.in_progress == 2)
         assert spec.stats.cancelled_for_real_calls == 0  # the first real call found a slot: nothing to cancel
         queued = asyncio.create_task(s.client.post("/v1/chat/completions", json={**BODY, "seed": 2}, headers=AGENT))
-        await until(lambda: spec.stats.cancelled_for_real_calls == 1)
+        await wait_until(lambda: spec.stats.cancelled_for_real_calls == 1)
         await asyncio.wait_for(s.upstream.closed_early.wait(), 5)
         assert not spec.pending
         s.upstream.release.set()
@@ -95,14 +95,14 @@ async def test_a_hot_call_passing_a_full_window_cancels_speculation_that_vllm_ca
     async with stack(scheduling={"window": 1, "native_priority": True}) as s:
         spec = enable(s.state)
         assert spec.speculate("a2", "default", BODY, headers={"x-script": "hang"})
-        await until(lambda: s.upstream.in_progress == 1)
+        await wait_until(lambda: s.upstream.in_progress == 1)
         cold = {**BODY, "seed": 1, "priority": "cold"}
         held = asyncio.create_task(s.client.post("/v1/chat/completions", json=cold, headers={"x-script": "hold"}))
-        await until(lambda: s.upstream.in_progress == 2)
+        await wait_until(lambda: s.upstream.in_progress == 2)
         assert spec.stats.cancelled_for_real_calls == 0  # it found a free place
         hot = {**BODY, "seed": 2, "priority": "hot"}
         passing = asyncio.create_task(s.client.post("/v1/chat/completions", json=hot, headers={"x-script": "json"}))
-        await until(lambda: spec.stats.cancelled_for_real_calls == 1)  # past the full window: the engine is full
+        await wait_until(lambda: spec.stats.cancelled_for_real_calls == 1)  # past the full window: the engine is full
         assert s.state.dispatchers["default"].tiers["hot"].admitted == 1  # it did not wait here
         await asyncio.wait_for(s.upstream.closed_early.wait(), 5)
         assert (await passing).status_code == 200
@@ -115,13 +115,13 @@ async def test_without_native_priority_a_speculative_call_holds_a_place_and_give
         spec = enable(s.state)
         dispatcher = s.state.dispatchers["default"]
         assert spec.speculate("a2", "default", BODY, headers={"x-script": "hang"})
-        await until(lambda: s.upstream.in_progress == 1)
+        await wait_until(lambda: s.upstream.in_progress == 1)
         assert dispatcher.speculative == 1 and "priority" not in s.upstream.received[-1]  # no pretend priority
         assert not spec.speculate("a3", "default", BODY)  # the one place is taken: held here, not sent
         real = asyncio.create_task(s.client.post("/v1/chat/completions", json={**BODY, "seed": 1}, headers=AGENT))
-        await until(lambda: spec.stats.cancelled_for_real_calls == 1)  # the real call queued: speculation yields
+        await wait_until(lambda: spec.stats.cancelled_for_real_calls == 1)  # the real call queued: speculation yields
         assert (await real).status_code == 200
-        await until(lambda: dispatcher.speculative == 0)
+        await wait_until(lambda: dispatcher.speculative == 0)
         assert dispatcher.in_flight == 0 and len(s.upstream.received) == 2
 
 
@@ -139,3 +139,30 @@ async def test_no_spare_capacity_or_disabled_sends_nothing() -> None:
         assert status["skipped_no_capacity_or_budget"] == 3
         metrics = (await s.client.get("/metrics")).text
         assert 'goose_sidecar_speculation_calls_total{outcome="skipped"} 3.0' in metrics
+
+
+async def test_a_speculative_answer_older_than_max_age_is_not_served() -> None:
+    clock = FakeClock(1000.0)
+    async with stack() as s:
+        spec = enable(s.state)
+        spec.clock = clock.now
+        assert spec.speculate("a1", "default", BODY)
+        await wait_until(lambda: not spec.pending["a1"].task or spec.pending["a1"].done)
+        clock.advance(spec.settings.max_age_s + 1)  # the files it read may have changed since
+        response = await s.client.post("/v1/chat/completions", json=BODY, headers=AGENT)
+        assert response.status_code == 200 and "x-goose-sidecar-speculative" not in response.headers
+        assert spec.stats.expired == 1 and spec.stats.served == 0 and len(s.upstream.received) == 2
+
+
+async def test_the_wasted_token_budget_refills_once_its_minute_has_passed() -> None:
+    clock = FakeClock(1000.0)
+    async with stack() as s:
+        spec = enable(s.state)
+        spec.clock = clock.now
+        spec.budget.spend(clock.now(), 10**9)
+        assert not spec.speculate("a1", "default", BODY)  # exhausted
+        clock.advance(spec.budget.window_s - 1)
+        assert not spec.speculate("a1", "default", BODY)  # still inside the window
+        clock.advance(1)
+        assert spec.speculate("a1", "default", BODY)  # the spend has left the window
+        assert spec.stats.skipped == 2

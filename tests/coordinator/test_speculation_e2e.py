@@ -22,18 +22,21 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.speculation import Speculator
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.nextcall import assistant_from_sse
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
 from sidecar.fleet.project import generate_project, write_project
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.testing import wait_until
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
-from tests.toolserver.conftest import TEST_COMMAND, settle, until
+from sidecar.toolserver.sidecar import Sidecar
+from tests.toolserver.conftest import TEST_COMMAND, settle
 
 SEED = 3
 AGENT, SESSION = "agent-e2e", "sess-e2e"
@@ -106,7 +109,7 @@ async def run_agent(
             messages.append(reply.message())
             if not reply.tool_calls:
                 break
-            await until(lambda: spec.followups_in_flight == 0)
+            await wait_until(lambda: spec.followups_in_flight == 0)
             for call in reply.tool_calls:
                 name = call["function"]["name"].removeprefix("sidecar__")
                 args = json.loads(call["function"]["arguments"] or "{}")
@@ -135,7 +138,7 @@ async def agent_run(
         sidecar.advertise_peek(mcp_url)
         for rel in generate_project(SEED).files:
             await mcp.call_tool("read_file", {"path": rel})
-        await until(lambda: AGENT in spec.peek_urls)  # learnt from the sidecar's events
+        await wait_until(lambda: spec.book.peek_url(AGENT, None) is not None)  # learnt from the sidecar's events
         return await run_agent(url, mcp, workspace, spec, turns, change_after_hits)
 
 

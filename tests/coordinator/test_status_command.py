@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.config import load_config
 from sidecar.coordinator.status_command import default_url, fmt_duration, fmt_ms, fmt_pct
-from sidecar.testing import free_port
+from sidecar.serving import free_port
 from tests.coordinator.test_dashboard import Fleet, coordinator
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -140,7 +140,8 @@ async def test_status_says_clearly_when_the_coordinator_is_unreachable() -> None
     assert "goose-sidecar up" in err
 
 
-async def test_watch_redraws_until_interrupted() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_watch_redraws_until_interrupted(signum: int) -> None:
     async with coordinator() as (url, client, _):
         await client.post("/v1/agents/watcher-1/events", json={"seq": 1, "tool": "read_file", "ok": True})
         process = await asyncio.create_subprocess_exec(
@@ -166,7 +167,12 @@ async def test_watch_redraws_until_interrupted() -> None:
                     assert chunk, "status --watch exited early"
                     seen += chunk
         finally:
-            process.send_signal(signal.SIGINT)
-            _, err = await asyncio.wait_for(process.communicate(), 30)
+            process.send_signal(signum)
+            try:
+                _, err = await asyncio.wait_for(process.communicate(), 60)
+            except TimeoutError:
+                process.kill()
+                _, err = await process.communicate()
+                raise AssertionError(f"status --watch ignored signal {signum}: {err.decode()}") from None
         assert process.returncode == 0, err.decode()
         assert b"watcher-1" in seen

@@ -18,19 +18,20 @@ import pytest
 
 from sidecar.bench.ordering import format_table, run_condition, simulator
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.command import upstream_lines
 from sidecar.coordinator.dispatcher import Dispatcher
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.coordinator.upstream import parse_vllm_metrics
 from sidecar.core.admission import AdmissionLimits
 from sidecar.core.ordering import make_policy
 from sidecar.core.stages import Tier
+from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import FakeClock, free_port, serve_app
+from sidecar.testing import FakeClock, wait_until
 from tests.coordinator.conftest import make_config
 from tests.coordinator.scripted_upstream import MODEL, Upstream
-from tests.coordinator.test_proxy import wait_for
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -67,14 +68,14 @@ async def test_a_coordinator_started_before_its_upstream_adapts_at_its_first_ans
     async with coordinator_for(url, native_priority=True) as (client, state):
         dispatcher = state.dispatchers["large"]
         dispatcher.limits = dataclasses.replace(dispatcher.limits, stale_after_s=1.0)  # lost sooner than 10 s
-        await wait_for(lambda: dispatcher.failed_scrapes >= 10, within=30)  # the old watcher gave up after 3
+        await wait_until(lambda: dispatcher.failed_scrapes >= 10, limit_s=30)  # the old watcher gave up after 3
         status = (await client.get("/status")).json()["scheduling"]["large"]
         assert status["upstream_state"] == "waiting_for_upstream" and status["upstream_metrics"] is None
         for generation in range(2):  # a late start, then a restart
             async with serve_app(build_sim_app(sim), port=port) as sim_url, httpx.AsyncClient() as probe:
                 assert (await probe.get(f"{sim_url}/health")).status_code == 200
                 answered_at, scrapes_then = time.monotonic(), dispatcher.scrapes
-                await wait_for(lambda: dispatcher.admission.phase == "adaptive", within=30)
+                await wait_until(lambda: dispatcher.admission.phase == "adaptive", limit_s=30)
                 elapsed = time.monotonic() - answered_at
                 # Adaptive at the first scrape that started after /health answered (one may have been in flight).
                 assert dispatcher.scrapes <= scrapes_then + 2, (dispatcher.scrapes, scrapes_then)
@@ -83,7 +84,7 @@ async def test_a_coordinator_started_before_its_upstream_adapts_at_its_first_ans
                 print(f"\nupstream {generation}: adaptive {elapsed:.3f} s after /health answered (loaded 2-core box)")
                 answer = await client.post("/v1/chat/completions", json={**CHAT, "model": "large", "max_tokens": 2})
                 assert answer.status_code == 200, answer.text
-            await wait_for(lambda: dispatcher.admission.phase == "upstream_lost", within=30)
+            await wait_until(lambda: dispatcher.admission.phase == "upstream_lost", limit_s=30)
             assert dispatcher.window == dispatcher.limits.initial_window
 
 
@@ -161,10 +162,10 @@ async def test_a_server_without_vllm_metrics_gets_the_fixed_window_and_is_still_
     upstream = Upstream()  # answers /metrics with 404, as a non-vLLM OpenAI-compatible server would
     async with serve_app(upstream.app()) as url, coordinator_for(url) as (client, state):
         dispatcher = state.dispatchers["large"]
-        await wait_for(lambda: dispatcher.admission.phase == "no_vllm_metrics", within=30)
+        await wait_until(lambda: dispatcher.admission.phase == "no_vllm_metrics", limit_s=30)
         assert dispatcher.window == dispatcher.limits.max_window
         scrapes = dispatcher.scrapes
-        await wait_for(lambda: dispatcher.scrapes > scrapes + 2, within=30)  # never given up on
+        await wait_until(lambda: dispatcher.scrapes > scrapes + 2, limit_s=30)  # never given up on
         status = (await client.get("/status")).json()["scheduling"]["large"]
         assert status["upstream_state"] == "no_vllm_metrics" and status["window"] == 64
 
@@ -177,7 +178,7 @@ async def test_speculative_work_is_held_at_the_coordinator_without_native_priori
     assert dispatcher.hold_speculative()
     assert not dispatcher.hold_speculative()  # the window is full: held back, never queued inside vLLM
     real = asyncio.create_task(dispatcher.acquire("agent", Tier.HOT))
-    await wait_for(lambda: len(dispatcher.queue) == 1)  # the real call waits for the places speculation holds ...
+    await wait_until(lambda: len(dispatcher.queue) == 1)  # the real call waits for the places speculation holds ...
     dispatcher.release_speculative()  # ... until one is given back (the speculator cancels on `on_queue`)
     slot = await real
     assert dispatcher.in_flight == 1 and dispatcher.speculative == 1
@@ -194,7 +195,7 @@ async def test_a_hot_call_passes_a_full_window_only_where_vllm_will_order_it(nat
     )
     running = await dispatcher.acquire("a", Tier.COLD)
     overdue = asyncio.create_task(dispatcher.acquire("b", Tier.COLD))
-    await wait_for(lambda: len(dispatcher.queue) == 1)
+    await wait_until(lambda: len(dispatcher.queue) == 1)
     clock.advance(10.0)  # the waiting cold call is overdue: the policy's first choice now
     hot = asyncio.create_task(dispatcher.acquire("c", Tier.HOT))
     await asyncio.sleep(0)
@@ -202,7 +203,7 @@ async def test_a_hot_call_passes_a_full_window_only_where_vllm_will_order_it(nat
         slot = await asyncio.wait_for(hot, 5)
         assert dispatcher.in_flight == 2 and len(dispatcher.queue) == 1  # the overdue cold still waits here
         hot_again = asyncio.create_task(dispatcher.acquire("d", Tier.HOT))
-        await wait_for(lambda: len(dispatcher.queue) == 2)  # hot work is bounded by the window too
+        await wait_until(lambda: len(dispatcher.queue) == 2)  # hot work is bounded by the window too
         slot.release()
         await asyncio.wait_for(hot_again, 5)
     else:  # vLLM would serve it in arrival order: it waits here, and the overdue cold goes first
@@ -251,6 +252,6 @@ def test_the_prefix_cache_counters_are_summed_over_engines() -> None:
 
 async def test_the_simulators_kv_cache_size_reaches_status() -> None:
     async with serve_app(build_sim_app(SimSettings())) as url, coordinator_for(url) as (client, state):
-        await wait_for(lambda: state.dispatchers["large"].admission.phase == "adaptive", within=30)
+        await wait_until(lambda: state.dispatchers["large"].admission.phase == "adaptive", limit_s=30)
         metrics = (await client.get("/status")).json()["scheduling"]["large"]["upstream_metrics"]
         assert metrics["kv_capacity_tokens"] == 2240 * 16  # the 32B profile's blocks x 16 tokens

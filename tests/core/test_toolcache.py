@@ -10,6 +10,7 @@ from sidecar.core.toolcache import (
     FileStamp,
     Generations,
     Inputs,
+    Mark,
     Snapshot,
     Validity,
     admit,
@@ -17,6 +18,8 @@ from sidecar.core.toolcache import (
     cache_key,
     inputs_generation,
     is_racily_clean,
+    mark_of,
+    snapshot_at,
     validate,
 )
 
@@ -152,6 +155,37 @@ def test_admit(kwargs: dict[str, object], expected: Admission) -> None:
 )
 def test_validate(current: Snapshot, fresh: tuple[FileStamp | None, ...], expected: Validity) -> None:
     assert validate(S0, current, (OLD,), fresh) == expected
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([], "unchanged"),
+        (["/w/other.py"], "unchanged"),  # an event elsewhere leaves these inputs as they were at the mark
+        (["/w/a.py"], None),
+        (["/w"], None),  # the directory holding the input moved or went
+        (["/w/other.py", "/w/a.py", "/w/other.py"], None),
+        (["flush"], None),
+    ],
+)
+def test_snapshot_at_a_mark_is_exactly_the_snapshot_taken_then(events: list[str], expected: str | None) -> None:
+    gens = Generations()
+    gens.bump("/w/a.py")
+    gens.bump("/w/b.py")
+    inputs = Inputs(paths=("/w/a.py",))
+    then = Snapshot(inputs_generation(gens, inputs), gens.epoch)
+    mark = mark_of(gens)
+    for path in events:
+        gens.flush() if path == "flush" else gens.bump(path)
+    now = Snapshot(inputs_generation(gens, inputs), gens.epoch)
+    at_mark = snapshot_at(mark, now)
+    assert at_mark == (then if expected else None)
+    assert (at_mark == now) == (then == now and mark.epoch == gens.epoch)  # as admit's before == after would say
+
+
+def test_snapshot_at_a_mark_taken_before_any_event() -> None:
+    assert snapshot_at(Mark(0, 0), Snapshot(0, 0)) == Snapshot(0, 0)
+    assert snapshot_at(Mark(0, 0), Snapshot(1, 0)) is None
 
 
 def test_lru_counts_and_evicts_by_bytes() -> None:

@@ -34,7 +34,7 @@ from mcp import Client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from sidecar.deploy.compose import compose_project
-from sidecar.testing import free_port
+from sidecar.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = 2

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from sidecar.deploy.healthcheck import probe
-from sidecar.testing import free_port, serve_app
+from sidecar.serving import free_port, serve_app
 
 
 async def _status(request: Request) -> PlainTextResponse:

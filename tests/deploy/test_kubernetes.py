@@ -19,7 +19,7 @@ import yaml
 
 from sidecar.deploy import compose
 from sidecar.deploy.kubernetes import MIN_KUBERNETES, SIDECAR_LOCAL, manifests, render_manifests
-from sidecar.testing import free_port
+from sidecar.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "kubernetes.yaml"

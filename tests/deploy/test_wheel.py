@@ -95,7 +95,7 @@ def test_the_wheel_carries_the_license_it_declares(installed: Path) -> None:
 def test_demo_runs_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     """The quick tour as a user of the wheel runs it (one agent, to keep it short): scenario, simulator,
     coordinator, sidecar processes and the results table, all from the installed package."""
-    from sidecar.testing import free_port
+    from sidecar.serving import free_port
 
     done = run_from_wheel(installed, tmp_path, "demo", "--agents", "1", "--port", str(free_port()), timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.fleet.chat import ChatClient, ChatError, ChatReply, absorb, goose_body, goose_headers
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 
 FRAMES = [
     {"model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import ConfigError, load_config
+from sidecar.config import ConfigError, load_config, with_overrides
 from sidecar.fleet.experiments import (
     BASELINE_FLEET,
     CONDITIONS,
@@ -19,7 +19,7 @@ from sidecar.fleet.metrics import summarize
 from sidecar.fleet.records import FleetRun
 from sidecar.fleet.runner import FleetOptions
 from sidecar.fleet.scenario import PACKAGED_SCENARIOS, REPO_SCENARIOS, load_scenario
-from sidecar.fleet.stack import supports, with_overrides
+from sidecar.fleet.stack import supports
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda e: e.name)

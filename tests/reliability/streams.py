@@ -8,15 +8,13 @@ An answer is one of three things, and anything else is a failure of the coordina
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
-from sidecar.coordinator.app import CoordinatorState
+from sidecar.coordinator.state import CoordinatorState
+from sidecar.testing import wait_until
 
 
 def frames(body: bytes) -> list[Any]:
@@ -45,14 +43,6 @@ def classify(status: int, content_type: str, body: bytes) -> str:
     return f"http_{status}"
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 def in_flight(state: CoordinatorState) -> dict[str, int]:
     """Every place a call holds something: all must return to 0."""
     return {
@@ -60,12 +50,12 @@ def in_flight(state: CoordinatorState) -> dict[str, int]:
         "dispatched": sum(d.in_flight for d in state.dispatchers.values()),
         "queued": sum(len(d.queue) for d in state.dispatchers.values()),
         "replicas": sum(r.in_flight for u in state.pool.upstreams for r in u.replicas),
-        "agents": sum(a.in_flight for a in state.telemetry.agents.values()),
+        "agents": sum(a.in_flight for a in state.book.entries()),
     }
 
 
 async def assert_released(state: CoordinatorState) -> None:
-    await wait_for(lambda: not any(in_flight(state).values()))
+    await wait_until(lambda: not any(in_flight(state).values()))
 
 
 def upstream_connections(state: CoordinatorState) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sidecar.bench.load import Level, Sample, Stream, outcome_of, paced_upstream_app, request_bytes
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
 
 
 async def test_a_paced_stream_is_read_to_its_end() -> None:

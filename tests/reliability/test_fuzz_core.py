@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from sidecar.core.identity import ANONYMOUS, IdentityConflict, IdentitySource, resolve_identity, valid_agent_id
 from sidecar.core.openai_request import Endpoint, ParsedRequest, RequestError, parse_request
 from sidecar.core.paths import Refused, check_request, is_within
-from sidecar.core.stages import Tier, classify_task, resolve_priority
+from sidecar.core.priority import resolve_priority
+from sidecar.core.stages import Tier
+from sidecar.core.task_kind import classify_task
 from sidecar.core.toolcommands import Allowed, check_command
 from tests.reliability.counts import record
 

@@ -28,12 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.guard import SIMPLE_TYPES
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.hosts import LOOPBACK, host_allowed, origin_allowed
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from tests.reliability.counts import record
 from tests.reliability.streams import assert_released
 from tests.reliability.test_fuzz_core import DEEP, HUGE_INT, LONE_SURROGATE, ids, json_values, request_bytes, scalars

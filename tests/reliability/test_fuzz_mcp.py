@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.reliability.counts import record
 from tests.reliability.test_fuzz_core import json_values, scalars
 from tests.reliability.workspace import SENTINEL, make_workspace, outside_state

@@ -24,8 +24,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from tests.conftest import ROOT
 from tests.reliability.counts import record
 from tests.reliability.workspace import SECRET_NAME, SENTINEL, make_workspace, outside_state

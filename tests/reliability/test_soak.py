@@ -35,11 +35,13 @@ import httpx
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
+from sidecar.coordinator.app import build_app
 from sidecar.coordinator.dispatcher import Slot
-from sidecar.coordinator.proxy import Exchange
+from sidecar.coordinator.exchange import Exchange
+from sidecar.coordinator.state import CoordinatorState
 from sidecar.obs import configure_logging
-from sidecar.testing import free_port, serve_app
+from sidecar.serving import free_port, serve_app
+from sidecar.testing import wait_until
 from tests.reliability.streams import (
     assert_released,
     classify,
@@ -48,7 +50,6 @@ from tests.reliability.streams import (
     live,
     rss_bytes,
     upstream_connections,
-    wait_for,
 )
 
 AGENTS = 300
@@ -211,7 +212,7 @@ async def quiet_logs() -> AsyncIterator[None]:
 
 async def checkpoint(state: CoordinatorState, fleet: Fleet, tasks_before: int) -> Checkpoint:
     await assert_released(state)
-    await wait_for(lambda: len(asyncio.all_tasks()) <= tasks_before)
+    await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before)
     total, busy = upstream_connections(state)
     exchanges = live(Exchange) + live(Slot) + live(httpx.Response)
     gc.collect()

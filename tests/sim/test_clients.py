@@ -16,9 +16,9 @@ import goose
 import openai
 import pytest
 
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from tests.sim.workspace import SIDECAR_TOOLS, Executor, make_project, tool_schemas
 
 MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"

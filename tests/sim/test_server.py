@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
+from sidecar.serving import serve_app
 from sidecar.sim.app import SimServer, build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
+from sidecar.testing import wait_until
 from tests.sim.workspace import SIDECAR_TOOLS, tool_schemas
 
 MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
@@ -45,14 +46,6 @@ async def sse_frames(response: httpx.Response) -> list[str]:
             assert line.startswith("data: "), line
             frames.append(line[len("data: ") :])
     return frames
-
-
-async def wait_until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_streaming_framing_is_vllms() -> None:

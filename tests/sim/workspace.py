@@ -46,6 +46,10 @@ def test_halve():
     assert halve(3) == 1.5
 """
 
+# pytest's summary ends "in 0.52s": the one part of a tool's text that depends on the machine's load, and the
+# synthetic agent's draws depend on the text it reads.
+PYTEST_DURATION = re.compile(r" in \d+(?:\.\d+)?s\b")
+
 SIDECAR_TOOLS = {
     "read_file": ["path", "start_line", "end_line"],
     "list_dir": ["path", "depth"],
@@ -165,4 +169,5 @@ class Executor:
     def _run(self, argv: list[str]) -> str:
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # a plain pytest starts faster
         done = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=60, env=env)
-        return f"$ {' '.join(argv)}\n[exit code {done.returncode} after 0.10 s]\n{done.stdout}{done.stderr}"
+        output = PYTEST_DURATION.sub(" in 0.10s", f"{done.stdout}{done.stderr}")  # the text must not depend on load
+        return f"$ {' '.join(argv)}\n[exit code {done.returncode} after 0.10 s]\n{output}"

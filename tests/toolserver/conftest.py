@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -11,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 # Files younger than the racy window (100 ms) are never cached; tests wait this long after writing fixtures.
 SETTLE_S = 0.13
@@ -44,6 +43,13 @@ def settle() -> None:
     time.sleep(SETTLE_S)
 
 
+async def settled(sc: Sidecar) -> None:
+    """`settle`, then wait until the watcher has applied the events of what was written: an event applied while
+    a tool reads (the loop serves while it does) keeps that read's result out of the cache."""
+    settle()
+    assert await sc.watcher.barrier()
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"
@@ -67,15 +73,6 @@ async def sidecar(make_settings: Callable[..., SidecarSettings]) -> AsyncIterato
     settle()
     async with Sidecar(make_settings(), env={}) as sc:
         yield sc
-
-
-async def until(predicate: Callable[[], bool], limit_s: float = 5.0) -> None:
-    """Wait for a condition that an asynchronous event (a watcher event, a POST) makes true."""
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
+from sidecar.testing import wait_until
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
-from .conftest import settle, until
+from .conftest import settle, settled
 
 CALC = "pkg/calc.py"
 
@@ -25,7 +26,7 @@ def body(text: str) -> str:
 
 
 async def read(sc: Sidecar, path: str = CALC) -> tuple[str, bool]:
-    out = sc.tools.read_file(path)
+    out = await sc.tools.read_file(path)
     return out.text, out.cached
 
 
@@ -98,10 +99,10 @@ async def test_external_changes_are_never_served_stale(
 async def test_own_writes_invalidate_synchronously(sidecar: Sidecar) -> None:
     await read(sidecar)
     listing = await sidecar.tools.list_dir("pkg", 1)
-    sidecar.tools.write_file("pkg/new.py", "x = 1\n")
+    await sidecar.tools.write_file("pkg/new.py", "x = 1\n")
     relisted = await sidecar.tools.list_dir("pkg", 1)
     assert not relisted.cached and "pkg/new.py" in relisted.text and relisted.text != listing.text
-    sidecar.tools.edit_file(CALC, "return a + b", "return a + b + 1")
+    await sidecar.tools.edit_file(CALC, "return a + b", "return a + b + 1")
     text, cached = await read(sidecar)
     assert not cached and "a + b + 1" in text
 
@@ -127,6 +128,7 @@ async def test_events_in_ignored_directories_do_not_invalidate(sidecar: Sidecar,
 
 async def test_racily_clean_files_are_not_cached(sidecar: Sidecar, workspace: Path) -> None:
     (workspace / "fresh.txt").write_text("just written\n")
+    assert await sidecar.watcher.barrier()  # the write's own events are in: they cannot arrive during the reads
     await read(sidecar, "fresh.txt")
     _, cached = await read(sidecar, "fresh.txt")
     assert not cached
@@ -143,7 +145,7 @@ async def test_symlink_repointed_inside_the_workspace(sidecar: Sidecar, workspac
     (workspace / "v2").mkdir()
     (workspace / "v2" / "f.txt").write_text("two\n")
     os.symlink("v1", workspace / "cur")
-    settle()
+    await settled(sidecar)
     assert "one" in (await read(sidecar, "cur/f.txt"))[0]
     assert (await read(sidecar, "cur/f.txt"))[1]
     os.unlink(workspace / "cur")
@@ -158,7 +160,7 @@ async def test_watchdog_overflow_flushes_everything(sidecar: Sidecar) -> None:
     epoch = sidecar.gens.epoch
     # watchdog's only signal of lost events is this log record (observers/inotify_c.py)
     logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
-    await until(lambda: sidecar.gens.epoch > epoch)
+    await wait_until(lambda: sidecar.gens.epoch > epoch)
     assert sidecar.cache.stats["entries"] == 0
     _, cached = await read(sidecar)
     assert not cached
@@ -179,9 +181,9 @@ async def test_a_dead_watcher_is_flushed_and_restarted(sidecar: Sidecar, workspa
 async def test_lru_bound_evicts(make_settings: Callable[..., SidecarSettings]) -> None:
     settle()
     async with Sidecar(make_settings(cache_max_bytes=900), env={}) as sc:
-        sc.tools.read_file(CALC)
-        sc.tools.read_file("tests/test_calc.py")
-        sc.tools.read_file("README.md")
+        await sc.tools.read_file(CALC)
+        await sc.tools.read_file("tests/test_calc.py")
+        await sc.tools.read_file("README.md")
         stats = sc.cache.stats
         assert stats["bytes"] <= 900 and stats["evictions"] >= 1
 
@@ -196,7 +198,7 @@ async def test_run_tests_repeat_is_cached_until_anything_changes(sidecar: Sideca
     (workspace / "notes.txt").write_text("unrelated, but the workspace changed\n")
     third = await sidecar.tools.run_tests()
     assert not third.cached
-    sidecar.tools.edit_file(CALC, "return a + b", "return a * b")
+    await sidecar.tools.edit_file(CALC, "return a + b", "return a * b")
     fourth = await sidecar.tools.run_tests()
     assert not fourth.cached and fourth.exit_code == 1
 
@@ -230,7 +232,7 @@ async def test_git_checkout_invalidates(sidecar: Sidecar, workspace: Path) -> No
     run("commit", "-qm", "one")
     (workspace / CALC).write_text("def add(a, b):\n    return 42\n")
     run("commit", "-qam", "two")
-    settle()
+    await settled(sidecar)
     assert "42" in (await read(sidecar))[0]
     assert (await read(sidecar))[1]
     run("checkout", "-q", "HEAD~1")
@@ -240,7 +242,7 @@ async def test_git_checkout_invalidates(sidecar: Sidecar, workspace: Path) -> No
 
 async def test_peek_returns_only_valid_cached_output(sidecar: Sidecar, workspace: Path) -> None:
     assert await sidecar.tools.peek("read_file", {"path": CALC}) is None  # never computes
-    first = sidecar.tools.read_file(CALC)
+    first = await sidecar.tools.read_file(CALC)
     assert await sidecar.tools.peek("read_file", {"path": CALC}) == first.text
     assert await sidecar.tools.peek("run_tests", {}) is None
     run = await sidecar.tools.run_tests()

@@ -12,8 +12,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 from .conftest import settle
@@ -24,12 +24,12 @@ async def test_a_second_write_through_the_same_mmap_is_seen(sidecar: Sidecar, wo
     with path.open("r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
         mapped[0:3] = b"DEF"  # the first write faults the page in writable: mtime moves once
         settle()
-        first = sidecar.tools.read_file("pkg/calc.py")
-        again = sidecar.tools.read_file("pkg/calc.py")
+        first = await sidecar.tools.read_file("pkg/calc.py")
+        again = await sidecar.tools.read_file("pkg/calc.py")
         assert "DEF add" in first.text and again.cached  # cached, stat-stable
         stamp = os.stat(path)
         mapped[0:3] = b"XYZ"  # the page is still dirty: no fault, no event, (typically) no mtime change
-        seen = sidecar.tools.read_file("pkg/calc.py")
+        seen = await sidecar.tools.read_file("pkg/calc.py")
         assert "XYZ add" in seen.text, (stamp.st_mtime_ns, os.stat(path).st_mtime_ns)
         assert not seen.cached
 
@@ -40,13 +40,13 @@ async def test_a_write_through_a_hard_link_outside_is_seen(sidecar: Sidecar, wor
     outside = tmp_path / "outside-link"
     os.link(path, outside)
     settle()
-    assert not sidecar.tools.read_file("pkg/calc.py").cached
-    assert sidecar.tools.read_file("pkg/calc.py").cached
+    assert not (await sidecar.tools.read_file("pkg/calc.py")).cached
+    assert (await sidecar.tools.read_file("pkg/calc.py")).cached
     st = os.stat(path)
     with outside.open("r+b") as f:  # same size, in place, mtime put back
         f.write(outside.read_bytes().replace(b"a + b", b"a * b"))
     os.utime(outside, ns=(st.st_atime_ns, st.st_mtime_ns))
-    seen = sidecar.tools.read_file("pkg/calc.py")
+    seen = await sidecar.tools.read_file("pkg/calc.py")
     assert "a * b" in seen.text and not seen.cached
 
 
@@ -63,8 +63,8 @@ async def test_a_tree_deeper_than_the_watchers_walk_still_serves_every_tool(
     settle()
     try:
         async with Sidecar(make_settings(search_backend="python"), env={}) as sc:
-            assert "return a + b" in sc.tools.read_file("pkg/calc.py").text
-            assert not sc.tools.read_file("pkg/calc.py").cached
+            assert "return a + b" in (await sc.tools.read_file("pkg/calc.py")).text
+            assert not (await sc.tools.read_file("pkg/calc.py")).cached
             listed = await sc.tools.list_dir(".", depth=3)
             assert "d/d/" in listed.text
             with contextlib.suppress(ToolFailure):  # an answer (a result or a message), never an exception or hang

@@ -18,12 +18,14 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
-from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.serving import serve_app
+from sidecar.testing import wait_until
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import NPM_TOOLS, ROOT, require_tool
-from .conftest import settle, until
+from .conftest import settle
 from .test_events import Recorder
 
 TOOLS = {
@@ -168,7 +170,7 @@ async def test_goose_wire_format_over_http(make_settings: Callable[..., SidecarS
             result = rpc_result(await http.post("/mcp", json=call, headers=session))["result"]
             assert result["isError"] is False
             assert result["content"][0]["text"].split("\n")[1:] == ["pkg/__init__.py", "pkg/calc.py"]
-            await until(lambda: len(rec.events) == 1)
+            await wait_until(lambda: len(rec.events) == 1)
     assert rec.events[0][0] == "agent-3"
     assert rec.events[0][1]["session_id"] == "20250101_7" and rec.events[0][1]["tool"] == "list_dir"
 

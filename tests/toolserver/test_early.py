@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 from mcp import Client
 
-from sidecar.testing import serve_app
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.serving import serve_app
+from sidecar.testing import wait_until
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
-from tests.toolserver.conftest import settle, until
+from sidecar.toolserver.sidecar import Sidecar
+from tests.toolserver.conftest import settle
 from tests.toolserver.test_events import Recorder
 
 CALC = "pkg/calc.py"
@@ -44,7 +46,7 @@ class Live:
 
     async def settled(self) -> None:
         """Every early run has finished (or been cancelled)."""
-        await until(lambda: self.sidecar.early.running == 0, 30)
+        await wait_until(lambda: self.sidecar.early.running == 0, limit_s=30)
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +87,7 @@ async def test_read_only_calls_started_early_give_the_fresh_text_and_count_as_us
         found = await live.call("search", {"pattern": "def ", "path": "."})
         listed = await live.call("list_dir", {"path": "pkg", "depth": 1})
         async with fresh(make_settings) as plain:
-            assert read == plain.tools.read_file(CALC).text
+            assert read == (await plain.tools.read_file(CALC)).text
             assert found == (await plain.tools.search("def ", ".")).text
             assert listed == (await plain.tools.list_dir("pkg", 1)).text
         assert early.used == 3 and early.wasted == 0 and early.saved_s > 0
@@ -132,7 +134,7 @@ async def test_an_early_test_run_is_joined_by_the_real_call_and_read_as_its_own_
 ) -> None:
     async with live_sidecar(make_settings()) as live:
         assert await live.start("answer-1", ("run_tests", {})) == ["started"]
-        await until(lambda: live.sidecar.early.stats.started == 1)  # computing: the real call joins it
+        await wait_until(lambda: live.sidecar.early.stats.started == 1)  # computing: the real call joins it
         text = await live.call("run_tests", {})
         assert text.startswith("$ ") and "cached" not in text and "1 passed" in text
         early = live.sidecar.early.stats
@@ -147,7 +149,7 @@ async def test_an_early_test_run_is_cancelled_when_the_workspace_changes(
 ) -> None:
     async with live_sidecar(make_settings(test_command=SLOW_COMMAND)) as live:
         await live.start("answer-1", ("run_tests", {}))
-        await until(lambda: live.sidecar.early.stats.started == 1)
+        await wait_until(lambda: live.sidecar.early.stats.started == 1)
         (workspace / "pkg/extra.py").write_text("x = 1\n")
         await live.settled()
         run = next(iter(live.sidecar.early.pending.values()))
@@ -169,7 +171,7 @@ async def test_a_later_answer_ends_the_earlier_ones_runs_and_refuses_late_starts
 ) -> None:
     async with live_sidecar(make_settings(test_command=SLOW_COMMAND)) as live:
         await live.start("answer-1", ("run_tests", {}), ("read_file", {"path": CALC}))
-        await until(lambda: live.sidecar.early.stats.started == 2)
+        await wait_until(lambda: live.sidecar.early.stats.started == 2)
         assert await live.start("answer-2") == []
         await live.settled()
         early = live.sidecar.early.stats
@@ -181,7 +183,7 @@ async def test_a_result_already_cached_is_not_started_again(make_settings: Calla
     async with live_sidecar(make_settings()) as live:
         await live.call("read_file", {"path": CALC})
         await live.start("answer-1", ("read_file", {"path": CALC}))
-        await until(lambda: live.sidecar.early.stats.known == 1)
+        await wait_until(lambda: live.sidecar.early.stats.known == 1)
         await live.call("read_file", {"path": CALC})
         assert live.sidecar.early.stats.started == 0 and live.sidecar.early.stats.used == 0
 
@@ -205,7 +207,7 @@ async def test_sidecar_events_carry_the_early_counters(make_settings: Callable[.
         await live.start("answer-1", ("read_file", {"path": CALC}))
         await live.settled()
         await live.call("read_file", {"path": CALC})
-        await until(lambda: len(rec.events) == 1)
+        await wait_until(lambda: len(rec.events) == 1)
     counters = rec.events[0][1]["speculation"]
     assert counters["early_started"] == 1 and counters["early_used"] == 1 and counters["early_wasted"] == 0
     assert counters["early_saved_s"] >= 0
@@ -218,7 +220,7 @@ async def test_an_early_start_after_the_real_call_began_shares_its_run_and_runs_
     command = f"{sys.executable} -c \"import time; open({str(runs)!r}, 'a').write('x'); time.sleep(1)\""
     async with live_sidecar(make_settings(test_command=command)) as live:
         real = asyncio.create_task(live.call("run_tests", {}))
-        await until(lambda: runs.exists())  # the agent's own run is under way
+        await wait_until(lambda: runs.exists())  # the agent's own run is under way
         assert await live.start("answer-1", ("run_tests", {})) == ["started"]  # the start came late
         text = await real
         await live.settled()

@@ -14,11 +14,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sidecar.core.speculation import SIDECAR_COUNTERS
-from sidecar.testing import free_port, serve_app
-from sidecar.toolserver.server import Sidecar
+from sidecar.serving import free_port, serve_app
+from sidecar.testing import wait_until
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
-from .conftest import settle, until
+from .conftest import settle
 
 
 class Recorder:
@@ -49,7 +50,7 @@ async def test_each_call_is_reported_with_goose_meta(make_settings: Callable[...
             await client.call_tool("read_file", {"path": "pkg/calc.py"}, meta=meta)  # type: ignore[arg-type]
             await client.call_tool("read_file", {"path": "nope.py"}, meta=meta)  # type: ignore[arg-type]
             await client.call_tool("run_tests", {}, meta={"agent-session-id": "sess-2"})  # type: ignore[arg-type]
-            await until(lambda: len(rec.events) == 4)
+            await wait_until(lambda: len(rec.events) == 4)
             assert sc.reporter.last_answer == {"stage": "explore", "tier": "cold"}
     agents = {agent for agent, _ in rec.events}
     assert agents == {"agent-7"}
@@ -85,7 +86,7 @@ async def test_session_id_from_the_environment_on_stdio(make_settings: Callable[
         sc = Sidecar(make_settings(coordinator=url), env={"AGENT_SESSION_ID": "from-env", "AGENT_ID": "env-agent"})
         async with sc, Client(sc.mcp) as client:
             await client.call_tool("list_dir", {})
-            await until(lambda: len(rec.events) == 1)
+            await wait_until(lambda: len(rec.events) == 1)
     assert rec.events[0][0] == "env-agent" and rec.events[0][1]["session_id"] == "from-env"
 
 
@@ -102,7 +103,7 @@ async def test_a_stalled_coordinator_never_holds_a_call(make_settings: Callable[
             assert rec.events == []
             assert sc.reporter.stats.dropped >= 15
             rec.gate.set()
-            await until(lambda: len(rec.events) >= 1)
+            await wait_until(lambda: len(rec.events) >= 1)
 
 
 async def test_an_absent_coordinator_only_counts_failures(make_settings: Callable[..., SidecarSettings]) -> None:
@@ -112,7 +113,7 @@ async def test_an_absent_coordinator_only_counts_failures(make_settings: Callabl
         for _ in range(3):
             result = await client.call_tool("list_dir", {})
             assert not result.is_error
-        await until(lambda: sc.reporter.stats.failed == 3)
+        await wait_until(lambda: sc.reporter.stats.failed == 3)
     assert sc.reporter.stats.sent == 0
 
 
@@ -142,11 +143,11 @@ async def test_the_real_coordinator_turns_events_into_stages(
         async with sc, Client(sc.mcp) as client:
             meta: Any = {"agent-session-id": "s-9"}
             await client.call_tool("edit_file", {"path": "pkg/calc.py", "before": "a - b", "after": "b - a"}, meta=meta)
-            await until(lambda: sc.reporter.stats.sent == 1)
+            await wait_until(lambda: sc.reporter.stats.sent == 1)
             assert sc.reporter.last_answer is not None and sc.reporter.last_answer["stage"] == "code_edit"
             assert sc.reporter.stats.failed == 0
         unkeyed = Sidecar(make_settings(coordinator=url, agent_id="agent-9"), env={})
         async with unkeyed, Client(unkeyed.mcp) as client:
             await client.call_tool("list_dir", {})
-            await until(lambda: unkeyed.reporter.stats.failed == 1)
+            await wait_until(lambda: unkeyed.reporter.stats.failed == 1)
         assert unkeyed.reporter.stats.last_error == "HTTP 401"

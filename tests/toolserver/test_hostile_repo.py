@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 from .conftest import settle
@@ -473,7 +473,7 @@ async def test_write_file_refuses_every_spelling_of_git(
 ) -> None:
     async with hostile() as sc:
         with pytest.raises(ToolFailure, match=r"\.git"):
-            sc.tools.write_file(path, "[core]\n\tfsmonitor = x\n")
+            await sc.tools.write_file(path, "[core]\n\tfsmonitor = x\n")
 
 
 async def test_test_processes_do_not_inherit_the_sidecars_secrets(

@@ -15,9 +15,10 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.httpauth import TokenError, host_allowed, resolve_token
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import ROOT
 from .conftest import settle

@@ -12,13 +12,15 @@ import httpx
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from sidecar.testing import serve_app
+from sidecar.serving import serve_app
+from sidecar.testing import wait_until
 from sidecar.toolserver.command import advertised_host
-from sidecar.toolserver.server import Sidecar, build_http_app, serve_http
+from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 from ..conftest import ROOT
-from .conftest import settle, until
+from .conftest import settle
 from .test_events import Recorder
 
 CALC = "pkg/calc.py"
@@ -60,7 +62,7 @@ async def test_peek_over_http_is_exactly_the_tool_text_and_never_computes(
                 assert (await http.post(peek_url, json={"name": "read_file"})).status_code == 400
                 (Path(sc.jail.root) / CALC).write_text("changed\n")
                 assert (await http.post(peek_url, json=asks[:1])).json() == [None]  # stale: never served
-            await until(lambda: len(rec.events) == 2)
+            await wait_until(lambda: len(rec.events) == 2)
     assert all(event["peek_url"] == peek_url for _, event in rec.events)
 
 
@@ -88,7 +90,7 @@ async def test_stdio_sidecar_with_peek_port_reports_its_peek_url(workspace: Path
         )
         async with Client(params) as client:
             read = await client.call_tool("read_file", {"path": CALC})
-            await until(lambda: len(rec.events) == 1, 10)
+            await wait_until(lambda: len(rec.events) == 1, limit_s=10)
             peek_url = rec.events[0][1]["peek_url"]
             assert peek_url.startswith("http://127.0.0.1:") and "/peek?key=" in peek_url
             async with httpx.AsyncClient() as http:

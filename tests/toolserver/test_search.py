@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from sidecar.toolserver.jail import Jail
+from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.search import Scope, SearchResult, python_search, rg_search
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 from tests.conftest import require_tool
 
@@ -24,7 +25,7 @@ BACKENDS = ["python", "rg"]
 async def run_backend(backend: str, scope: Scope, pattern: str, glob: str | None = None) -> SearchResult:
     if backend == "python":
         return python_search(scope, pattern, glob, 100)
-    found = await rg_search(require_tool("rg"), scope, pattern, glob, 100)
+    found = await rg_search(require_tool("rg"), scope, pattern, glob, 100, Offload())
     assert found is not None
     return found
 
@@ -41,11 +42,14 @@ async def test_the_opened_scope_is_searched_even_after_its_name_leads_out(
     (outside / "f.txt").write_text("OUTSIDE\n")
     jail = Jail(ws)
     target = jail.resolve("sub" if kind == "dir" else "sub/f.txt")
-    with jail.open_scope(target) as (fd, is_dir):
+    fd, is_dir = jail.open_scope(target)
+    try:
         assert is_dir == (kind == "dir")
         os.rename(ws / "sub", ws / "sub-old")  # the name now leads outside...
         (ws / "sub").symlink_to(outside, target_is_directory=True)
         result = await run_backend(backend, Scope(fd, is_dir, target.shown), "SIDE")
+    finally:
+        os.close(fd)
     assert result.lines == ["sub/f.txt:1:INSIDE"]  # ...but what was opened is what is searched
 
 

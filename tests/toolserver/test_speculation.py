@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.toolserver.server import Sidecar
+from sidecar.testing import wait_until
 from sidecar.toolserver.settings import SidecarSettings
-from tests.toolserver.conftest import settle, until
+from sidecar.toolserver.sidecar import Sidecar
+from tests.toolserver.conftest import settle
 
 SLOW_TEST = "import time\n\n\ndef test_slow():\n    time.sleep(1.5)\n"
 
@@ -65,7 +66,7 @@ async def test_change_during_the_prerun_cancels_it(spec: Sidecar, workspace: Pat
     (workspace / "tests/test_slow.py").write_text(SLOW_TEST)
     settle()
     await edit(spec, "pkg/calc.py", "return a - b", "return b - a")
-    await until(lambda: spec.prerunner.running)
+    await wait_until(lambda: spec.prerunner.running)
     await asyncio.sleep(0.3)
     source = workspace / "pkg/calc.py"
     source.write_text(source.read_text().replace("a + b", "a * b"))
@@ -79,7 +80,7 @@ async def test_agent_call_during_the_prerun_waits_for_it(spec: Sidecar, workspac
     (workspace / "tests/test_slow.py").write_text(SLOW_TEST)
     settle()
     await edit(spec, "pkg/calc.py", "return a - b", "return b - a")
-    await until(lambda: spec.prerunner.running)
+    await wait_until(lambda: spec.prerunner.running)
     await asyncio.sleep(0.2)
     text = await run_tests(spec)  # joins the pre-run in flight instead of starting a second one
     assert "2 passed" in text and "cached" not in text

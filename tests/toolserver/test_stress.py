@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidecar.bench.stress import run_stress
-from sidecar.toolserver.server import Sidecar
 from sidecar.toolserver.settings import SidecarSettings
+from sidecar.toolserver.sidecar import Sidecar
 
 
 async def test_no_stale_reads_under_churn(make_settings: Callable[..., SidecarSettings], tmp_path: Path) -> None:

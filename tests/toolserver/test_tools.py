@@ -8,16 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mcp.server.mcpserver.exceptions import ToolError
 
-from sidecar.toolserver.server import Sidecar
+from sidecar.toolserver.sidecar import Sidecar
 from sidecar.toolserver.tools import ToolFailure
 
 from .conftest import settle
 
 
 async def test_read_file_format(sidecar: Sidecar) -> None:
-    out = sidecar.tools.read_file("pkg/calc.py")
+    out = await sidecar.tools.read_file("pkg/calc.py")
     lines = out.text.split("\n")
     assert lines[0] == "pkg/calc.py (lines 1-6 of 6)"
     assert lines[1] == "     1\tdef add(a, b):"
@@ -26,7 +25,7 @@ async def test_read_file_format(sidecar: Sidecar) -> None:
 
 
 async def test_read_file_range_and_absolute_path(sidecar: Sidecar, workspace: Path) -> None:
-    out = sidecar.tools.read_file(str(workspace / "pkg/calc.py"), 5, 6)
+    out = await sidecar.tools.read_file(str(workspace / "pkg/calc.py"), 5, 6)
     assert out.text.split("\n")[:2] == ["pkg/calc.py (lines 5-6 of 6)", "     5\tdef sub(a, b):"]
 
 
@@ -43,13 +42,13 @@ async def test_read_file_range_and_absolute_path(sidecar: Sidecar, workspace: Pa
 )
 async def test_read_file_failures(sidecar: Sidecar, path: str, kwargs: dict[str, int], says: str) -> None:
     with pytest.raises(ToolFailure, match=says):
-        sidecar.tools.read_file(path, **kwargs)
+        await sidecar.tools.read_file(path, **kwargs)
 
 
 async def test_read_file_refuses_binary(sidecar: Sidecar, workspace: Path) -> None:
     (workspace / "blob.bin").write_bytes(b"\x00\x01\x02" * 10)
     with pytest.raises(ToolFailure, match="binary"):
-        sidecar.tools.read_file("blob.bin")
+        await sidecar.tools.read_file("blob.bin")
 
 
 async def test_list_dir_is_gitignore_aware(sidecar: Sidecar) -> None:
@@ -124,19 +123,19 @@ async def test_search_failures(sidecar: Sidecar, kwargs: dict[str, object], says
 
 
 async def test_write_file(sidecar: Sidecar, workspace: Path) -> None:
-    out = sidecar.tools.write_file("new/mod.py", "a = 1\nb = 2\n")
+    out = await sidecar.tools.write_file("new/mod.py", "a = 1\nb = 2\n")
     assert out.text == "Created new/mod.py (2 lines)"
     assert (workspace / "new/mod.py").read_text() == "a = 1\nb = 2\n"
-    again = sidecar.tools.write_file("new/mod.py", "a = 3\n")
+    again = await sidecar.tools.write_file("new/mod.py", "a = 3\n")
     assert again.text == "Wrote new/mod.py (1 lines)"
     with pytest.raises(ToolFailure, match="directory"):
-        sidecar.tools.write_file("pkg", "x")
+        await sidecar.tools.write_file("pkg", "x")
     with pytest.raises(ToolFailure, match="outside"):
-        sidecar.tools.write_file("/tmp/evil.txt", "x")
+        await sidecar.tools.write_file("/tmp/evil.txt", "x")
 
 
 async def test_edit_file(sidecar: Sidecar, workspace: Path) -> None:
-    out = sidecar.tools.edit_file("pkg/calc.py", "return a - b", "return b - a\n    # swapped")
+    out = await sidecar.tools.edit_file("pkg/calc.py", "return a - b", "return b - a\n    # swapped")
     assert out.text == "Edited pkg/calc.py (1 lines -> 2 lines)"
     assert "return b - a\n    # swapped" in (workspace / "pkg/calc.py").read_text()
 
@@ -153,21 +152,21 @@ async def test_edit_file(sidecar: Sidecar, workspace: Path) -> None:
 async def test_edit_file_failures(sidecar: Sidecar, workspace: Path, path: str, before: str, says: str) -> None:
     original = (workspace / "pkg/calc.py").read_text()
     with pytest.raises(ToolFailure, match=says):
-        sidecar.tools.edit_file(path, before, "y")
+        await sidecar.tools.edit_file(path, before, "y")
     assert (workspace / "pkg/calc.py").read_text() == original
 
 
 async def test_edit_refuses_non_utf8(sidecar: Sidecar, workspace: Path) -> None:
     (workspace / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(ToolFailure, match="not UTF-8"):
-        sidecar.tools.edit_file("latin1.txt", "caf", "tea")
+        await sidecar.tools.edit_file("latin1.txt", "caf", "tea")
 
 
 async def test_run_tests_pass_fail_and_target(sidecar: Sidecar, workspace: Path) -> None:
     ok = await sidecar.tools.run_tests()
     assert ok.exit_code == 0 and "1 passed" in ok.text and not ok.cached
     assert ok.text.startswith("$ ") and "[exit code 0 after" in ok.text
-    sidecar.tools.edit_file("pkg/calc.py", "return a + b", "return a - b")
+    await sidecar.tools.edit_file("pkg/calc.py", "return a + b", "return a - b")
     failing = await sidecar.tools.run_tests("tests/test_calc.py::test_add")
     assert failing.exit_code == 1 and "1 failed" in failing.text
     assert failing.paths == ["tests/test_calc.py"]
@@ -245,7 +244,7 @@ async def test_git_status_and_diff(sidecar: Sidecar, workspace: Path) -> None:
     _git(workspace, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "init")
     clean = await sidecar.tools.git_status()
     assert clean.text.startswith("## ")
-    sidecar.tools.edit_file("pkg/calc.py", "return a + b", "return a + b + 0")
+    await sidecar.tools.edit_file("pkg/calc.py", "return a + b", "return a + b + 0")
     status = await sidecar.tools.git_status()
     assert " M pkg/calc.py" in status.text
     diff = await sidecar.tools.git_diff()
@@ -260,14 +259,14 @@ async def test_git_status_and_diff(sidecar: Sidecar, workspace: Path) -> None:
 
 async def test_generation_only_grows(sidecar: Sidecar, workspace: Path) -> None:
     g0 = sidecar.generation
-    sidecar.tools.write_file("g.txt", "1")
+    await sidecar.tools.write_file("g.txt", "1")
     g1 = sidecar.generation
     assert g1 > g0 and sidecar.changed_since(g0)
     (workspace / "other.txt").write_text("external")
     await sidecar.watcher.barrier()
     assert sidecar.generation > g1
     g2 = sidecar.generation
-    sidecar.tools.read_file("README.md")
+    await sidecar.tools.read_file("README.md")
     assert not sidecar.changed_since(g2)
     os.utime(workspace / "README.md")
     await sidecar.watcher.barrier()
@@ -292,5 +291,5 @@ async def test_an_unmapped_filesystem_error_still_tells_the_model_what_to_do(sid
     def body() -> None:
         raise FileNotFoundError(2, "No such file or directory")
 
-    with pytest.raises(ToolError, match=r"changed while it was being read.*retry"):
+    with pytest.raises(ToolFailure, match=r"changed while it was being read.*retry"):
         await sidecar.invoke("list_dir", None, body)  # type: ignore[arg-type]

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from sidecar.config import Config, load_config
-from sidecar.coordinator.app import CoordinatorState, build_app
-from sidecar.testing import serve_app
+from sidecar.coordinator.app import build_app
+from sidecar.coordinator.state import CoordinatorState
+from sidecar.serving import serve_app
 from tests.vllm.servers import SPECS, EarlyCoordinator, VllmServer, install_problem
 
 HERE = Path(__file__).resolve().parent

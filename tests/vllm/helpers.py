@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.testing import wait_until
 from tests.vllm.servers import SERVED
 
 USER = [{"role": "user", "content": "Fix the failing test in tests/test_a.py."}]
@@ -29,15 +29,6 @@ COLD_TOKENS, HOT_TOKENS = 240, 60
 def chat(max_tokens: int = 8, **extra: Any) -> dict[str, Any]:
     """A chat request for the tier's model; `ignore_eos` makes the output length exactly `max_tokens`."""
     return {"model": SERVED, "messages": USER, "max_tokens": max_tokens, "ignore_eos": True, **extra}
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = 120.0) -> None:
-    """Poll `check` until true; fail after `limit_s` (a bound for failures only, never a measurement)."""
-    deadline = time.monotonic() + limit_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def families(text: str) -> dict[str, list[tuple[str, dict[str, str], float]]]:
@@ -93,7 +84,7 @@ async def hot_rank(
         inside = await engine_load(client, engine)
         return running >= min(slots, colds) and inside + (await held() if held else 0) >= colds
 
-    await wait_until(arrived, f"{colds} cold calls to arrive")
+    await wait_until(arrived, f"{colds} cold calls to arrive", limit_s=120)
     tasks.append(asyncio.create_task(send("hot", chat(HOT_TOKENS, priority=hot_priority, temperature=0))))
     await asyncio.gather(*tasks)
     return order.index("hot") + 1, order

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from sidecar.testing import free_port
+from sidecar.serving import free_port
 
 SERVED = "tiny"  # the served model name of every server in the tier
 # What the coordinator's /v1/models lists in front of one such server: vLLM's entry unchanged, then the names the

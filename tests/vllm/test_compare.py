@@ -14,9 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
-from sidecar.testing import serve_app
 from tests.vllm.helpers import COLD, HOT, USER, chat, hot_rank
 from tests.vllm.servers import MAX_MODEL_LEN, SERVED, VllmServer
 

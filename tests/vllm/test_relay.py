@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sidecar.testing import wait_until
 from tests.vllm.conftest import coordinator
-from tests.vllm.helpers import READ_FILE, USER, chat, engine_load, families, wait_until
+from tests.vllm.helpers import READ_FILE, USER, chat, engine_load, families
 from tests.vllm.servers import CATALOG, MAX_MODEL_LEN, SERVED, VllmServer
 
 # Fields that differ between any two calls (ids, clocks); everything else must come back unchanged.
@@ -148,7 +149,7 @@ async def test_a_client_that_leaves_mid_stream_is_aborted_inside_vllm(vllm_prio2
             async def aborted() -> bool:
                 return f"{request_id} aborted" in vllm_prio2.log_text()
 
-            await wait_until(aborted, f"vLLM to log the abort of {request_id}")
+            await wait_until(aborted, f"vLLM to log the abort of {request_id}", limit_s=120)
         after = families((await probe.get(f"{vllm_prio2.url}/metrics")).text)
         assert await engine_load(probe, vllm_prio2.url) == 0
     # An abort is not a success: vLLM's finished-request counters did not move for it.

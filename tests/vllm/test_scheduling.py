@@ -8,8 +8,9 @@ import asyncio
 import httpx
 import pytest
 
+from sidecar.testing import wait_until
 from tests.vllm.conftest import coordinator
-from tests.vllm.helpers import COLD, HOT, chat, hot_rank, wait_until
+from tests.vllm.helpers import COLD, HOT, chat, hot_rank
 from tests.vllm.servers import CATALOG, SERVED, EarlyCoordinator, VllmServer, adapted
 
 
@@ -57,7 +58,7 @@ async def test_adaptive_admission_tracks_vllms_metrics(vllm_prio2: VllmServer) -
             metrics = (await status(client))["scheduling"]["default"]["upstream_metrics"]
             return bool(metrics) and metrics["running"] == 2
 
-        await wait_until(busy, "/status to show vLLM running 2 requests")
+        await wait_until(busy, "/status to show vLLM running 2 requests", limit_s=120)
         for response in await asyncio.gather(*calls):
             assert response.status_code == 200
 
@@ -65,7 +66,7 @@ async def test_adaptive_admission_tracks_vllms_metrics(vllm_prio2: VllmServer) -
             metrics = (await status(client))["scheduling"]["default"]["upstream_metrics"]
             return bool(metrics) and metrics["running"] == 0 and metrics["waiting"] == 0
 
-        await wait_until(idle, "/status to show vLLM idle")
+        await wait_until(idle, "/status to show vLLM idle", limit_s=120)
         entry = (await status(client))["scheduling"]["default"]
         assert adapted({"scheduling": {"default": entry}}), entry
         assert 1 <= entry["window"] <= 64

@@ -9,7 +9,7 @@ agents is real), the task text, then every earlier output and tool result, in or
 - Actions: a Markov chain over `core.prediction.Action`, from the project's own transition model (`Predictor`
   seeded with the seed's table: edit -> run tests 50%, test fails -> read source 35%, ...); states the seed's
   table does not cover use `_OTHER_ROWS` below (a workload assumption). The last tool call is a git commit.
-- Stages and tiers: from each tool call as the sidecar would report it (`core.stages.stage_from_tool_event`, the
+- Stages and tiers: from each tool call as the sidecar would report it (`core.toolactions.stage_from_tool_event`, the
   seed's stage -> tier map); the first call is `plan`.
 - Output lengths: lognormal (sigma `output_sigma`) around the profile's per-stage means (the seed's call lengths)
   or `output_mean_tokens` (TraceLab's ~523 per step).
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from sidecar.bench.fleetsim.scenario import FleetSection
 from sidecar.core.prediction import START, TESTS_FAILED, TESTS_PASSED, Action, Predictor
-from sidecar.core.stages import DEFAULT_STAGE_TIERS, Stage, Tier, stage_from_tool_event
+from sidecar.core.stages import DEFAULT_STAGE_TIERS, Stage, Tier
+from sidecar.core.toolactions import stage_from_tool_event
 
 Z90 = 1.2815515655446004  # the standard normal's 90th percentile
 

@@ -8,19 +8,22 @@ conditions and seeds; the simulation adds nothing else, so one scenario and one 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sidecar.config import ConfigError
+from sidecar import scenario_files
+from sidecar.coordinator.settings import SchedulingSettings
 
 # Shipped as package data (a built wheel and the Docker image have them); a checkout's `scenarios/fleet-sim/`
 # and the current directory's come first, for extra or edited scenarios.
 PACKAGED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 REPO_SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios" / "fleet-sim"
-FOLDERS = (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS, PACKAGED_SCENARIOS)
+
+
+def _folders() -> tuple[Path, ...]:
+    return (Path.cwd() / "scenarios" / "fleet-sim", REPO_SCENARIOS, PACKAGED_SCENARIOS)
 
 
 class FleetSection(BaseModel):
@@ -63,16 +66,19 @@ class GpuSection(BaseModel):
     profile_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+_SCHEDULING = SchedulingSettings()  # the defaults below are the coordinator's own
+
+
 class CoordinatorSection(BaseModel):
     """The coordinator settings the conditions use (defaults: `sidecar/coordinator/settings.py`)."""
 
     model_config = ConfigDict(extra="forbid")
-    aging_s: float = Field(60.0, gt=0)
-    kv_keep_s: float = Field(4.0, ge=0)
-    metrics_interval_s: float = Field(1.0, gt=0)
-    max_window: int = Field(64, ge=1)
-    hot_pool: int = Field(4, ge=1)
-    cold_pool: int = Field(2, ge=1)
+    aging_s: float = Field(_SCHEDULING.aging_s, gt=0)
+    kv_keep_s: float = Field(_SCHEDULING.kv_keep_s, ge=0)
+    metrics_interval_s: float = Field(_SCHEDULING.metrics_interval_s, gt=0)
+    max_window: int = Field(_SCHEDULING.max_window, ge=1)
+    hot_pool: int = Field(_SCHEDULING.hot_pool, ge=1)
+    cold_pool: int = Field(_SCHEDULING.cold_pool, ge=1)
 
 
 class BenchSection(BaseModel):
@@ -94,30 +100,13 @@ class FleetSimScenario(BaseModel):
 
 
 def scenario_path(name: str) -> Path:
-    candidate = Path(name)
-    if candidate.suffix == ".toml":
-        return candidate
-    for folder in FOLDERS:
-        path = folder / f"{name}.toml"
-        if path.is_file():
-            return path
-    return PACKAGED_SCENARIOS / f"{name}.toml"
+    return scenario_files.scenario_path(name, _folders())
 
 
 def load_scenario(name: str) -> FleetSimScenario:
     """The scenario `name` (or a `.toml` path); raises ConfigError listing every problem found."""
-    path = scenario_path(name)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError([f"fleet-sim scenario {name!r}: {exc}"]) from None
-    raw.setdefault("name", path.stem)
-    raw["source"] = str(path)
-    try:
-        return FleetSimScenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+    return scenario_files.load_scenario_file(name, _folders(), FleetSimScenario, "fleet-sim scenario")
 
 
 def available_scenarios() -> list[str]:
-    return sorted({p.stem for folder in FOLDERS if folder.is_dir() for p in folder.glob("*.toml")})
+    return scenario_files.available_scenarios(_folders())

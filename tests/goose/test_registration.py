@@ -19,12 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sidecar.cli import main
-from sidecar.core.gooseyaml import dump
-from sidecar.testing import serve_app
-from sidecar.toolserver import goose_config as gc
-from sidecar.toolserver.goose_config_command import example_files
+from sidecar.goose import registration as gc
+from sidecar.goose.command import example_files
+from sidecar.goose.yamltext import dump
+from sidecar.serving import serve_app
 
 from ..conftest import NPM_TOOLS, ROOT, require_tool
+from ..toolserver.conftest import SAMPLE, write_tree
 
 SETUP = gc.AgentSetup(agent_id="agent-7", workspace="/w", coordinator="http://127.0.0.1:9/")
 YAML_JS = NPM_TOOLS / "node_modules" / "yaml"
@@ -235,7 +236,9 @@ def test_command_needs_a_destination(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert main(["goose-config", "--agent-id", "a", "--coordinator", "http://c"]) == 2
 
 
-async def test_the_generated_stdio_entry_starts_a_working_sidecar(workspace: Path) -> None:
+async def test_the_generated_stdio_entry_starts_a_working_sidecar(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    write_tree(workspace, SAMPLE)
     setup = gc.AgentSetup(agent_id="agent-7", workspace=str(workspace), coordinator="http://127.0.0.1:9")
     entry = gc.stdio_extension(setup)
     params = StdioServerParameters(command=entry["cmd"], args=entry["args"], env={**os.environ, **entry["envs"]})

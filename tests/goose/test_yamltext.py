@@ -1,10 +1,10 @@
-"""YAML emission and text-level merging for Goose's config files (sidecar/core/gooseyaml.py)."""
+"""YAML emission and text-level merging for Goose's config files (sidecar/goose/yamltext.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sidecar.core.gooseyaml import MergeError, dump, scalar, set_map_entry, set_top_level
+from sidecar.goose.yamltext import MergeError, dump, scalar, set_map_entry, set_top_level
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ entry is skipped silently by Goose, which is why these are generated from code a
 - A headless recipe (`goose run --recipe FILE --params task=...`).
 
 `write_goose_config` merges into an existing `config.yaml` (and `secrets.yaml`) without touching the user's
-other entries (`sidecar.core.gooseyaml`), and writes the other files beside it.
+other entries (`sidecar.goose.yamltext`), and writes the other files beside it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.core.gooseyaml import dump, set_map_entry, set_top_level
+from sidecar.goose.yamltext import dump, set_map_entry, set_top_level
 
 EXTENSION_NAME = "sidecar"
 PROVIDER_ID = "goose_sidecar"

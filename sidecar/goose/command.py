@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: Any) -> int:
-    from sidecar.toolserver import goose_config as gc
+    from sidecar.goose import registration as gc
 
     if args.write_examples:
         write_examples(Path(args.write_examples))
@@ -123,8 +123,8 @@ def write_examples(directory: Path) -> None:
 def example_files() -> dict[str, str]:
     import json
 
-    from sidecar.core.gooseyaml import dump
-    from sidecar.toolserver import goose_config as gc
+    from sidecar.goose import registration as gc
+    from sidecar.goose.yamltext import dump
 
     stdio = gc.AgentSetup(**EXAMPLE)  # type: ignore[arg-type]
     http = gc.AgentSetup(**EXAMPLE, transport="http")  # type: ignore[arg-type]
