@@ -220,6 +220,8 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
             working_set=s.kv_admission,
             program_order=s.kv_program_order,
             keep_s=s.kv_keep_s,
+            backfill_s=s.kv_backfill_s,
+            small_context_tokens=s.kv_small_context_tokens,
         )
     else:
         policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)

@@ -120,6 +120,12 @@ class SchedulingSettings(BaseModel):
     # resident by `vllm:kv_cache_usage_perc` and the prefix-cache counters (sidecar/core/kv_estimate.py); off, it
     # uses `kv_capacity_tokens` and its own accounting only. An upstream without those metrics is never corrected.
     kv_correction: bool = True
+    # The `kv` policy: a call that does not fit the working set may be passed by later calls that do (smaller
+    # contexts fill the KV, so decode batches stay large) until it has waited this long; then nothing passes it.
+    kv_backfill_s: float = Field(0.0, ge=0)
+    # The `kv` policy: an agent whose context (+ one turn's growth) is below this many tokens never waits for room:
+    # re-prefilling it costs less than waiting (4,096 tokens: ~1.6 s at GPUStack's ~2.5K tok/s for a 32B on an A100).
+    kv_small_context_tokens: int = Field(4096, ge=0)
     # A waiting call rises one tier per `aging_s` waited, so cold waits at most ~3 x aging_s before it is next.
     # 60 s: on a saturated 32B a call takes 30-50 s, and a shorter aging turns cold work overdue and served ahead of
     # hot work (scripts/bench scheduling, 16 agents: hot p50 vs fcfs 1.33x at 15 s, 1.52x at 60 s, wall time equal;

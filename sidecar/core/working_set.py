@@ -18,9 +18,15 @@ module decides, outside the engine, when each agent's next call may reach it:
                        waits for room instead of evicting everyone, and an agent in a long tool run yields.
       program_order    an agent whose context is resident goes before one that would be re-prefilled, across
                        tiers (Continuum's program-level order; Autellix's least attained service breaks ties).
+      small contexts   an agent whose footprint is below `small_context_tokens` never waits for room:
+                       re-prefilling it after an eviction costs less than the wait (the low-load case).
+      backfill_s       a younger call that fits may pass one waiting for room until that one has waited this long.
+    warm_decision      prefix warming under KV pressure: re-warm an evicted agent's prefix shortly before its long
+                       tool run ends, only if it fits beside the places and within a token budget.
     Starvation: program age is a fixed total order, so under `program_order` every program in time becomes the
     oldest waiting one, and a call that waits for room blocks every call behind it (no small context skips ahead of
-    a big one); its wait is bounded by the tasks or tool runs of the places ahead of it. Without `program_order`
+    a big one, except under `backfill_s`, and then only until the waiting call has waited that long); its wait is
+    bounded by the tasks or tool runs of the places ahead of it. Without `program_order`
     the priority policy's aging bound orders the calls (`ordering.wait_bound_s`).
 
 Pure: no I/O, no clock reads.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from types import MappingProxyType
 
 from sidecar.core.ordering import (
@@ -192,6 +199,8 @@ class KVAwareOrder:
     keep_s: float = DEFAULT_KEEP_S
     fill: float = DEFAULT_FILL
     new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS
+    backfill_s: float = 0.0
+    small_context_tokens: int = 0
 
     def __post_init__(self) -> None:
         errors = []
@@ -201,6 +210,10 @@ class KVAwareOrder:
             errors.append(f"aging_s must be > 0, got {self.aging_s}")
         if self.keep_s < 0:
             errors.append(f"keep_s must be >= 0, got {self.keep_s}")
+        if self.backfill_s < 0:
+            errors.append(f"backfill_s must be >= 0, got {self.backfill_s}")
+        if self.small_context_tokens < 0:
+            errors.append(f"small_context_tokens must be >= 0, got {self.small_context_tokens}")
         if not 0 < self.fill <= 1:
             errors.append(f"fill must be in (0, 1], got {self.fill}")
         if errors:
@@ -286,10 +299,66 @@ class KVAwareOrder:
             return footprint_of(agents, [*places, agent]) <= self.fill * self.capacity_tokens
         return footprint_of(agents, places) + self.new_agent_tokens <= self.fill * self.capacity_tokens
 
+    def _small(self, agent: str, agents: Mapping[str, AgentKV]) -> bool:
+        """True when `agent`'s known context is below `small_context_tokens`: re-prefilling it after an eviction
+        costs less than a wait for room (4,096 tokens are ~1.6 s of prefill on a 32B A100), so it never waits."""
+        state = agents.get(agent)
+        return state is not None and 0 < state.footprint < self.small_context_tokens
+
     def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
         places = self.places(agents, now)
-        first = ordered_heads[0]
         for item in ordered_heads:
             if item.agent in places:
                 return item
-        return first if not places or self.fits(first.agent, places, agents) else None
+        if not places:
+            return ordered_heads[0]
+        for item in ordered_heads:
+            if self.fits(item.agent, places, agents) or self._small(item.agent, agents):
+                return item
+            if now - item.arrived_at >= self.backfill_s:
+                return None  # it has waited its share: nothing behind it may take the room it waits for
+        return None
+
+
+DEFAULT_WARM_SHARE = 0.1
+"""Prefix warming may compute at most this share of the prompt tokens the real calls computed: a warm-up that
+finds its prefix evicted again before the agent returns is pure cost, so it is budgeted, not free."""
+
+
+class WarmDecision(StrEnum):
+    """Whether to re-warm an agent's prefix now, shortly before its long tool run is expected to end, and why not."""
+
+    WARM = "warm"
+    UNKNOWN = "unknown agent"
+    IN_FLIGHT = "a call of it is in flight"
+    RESIDENT = "its prefix is still resident"
+    NO_ROOM = "the working set has no room for it"
+    OVER_BUDGET = "the warming budget is spent"
+
+
+def warm_decision(
+    policy: KVAwareOrder,
+    agent: str,
+    agents: Mapping[str, AgentKV],
+    now: float,
+    warmed_tokens: int,
+    computed_tokens: int,
+    share: float = DEFAULT_WARM_SHARE,
+) -> WarmDecision:
+    """Prefix warming under KV pressure (issue 16): WARM only when `agent` is known, has no call in flight, is
+    probably evicted (`resident_agents`), fits beside the working set's places now (`KVAwareOrder.fits`, so a
+    warm-up never evicts an agent holding a place), and its context keeps the tokens spent warming within `share`
+    of the prompt tokens the real calls computed (`warmed_tokens`, `computed_tokens`: the caller's counts).
+    A warm-up that starts takes the agent's place in the working set, so its real call finds its prefix."""
+    state = agents.get(agent)
+    if state is None or state.context_tokens <= 0:
+        return WarmDecision.UNKNOWN
+    if state.in_flight:
+        return WarmDecision.IN_FLIGHT
+    if agent in resident_agents(agents, policy.capacity_tokens):
+        return WarmDecision.RESIDENT
+    if warmed_tokens + state.context_tokens > share * computed_tokens:
+        return WarmDecision.OVER_BUDGET
+    if not policy.fits(agent, policy.places(agents, now), agents):
+        return WarmDecision.NO_ROOM
+    return WarmDecision.WARM

@@ -8,12 +8,15 @@ import sys
 
 import pytest
 
+from sidecar.bench.fleetsim.bound import throughput_bound
 from sidecar.bench.fleetsim.conditions import BY_NAME, CONDITIONS, select
 from sidecar.bench.fleetsim.fleet import FleetSim
 from sidecar.bench.fleetsim.profiles import fleet_profile
 from sidecar.bench.fleetsim.program import Program
+from sidecar.bench.fleetsim.report import summarize
 from sidecar.bench.fleetsim.run import programs_for, run_scenario
 from sidecar.bench.fleetsim.scenario import available_scenarios, load_scenario
+from sidecar.bench.fleetsim.speculation import early_safe, streamed_tools_end
 from sidecar.cli import main
 from sidecar.core.prediction import Action
 from sidecar.core.stages import Stage
@@ -104,7 +107,7 @@ def test_the_cli_runs_fleet_sim_and_plain_bench_keeps_its_flags(capsys: pytest.C
 
 def test_shipped_scenarios_load() -> None:
     names = available_scenarios()
-    assert {"tiny", "default", "scale", "h200"} <= set(names)
+    assert {"tiny", "default", "scale", "h200", "streaming", "routing"} <= set(names)
     for name in names:
         load_scenario(name)
 
@@ -117,3 +120,69 @@ def test_outputs_too_long_for_the_context_are_shortened_so_every_program_fits() 
     limit = min(profile.max_model_len, profile.kv_capacity_tokens)
     for program in programs_for(scenario, profile, 1):
         assert prefix + program.final_context + program.turns[-1].output_tokens <= limit
+
+
+def test_no_condition_beats_the_physical_throughput_bound(tiny) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs = programs_for(tiny, profile, 1)
+    prefix = tiny.fleet.system_prompt_tokens + tiny.fleet.tool_list_tokens
+    bound = throughput_bound(programs, prefix, profile)
+    assert bound.output_tokens == sum(t.output_tokens for p in programs for t in p.turns)
+    for condition in [c for c in CONDITIONS if not c.small_model]:  # the bound is for the scenario's model
+        run = FleetSim(tiny, condition, profile, programs, 1).run()
+        assert run.busy_s >= bound.gpu_s  # the GPU time no schedule can go below
+        assert summarize(run, None)["tasks_per_gpu_hour"] <= bound.tasks_per_gpu_hour(len(programs))
+
+
+def test_streamed_tool_calls_start_as_their_arguments_complete_and_never_finish_later() -> None:
+    assert streamed_tools_end(0.0, 10.0, 1, 4.0) == 14.0  # one call at the end: nothing to overlap
+    assert streamed_tools_end(0.0, 10.0, 4, 4.0) == 11.0  # 1 s each from 2.5, 5, 7.5, 10 s: the last ends at 11
+    assert streamed_tools_end(0.0, 10.0, 2, 40.0) == 45.0  # long tools: the first 20 s starts at 5 s
+    # short tools inside the stream: all but the last are done when the answer ends
+    assert streamed_tools_end(9.0, 10.0, 10, 0.5) == pytest.approx(10.05)
+    assert early_safe("read_file") and early_safe("run_tests") and not early_safe("edit_file")
+
+
+def test_speculation_conditions_count_what_they_did_and_change_no_program(tiny) -> None:  # type: ignore[no-untyped-def]
+    scenario = tiny.model_copy(
+        update={
+            "fleet": tiny.fleet.model_copy(update={"tool_calls_median": 2.0, "tool_calls_mean": 10.8}),
+            "coordinator": tiny.coordinator.model_copy(update={"warm_min_tool_s": 1.0}),
+        }
+    )
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    programs = programs_for(scenario, profile, 1)
+    assert [t.output_tokens for p in programs for t in p.turns] == [
+        t.output_tokens for p in programs_for(tiny, profile, 1) for t in p.turns
+    ]  # the calls per answer come from a stream of their own
+    assert max(t.tool_calls for p in programs for t in p.turns) > 1
+    runs = {
+        c: FleetSim(scenario, BY_NAME[c], profile, programs, 1).run() for c in ("kv-stream", "kv-prerun", "kv-warm")
+    }
+    for run in runs.values():
+        assert len(run.calls) == sum(len(p.turns) for p in programs)
+    stream = runs["kv-stream"].speculation
+    assert stream["early_calls"] > 0 and stream["early_saved_s"] > 0
+    edits = sum(1 for p in programs for t in p.turns[:-1] if t.action is Action.EDIT)
+    prerun = runs["kv-prerun"].speculation
+    assert prerun.get("prerun_used", 0) + prerun.get("prerun_wasted", 0) == edits > 0
+    assert prerun.get("prerun_saved_s", 0) >= 0
+    long_tools = sum(1 for p in programs for t in p.turns if t.action is not None and t.tool_s >= 1.0)
+    warm = runs["kv-warm"].speculation
+    assert sum(v for k, v in warm.items() if k.startswith("warm: ")) == long_tools
+    assert warm.get("warm_calls", 0) == warm.get("warm: warm", 0)
+
+
+def test_routing_sends_simple_work_to_the_small_model_and_pins_agents_to_the_large_ones(tiny) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs = programs_for(tiny, profile, 1)
+    sim = FleetSim(tiny, BY_NAME["kv-32b+7b"], profile, programs, 1)
+    run = sim.run()
+    assert run.replicas == 2 and sim.replicas[1].engine.profile.name == tiny.gpu.small_profile
+    small = {(c.agent, c.turn) for c in run.calls if c.replica == 1}
+    simple = {
+        (p.agent, k) for p in programs for k, t in enumerate(p.turns) if t.stage in (Stage.COMMIT_MSG, Stage.DOCS)
+    }
+    assert small == simple and small
+    two = FleetSim(tiny, BY_NAME["kv-2x32b"], profile, programs, 1).run()
+    assert two.replicas == 2 and {c.replica for c in two.calls} == {0, 1}

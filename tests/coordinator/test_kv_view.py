@@ -12,7 +12,7 @@ from tests.coordinator.test_scheduling import chat, coordinator
 
 
 async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere() -> None:
-    scheduling = {"policy": "kv", "kv_capacity_tokens": 1000, "kv_correction": False}
+    scheduling = {"policy": "kv", "kv_capacity_tokens": 1000, "kv_correction": False, "kv_small_context_tokens": 0}
     async with coordinator(scheduling, sim={"fault_stall_s": 60.0}) as (client, state):
         dispatcher = state.dispatchers["large"]
         holder = asyncio.create_task(

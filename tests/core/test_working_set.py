@@ -8,7 +8,15 @@ import pytest
 
 from sidecar.core.ordering import Gate, PolicyName, Waiting, WaitQueue
 from sidecar.core.stages import Tier
-from sidecar.core.working_set import AgentKV, KVAwareOrder, KVLedger, footprint_of, resident_agents
+from sidecar.core.working_set import (
+    AgentKV,
+    KVAwareOrder,
+    KVLedger,
+    WarmDecision,
+    footprint_of,
+    resident_agents,
+    warm_decision,
+)
 
 HOT, WARM, COLD = Tier.HOT, Tier.WARM, Tier.COLD
 CAP = 10_000
@@ -107,6 +115,49 @@ def test_a_waiting_older_program_blocks_younger_ones_until_it_fits() -> None:
     assert pick is not None and pick.item.agent == "old"
 
 
+def test_backfill_lets_a_younger_call_that_fits_pass_until_the_older_one_has_waited_its_share() -> None:
+    policy = KVAwareOrder(capacity_tokens=CAP, backfill_s=30.0)
+    agents = {"a": kv(6000, 1, 9.0, 0.0), "old": kv(5000, 0, 0.0, 1.0), "young": kv(1000, 0, 0.0, 2.0)}
+    queue = queue_of(w(1, "young", HOT, 1.0), w(2, "old", COLD, 2.0))
+    pick = policy.pick_kv(queue, 10.0, {}, agents)
+    assert pick is not None and pick.item.agent == "young"  # old has waited 8 s of its 30
+    assert policy.pick_kv(queue, 32.0, {}, agents) is None  # 30 s: nothing passes it any more
+    assert POLICY.pick_kv(queue, 10.0, {}, agents) is None  # without backfill nothing ever passes it
+
+
+def test_a_small_context_never_waits_for_room() -> None:
+    policy = KVAwareOrder(capacity_tokens=CAP, small_context_tokens=2000)
+    agents = {"a": kv(9000, 1, 9.0, 0.0), "small": kv(1500, 0, 0.0, 1.0), "big": kv(2500, 0, 0.0, 2.0)}
+    pick = policy.pick_kv(queue_of(w(1, "small", WARM, 1.0)), 10.0, {}, agents)
+    assert pick is not None and pick.item.agent == "small"  # 1500 < 2000: re-prefilling it is cheaper than waiting
+    assert policy.pick_kv(queue_of(w(1, "big", WARM, 1.0)), 10.0, {}, agents) is None
+    assert POLICY.pick_kv(queue_of(w(1, "small", WARM, 1.0)), 10.0, {}, agents) is None
+
+
+@pytest.mark.parametrize(
+    ("agent", "warmed", "expected"),
+    [
+        ("gone", 0, WarmDecision.WARM),  # evicted, fits beside the places (a, busy), within budget
+        ("gone", 6_000, WarmDecision.OVER_BUDGET),  # 6,000 + 4,500 > 10% of 100,000 computed
+        ("busy", 0, WarmDecision.IN_FLIGHT),
+        ("fresh", 0, WarmDecision.RESIDENT),
+        ("huge", 0, WarmDecision.NO_ROOM),  # evicted but 9,000 does not fit beside the places' 5,000
+        ("never", 0, WarmDecision.UNKNOWN),
+    ],
+)
+def test_prefix_warming_only_for_an_evicted_agent_that_fits_within_the_budget(
+    agent: str, warmed: int, expected: WarmDecision
+) -> None:
+    agents = {
+        "a": kv(3000, 1, 99.0, 0.0),
+        "busy": kv(2000, 1, 98.0, 1.0),
+        "fresh": kv(1000, 0, 95.0, 2.0),  # back 5 s ago: no place, but still resident
+        "gone": kv(4500, 0, 10.0, 3.0),  # 3,000 + 2,000 + 1,000 + 4,500 > 10,000: evicted
+        "huge": kv(9000, 0, 5.0, 4.0),
+    }
+    assert warm_decision(POLICY, agent, agents, 100.0, warmed, 100_000) is expected
+
+
 def test_any_call_fits_when_no_agent_holds_a_place() -> None:
     pick = POLICY.pick_kv(queue_of(w(1, "huge", WARM)), 0.0, {}, {"huge": kv(50_000, 0, -100.0)})
     assert pick is not None and pick.item.agent == "huge"
@@ -136,7 +187,14 @@ def test_pick_without_a_ledger_still_picks() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"capacity_tokens": 0}, {"capacity_tokens": 1, "fill": 0}, {"capacity_tokens": 1, "keep_s": -1}]
+    "kwargs",
+    [
+        {"capacity_tokens": 0},
+        {"capacity_tokens": 1, "fill": 0},
+        {"capacity_tokens": 1, "keep_s": -1},
+        {"capacity_tokens": 1, "backfill_s": -1},
+        {"capacity_tokens": 1, "small_context_tokens": -1},
+    ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

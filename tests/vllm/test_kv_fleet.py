@@ -117,7 +117,11 @@ async def run_fleet(server: VllmServer, policy: str) -> tuple[Counters, dict[str
     """The fleet through a coordinator with `policy`; vLLM's counters over the run, and the coordinator's
     /status at its end. A fresh system prompt per run, so no run finds another's prefixes cached."""
     system = f"Run {uuid.uuid4().hex}. " + words(random.Random(7), SYSTEM_WORDS)
-    overrides = {"scheduling.policy": policy}
+    # kv_small_context_tokens (contexts that never wait, 4,096 by default: a 32B's cheap re-prefill) is above this
+    # whole 3,072-token cache, so every agent here would count as small: 0 lets the working set apply.
+    overrides: dict[str, Any] = {"scheduling.policy": policy}
+    if policy == "kv":
+        overrides["scheduling.kv_small_context_tokens"] = 0
     async with httpx.AsyncClient(timeout=60) as probe, coordinator(server.url, **overrides) as (client, _):
         if policy == "kv":  # the policy plans with what vLLM reports (cache_config_info), once it has scraped it
 

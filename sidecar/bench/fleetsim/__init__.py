@@ -4,8 +4,11 @@ coordinator's production dispatcher and policies, the simulator's vLLM V1 engine
     scenario.py    scenarios/<name>.toml (package data), validated
     program.py     an agent's task: turns, stages, output lengths, tool times, context growth (from a seed)
     loop.py        the event heap on the virtual clock
-    fleet.py       one condition under one seed: agents, dispatchers, engines
-    conditions.py  what is compared (vLLM alone, native priority, pools, priority, the KV-aware policies)
+    fleet.py       one condition under one seed: agents, dispatchers, engines (routing to a small model)
+    speculation.py timing models of test pre-runs and streaming tool execution
+    conditions.py  what is compared (vLLM alone, native priority, pools, priority, the KV-aware policies,
+                   speculation, routing at equal GPU count)
+    bound.py       the physical upper bound of throughput for a scenario's programs
     report.py      figures per run, the table, ratios vs vLLM alone paired by seed
     run.py         a scenario: every condition x seed, plus every agent alone
     command.py     the CLI

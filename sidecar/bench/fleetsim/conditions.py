@@ -17,6 +17,11 @@ class Condition:
     scheduling: dict[str, Any]  # `[scheduling]` settings for the coordinator
     engine_policy: Literal["fcfs", "priority"] = "fcfs"  # vLLM's --scheduling-policy
     native_priority: bool = False  # send the tier as vLLM's `priority` field
+    warming: bool = False  # re-warm an evicted agent's prefix shortly before its long tool run ends
+    test_preruns: bool = False  # run the tests after each edit while the model answers
+    streaming_tools: bool = False  # start early-safe tool calls as their arguments complete in the stream
+    large_replicas: int | None = None  # replicas of the scenario's model (None: the scenario's count)
+    small_model: bool = False  # one more replica of the scenario's small model, for the calls routed to it
 
 
 CONDITIONS: tuple[Condition, ...] = (
@@ -41,6 +46,22 @@ CONDITIONS: tuple[Condition, ...] = (
         {"policy": "kv", "kv_admission": False, "kv_program_order": True},
     ),
     Condition("kv", "working-set admission + program-level order", {"policy": "kv"}),
+    Condition(
+        "kv-backfill",
+        "kv + backfill: a younger call that fits may pass one waiting for room for up to 120 s",
+        {"policy": "kv", "kv_backfill_s": 120.0},
+    ),
+    Condition("kv-warm", "kv + prefix warming before long tool runs end (budgeted)", {"policy": "kv"}, warming=True),
+    Condition("kv-prerun", "kv + test pre-runs after each edit", {"policy": "kv"}, test_preruns=True),
+    Condition("kv-2x32b", "kv on two replicas of the large model (agents pinned)", {"policy": "kv"}, large_replicas=2),
+    Condition(
+        "kv-32b+7b",
+        "kv on one large replica + one small (simple work routed to it, as the route table says)",
+        {"policy": "kv"},
+        small_model=True,
+    ),
+    Condition("vllm-stream", "vLLM alone + streaming tool execution", {"policy": "fcfs"}, streaming_tools=True),
+    Condition("kv-stream", "kv + streaming tool execution", {"policy": "kv"}, streaming_tools=True),
 )
 
 BY_NAME = {c.name: c for c in CONDITIONS}

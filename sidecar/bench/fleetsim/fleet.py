@@ -20,14 +20,20 @@ from dataclasses import dataclass, field
 
 from sidecar.bench.fleetsim.conditions import Condition
 from sidecar.bench.fleetsim.loop import Loop
-from sidecar.bench.fleetsim.program import Program
+from sidecar.bench.fleetsim.profiles import fleet_profile
+from sidecar.bench.fleetsim.program import Program, tool_name
 from sidecar.bench.fleetsim.scenario import FleetSimScenario
+from sidecar.bench.fleetsim.speculation import early_safe, prerun_end, streamed_tools_end
 from sidecar.config import Config
 from sidecar.coordinator.app import make_dispatcher
 from sidecar.coordinator.dispatcher import Dispatcher, Slot
 from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.admission import UpstreamMetrics
-from sidecar.core.stages import Tier
+from sidecar.core.prediction import Action
+from sidecar.core.routing import SMALL, RouteTable
+from sidecar.core.stages import Stage, Tier
+from sidecar.core.task_kind import classify_task
+from sidecar.core.working_set import KVAwareOrder, WarmDecision, warm_decision
 from sidecar.sim.engine import Engine, Request, StepResult
 from sidecar.sim.kv import block_hashes
 from sidecar.sim.profiles import Profile
@@ -46,6 +52,7 @@ class CallRecord:
     cached_tokens: int = 0
     output_tokens: int = 0
     preemptions: int = 0
+    replica: int = 0
 
 
 @dataclass
@@ -58,6 +65,7 @@ class AgentState:
     next_id: int = 0
     start: float = 0.0
     end: float | None = None
+    prerun_start: float | None = None  # tests pre-running on the state after its last edit, since then
 
 
 @dataclass
@@ -75,6 +83,7 @@ class FleetRun:
     preemptions: int
     busy_s: float
     events: int
+    speculation: dict[str, float] = field(default_factory=dict)  # warm-ups, pre-runs, early tool runs (counts)
 
 
 class Replica:
@@ -131,26 +140,18 @@ class FleetSim:
         self.profile = profile
         self.seed = seed
         self.loop = Loop()
-        self.num_replicas = replicas if replicas is not None else scenario.gpu.replicas
-        c = scenario.coordinator
-        settings = SchedulingSettings.model_validate(
-            {
-                "aging_s": c.aging_s,
-                "kv_keep_s": c.kv_keep_s,
-                "kv_capacity_tokens": profile.kv_capacity_tokens,
-                "max_window": c.max_window,
-                "hot_pool": c.hot_pool,
-                "cold_pool": c.cold_pool,
-                "metrics_interval_s": c.metrics_interval_s,
-                **condition.scheduling,
-            }
-        )
-        config = Config(scheduling=settings)
+        large = replicas if replicas is not None else condition.large_replicas or scenario.gpu.replicas
+        self.num_large = large  # agents are pinned to these; a small-model replica (if any) comes after them
+        profiles = [profile] * large
+        if condition.small_model and replicas is None:
+            profiles.append(fleet_profile(scenario.gpu.small_profile))
+        self.num_replicas = len(profiles)
+        self.small_replica = large if len(profiles) > large else None
         self.replicas: list[Replica] = []
-        for i in range(self.num_replicas):
-            dispatcher = make_dispatcher(f"replica-{i}", config)
+        for i, replica_profile in enumerate(profiles):
+            dispatcher = make_dispatcher(f"replica-{i}", Config(scheduling=self._settings(replica_profile)))
             dispatcher.clock = self.loop.clock  # the production dispatcher on the virtual clock
-            engine = Engine(profile, condition.engine_policy)
+            engine = Engine(replica_profile, condition.engine_policy)
             self.replicas.append(Replica(self.loop, engine, dispatcher, self._finished))
         self.shared: dict[int, list[int]] = {}
         prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
@@ -160,12 +161,39 @@ class FleetSim:
         for i, program in enumerate(programs):
             base = 1_000_000_000 + 10_000_000 * i
             tokens = [*self.shared[program.recipe], *range(base, base + program.task_tokens)]
-            state = AgentState(program, i % self.num_replicas, tokens, next_id=base + 5_000_000)
+            state = AgentState(program, i % self.num_large, tokens, next_id=base + 5_000_000)
             block_hashes(state.tokens, profile.block_size, state.hashes)
             self.agents[program.agent] = state
         self.calls: list[CallRecord] = []
         self._live: dict[str, tuple[AgentState, Slot, CallRecord]] = {}
+        self._warm: dict[str, tuple[AgentState, Slot]] = {}
         self.remaining = len(programs)
+        self.computed = [0] * self.num_replicas  # prompt tokens the real calls computed, per replica
+        self.warmed = [0] * self.num_replicas  # context tokens warm-ups were started for, per replica
+        self.speculation: dict[str, float] = {}
+
+    def _settings(self, profile: Profile) -> SchedulingSettings:
+        c = self.scenario.coordinator
+        return SchedulingSettings.model_validate(
+            {
+                "aging_s": c.aging_s,
+                "kv_keep_s": c.kv_keep_s,
+                "kv_capacity_tokens": profile.kv_capacity_tokens,
+                "max_window": c.max_window,
+                "hot_pool": c.hot_pool,
+                "cold_pool": c.cold_pool,
+                "metrics_interval_s": c.metrics_interval_s,
+                **self.condition.scheduling,
+            }
+        )
+
+    def _route(self, state: AgentState, stage: Stage) -> int:
+        """The replica for this call: the agent's own, or the small model's where the production route table sends
+        the call's stage (simple work: commit messages, docs)."""
+        if self.small_replica is None:
+            return state.replica
+        alias = RouteTable().alias_for(stage, classify_task(stage, ()).kind)
+        return self.small_replica if alias == SMALL else state.replica
 
     # --- the run --------------------------------------------------------------------------------------------
 
@@ -189,7 +217,11 @@ class FleetSim:
             preemptions=sum(c.preemptions for c in counters),
             busy_s=sum(c.busy_seconds for c in counters),
             events=self.loop.events,
+            speculation=dict(sorted(self.speculation.items())),
         )
+
+    def _count(self, key: str, amount: float = 1.0) -> None:
+        self.speculation[key] = self.speculation.get(key, 0.0) + amount
 
     def _scrape(self, replica: Replica) -> None:
         if self.remaining == 0:
@@ -205,7 +237,8 @@ class FleetSim:
         turn = state.program.turns[state.turn]
         record = CallRecord(state.program.agent, state.turn, turn.tier, self.loop.now)
         record.prompt_tokens = len(state.tokens)
-        dispatcher = self.replicas[state.replica].dispatcher
+        record.replica = self._route(state, turn.stage)
+        dispatcher = self.replicas[record.replica].dispatcher
         dispatcher.submit(
             state.program.agent,
             turn.tier,
@@ -215,7 +248,8 @@ class FleetSim:
 
     def _granted(self, state: AgentState, slot: Slot, record: CallRecord) -> None:
         record.granted = self.loop.now
-        self.loop.at(self.loop.now + self.profile.frontend_s, self._enter_engine, state, slot, record)
+        frontend_s = self.replicas[record.replica].engine.profile.frontend_s
+        self.loop.at(self.loop.now + frontend_s, self._enter_engine, state, slot, record)
 
     def _enter_engine(self, state: AgentState, slot: Slot, record: CallRecord) -> None:
         turn = state.program.turns[state.turn]
@@ -231,9 +265,12 @@ class FleetSim:
         )
         request.hashes = list(state.hashes)  # the agent's prefix hashes so far (the engine extends its own copy)
         self._live[request_id] = (state, slot, record)
-        self.replicas[state.replica].add(request)
+        self.replicas[record.replica].add(request)
 
     def _finished(self, request: Request) -> None:
+        if request.request_id in self._warm:
+            self._warm_done(request)
+            return
         state, slot, record = self._live.pop(request.request_id)
         record.finished = self.loop.now
         record.first_scheduled = request.first_scheduled if request.first_scheduled is not None else self.loop.now
@@ -247,15 +284,88 @@ class FleetSim:
             prompt + record.output_tokens,
             record.cached_tokens,
         )
+        self.computed[record.replica] += prompt - record.cached_tokens
         state.tokens.extend(request.output)
         turn = state.program.turns[state.turn]
         if turn.action is None:
             state.end = self.loop.now
             self.remaining -= 1
             return
-        self.loop.at(self.loop.now + turn.tool_s, self._tool_done, state, turn.result_tokens)
+        first_token = request.first_token if request.first_token is not None else self.loop.now
+        tools_end = self._tools_end(state, turn.action, turn.tool_s, turn.tool_calls, first_token)
+        if self.condition.warming and turn.tool_s >= self.scenario.coordinator.warm_min_tool_s:
+            lead = self.scenario.coordinator.warm_lead_s
+            self.loop.at(max(tools_end - lead, self.loop.now), self._maybe_warm, state, state.turn)
+        self.loop.at(tools_end, self._tool_done, state, turn.result_tokens)
+
+    def _tools_end(self, state: AgentState, action: Action, tool_s: float, calls: int, first_token: float) -> float:
+        """When the answer's tool calls are done, with the condition's speculation (`speculation.py`)."""
+        now = self.loop.now
+        end = now + tool_s
+        if state.prerun_start is not None:  # the tests pre-ran on the state after the last edit
+            if action is Action.RUN_TESTS:
+                end = prerun_end(state.prerun_start, now, tool_s)
+                self._count("prerun_used")
+                self._count("prerun_saved_s", now + tool_s - end)
+            else:  # cancelled when this call arrives: its CPU so far is wasted
+                self._count("prerun_wasted")
+                self._count("prerun_wasted_cpu_s", min(now - state.prerun_start, self.scenario.fleet.test_median_s))
+            state.prerun_start = None
+        if self.condition.streaming_tools and calls > 1 and early_safe(tool_name(action)):
+            early = streamed_tools_end(first_token, now, calls, tool_s)
+            self._count("early_answers")
+            self._count("early_calls", calls)
+            self._count("early_saved_s", end - min(end, early))
+            end = min(end, early)
+        return end
+
+    def _maybe_warm(self, state: AgentState, turn: int) -> None:
+        """Shortly before a long tool run ends: re-warm the agent's prefix if the core policy says it pays."""
+        dispatcher = self.replicas[state.replica].dispatcher
+        if state.turn != turn or dispatcher.kv_ledger is None or not isinstance(dispatcher.policy, KVAwareOrder):
+            return
+        r = state.replica
+        decision = warm_decision(
+            dispatcher.policy,
+            state.program.agent,
+            dispatcher.kv_ledger.snapshot(),
+            self.loop.now,
+            self.warmed[r],
+            self.computed[r],
+            self.scenario.coordinator.warm_share,
+        )
+        self._count(f"warm: {decision}")
+        if decision is not WarmDecision.WARM:
+            return
+        self.warmed[r] += len(state.tokens)
+        tier = state.program.turns[turn + 1].tier
+        prompt = tuple(state.tokens)
+        hashes = list(state.hashes)
+        dispatcher.submit(
+            state.program.agent, tier, lambda slot: self._warm_granted(state, slot, prompt, hashes), len(prompt)
+        )
+
+    def _warm_granted(self, state: AgentState, slot: Slot, prompt: tuple[int, ...], hashes: list[int]) -> None:
+        def enter() -> None:
+            request_id = f"{state.program.agent}:{state.turn}:warm:{self.loop.events}"
+            request = Request(request_id=request_id, prompt=prompt, output=(-1,), arrival=self.loop.now)
+            request.hashes = hashes
+            self._warm[request_id] = (state, slot)
+            self.replicas[state.replica].add(request)
+
+        self.loop.at(self.loop.now + self.profile.frontend_s, enter)
+
+    def _warm_done(self, request: Request) -> None:
+        _, slot = self._warm.pop(request.request_id)
+        cached = max(request.num_cached_tokens, 0)
+        self._count("warm_calls")
+        self._count("warm_tokens_computed", len(request.prompt) - cached)
+        slot.release(float(len(request.prompt) - cached + 1), len(request.prompt) + 1, cached)
 
     def _tool_done(self, state: AgentState, result_tokens: int) -> None:
+        done = state.program.turns[state.turn].action
+        if self.condition.test_preruns and done is Action.EDIT:
+            state.prerun_start = self.loop.now
         state.tokens.extend(range(state.next_id, state.next_id + result_tokens))
         state.next_id += result_tokens
         block_hashes(state.tokens, self.profile.block_size, state.hashes)

@@ -68,6 +68,11 @@ _TOOL_EVENT: dict[Action, tuple[str, tuple[str, ...], str | None]] = {
 }
 
 
+def tool_name(action: Action) -> str:
+    """The tool the sidecar would report for `action`."""
+    return _TOOL_EVENT[action][0]
+
+
 @dataclass(frozen=True)
 class Turn:
     """One LLM call (its stage and output length) and the tool call after it (None after the last turn)."""
@@ -78,6 +83,7 @@ class Turn:
     action: Action | None
     tool_s: float
     result_tokens: int
+    tool_calls: int = 1  # tool calls the answer carries (they share `tool_s`)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,17 @@ def _next_action(rng: random.Random, predictor: Predictor, state: str) -> Action
     dist = predictor.distribution(state) or _OTHER_ROWS.get(state, _OTHER_ROWS[Action.OTHER.value])
     actions = sorted(dist, key=lambda a: a.value)
     return rng.choices(actions, weights=[dist[a] for a in actions])[0]
+
+
+def _tool_calls(fleet: FleetSection, seed: int, index: int, count: int) -> list[int]:
+    """Tool calls per answer: a lognormal through the median and mean, rounded, in [1, tool_calls_max]. A stream of
+    its own, so programs without parallel calls are drawn exactly as before."""
+    if fleet.tool_calls_mean <= 1:
+        return [1] * count
+    rng = random.Random(f"fleet-sim:{seed}:{index}:calls")
+    sigma = math.sqrt(2 * math.log(fleet.tool_calls_mean / fleet.tool_calls_median))
+    draws = (fleet.tool_calls_median * math.exp(sigma * rng.gauss(0.0, 1.0)) for _ in range(count))
+    return [min(max(round(d), 1), fleet.tool_calls_max) for d in draws]
 
 
 def make_program(
@@ -164,6 +181,7 @@ def make_program(
         i = results.index(max(results))
         results[i] = max(16, results[i] // 2)
 
+    calls = _tool_calls(fleet, seed, index, len(actions))
     built = [
         Turn(
             stage=stages[k],
@@ -172,6 +190,7 @@ def make_program(
             action=actions[k] if k < len(actions) else None,
             tool_s=tool_s[k] if k < len(actions) else 0.0,
             result_tokens=results[k] if k < len(actions) else 0,
+            tool_calls=calls[k] if k < len(actions) else 1,
         )
         for k in range(turns)
     ]

@@ -52,6 +52,18 @@ def summarize(run: FleetRun, solo: Mapping[str, float] | None) -> dict[str, floa
         waits = [c.first_scheduled - c.issued for c in run.calls if c.tier == tier]
         out[f"wait_{tier}_p50_s"] = percentile(waits, 50)
         out[f"wait_{tier}_p95_s"] = percentile(waits, 95)
+    spec = run.speculation
+    if "warm_calls" in spec or any(k.startswith("warm: ") for k in spec):
+        out["warm_calls"] = spec.get("warm_calls", 0.0)
+        out["warm_tokens"] = spec.get("warm_tokens_computed", 0.0)
+    if "prerun_used" in spec or "prerun_wasted" in spec:
+        out["prerun_used"] = spec.get("prerun_used", 0.0)
+        out["prerun_wasted"] = spec.get("prerun_wasted", 0.0)
+        out["prerun_wasted_cpu_s"] = spec.get("prerun_wasted_cpu_s", 0.0)
+        out["prerun_saved_s"] = spec.get("prerun_saved_s", 0.0) / len(times)
+    if "early_answers" in spec:
+        out["early_calls"] = spec["early_calls"]
+        out["early_saved_s"] = spec.get("early_saved_s", 0.0) / len(times)
     if solo:
         slowdowns = [completion[a] / solo[a] for a in completion if solo.get(a)]
         out["slowdown_p50"] = percentile(slowdowns, 50)
@@ -86,6 +98,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("preemptions", "preemptions", "{:,.0f}"),
     Metric("gpu_busy_share", "GPU busy share", "{:.0%}"),
     Metric("hot_call_p50_s", "hot call latency p50 (s)", "{:.1f}", "lower"),
+    Metric("warm_calls", "prefix warm-ups", "{:,.0f}"),
+    Metric("warm_tokens", "warm-up prompt tokens computed (in the above)", "{:,.0f}"),
+    Metric("prerun_used", "test pre-runs used", "{:,.0f}"),
+    Metric("prerun_wasted", "test pre-runs wasted", "{:,.0f}"),
+    Metric("prerun_wasted_cpu_s", "pre-run CPU wasted on agents' machines (s)", "{:,.0f}"),
+    Metric("prerun_saved_s", "tool time saved by pre-runs per task (s)", "{:.1f}"),
+    Metric("early_calls", "tool calls started early (streamed)", "{:,.0f}"),
+    Metric("early_saved_s", "tool time saved by early starts per task (s)", "{:.1f}"),
     *(Metric(f"wait_{t}_p50_s", f"queue wait {t} p50 (s)", "{:.1f}") for t in TIERS),
     *(Metric(f"wait_{t}_p95_s", f"queue wait {t} p95 (s)", "{:.1f}") for t in TIERS),
 )

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.bench.fleetsim.bound import throughput_bound
 from sidecar.bench.fleetsim.conditions import BASELINE, BY_NAME, Condition
 from sidecar.bench.fleetsim.fleet import FleetRun, FleetSim
 from sidecar.bench.fleetsim.profiles import fleet_profile
@@ -101,5 +102,26 @@ def run_scenario(
         + (f" --seeds {','.join(map(str, seeds))}" if list(seeds) != scenario.bench.seeds else "")
         + "`.",
     ]
+    notes.append(_bound_note(scenario, profile, seeds, summaries))
     report = render(scenario.name, scenario.description, conditions, seeds, summaries, notes)
     return ScenarioResult(summaries, runs, report)
+
+
+def _bound_note(
+    scenario: FleetSimScenario, profile: Profile, seeds: Sequence[int], summaries: dict[str, list[dict[str, float]]]
+) -> str:
+    """The physical upper bound of throughput (`bound.py`) per seed, beside vLLM alone's."""
+    prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
+    bounds = [throughput_bound(programs_for(scenario, profile, seed), prefix, profile) for seed in seeds]
+    tph = [b.tasks_per_gpu_hour(scenario.fleet.agents) for b in bounds]
+    base = [s["tasks_per_gpu_hour"] for s in summaries.get(BASELINE, [])]
+    ratio = [t / b for t, b in zip(tph, base, strict=False) if b]
+    cell = f"{min(tph):.2f}" if len(tph) == 1 else f"{sorted(tph)[len(tph) // 2]:.2f} [{min(tph):.2f}..{max(tph):.2f}]"
+    vs = f" = {sorted(ratio)[len(ratio) // 2]:.2f}x vLLM alone" if ratio else ""
+    b = bounds[0]
+    return (
+        f"Physical upper bound of throughput in this engine model: {cell} tasks per GPU-hour{vs} "
+        f"(every new prompt token prefilled once, every output token decoded at the best batch that fits the KV: "
+        f"{b.batch} sequences at the mean decoding context of {b.mean_context_tokens:,.0f} tokens; seed {seeds[0]}: "
+        f"{b.prefill_tokens:,} prefill + {b.output_tokens:,} output tokens in {b.gpu_s:,.0f} GPU-s)."
+    )

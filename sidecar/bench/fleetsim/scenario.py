@@ -47,6 +47,11 @@ class FleetSection(BaseModel):
     test_p90_s: float = Field(60.0, gt=0)
     tool_max_s: float = Field(300.0, gt=0)
     start_span_s: float = Field(0.0, ge=0)  # agents start uniformly in [0, span]; 0 = all at once
+    # Tool calls per answer, lognormal through this median and mean (TraceLab: median 2, mean 10.8, calibration.md);
+    # 1 and 1 = one call per answer. The turn's tool time is shared equally by its calls.
+    tool_calls_median: float = Field(1.0, ge=1)
+    tool_calls_mean: float = Field(1.0, ge=1)
+    tool_calls_max: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _ranges(self) -> FleetSection:
@@ -54,6 +59,8 @@ class FleetSection(BaseModel):
             raise ValueError("turns_min must be <= turns_max")
         if self.context_min_tokens > self.context_max_tokens:
             raise ValueError("context_min_tokens must be <= context_max_tokens")
+        if self.tool_calls_mean < self.tool_calls_median:
+            raise ValueError("tool_calls_mean must be >= tool_calls_median")
         if self.tool_p90_s < self.tool_median_s or self.test_p90_s < self.test_median_s:
             raise ValueError("a p90 must be >= its median")
         return self
@@ -64,6 +71,7 @@ class GpuSection(BaseModel):
     profile: str = "qwen2.5-coder-32b-a100"
     replicas: int = Field(1, ge=1)
     profile_overrides: dict[str, Any] = Field(default_factory=dict)
+    small_profile: str = "qwen2.5-coder-7b-a100"  # the small model's replica, in conditions that route to one
 
 
 _SCHEDULING = SchedulingSettings()  # the defaults below are the coordinator's own
@@ -79,6 +87,9 @@ class CoordinatorSection(BaseModel):
     max_window: int = Field(_SCHEDULING.max_window, ge=1)
     hot_pool: int = Field(_SCHEDULING.hot_pool, ge=1)
     cold_pool: int = Field(_SCHEDULING.cold_pool, ge=1)
+    warm_lead_s: float = Field(2.0, ge=0)  # prefix warming starts this long before a tool run's end
+    warm_min_tool_s: float = Field(8.0, ge=0)  # ... of tool runs at least this long (shorter ones keep their place)
+    warm_share: float = Field(0.1, gt=0)  # warming tokens <= this share of the real calls' computed prompt tokens
 
 
 class BenchSection(BaseModel):
