@@ -5,7 +5,9 @@
 - `serve_app`: an app served inside the caller's event loop until the block exits (the host owns signals):
   embedded simulators, in-process stacks, tests;
 - `serve_until_signalled`: a process's main server, stopped gracefully by SIGINT/SIGTERM (`goose-sidecar up`);
-- `bounded_head`: the uvicorn options that bound a request head while it is parsed;
+- `bounded_head`: the uvicorn options that bound a request head while it is parsed (h11's; the coordinator
+  serves with httptools and its own bound, `sidecar.coordinator.http_protocol`);
+- `event_loop_factory`: uvloop where installed, for a process's main loop;
 - `free_port`: a port for a server another process will bind (prefer port 0 where the binder is here).
 """
 
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-BACKLOG = 2048  # uvicorn's own default
+# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn, 4096 by default since Linux 5.4):
+# a fleet that starts at once connects at once, and a SYN dropped from a full queue is retried only after 1 s.
+BACKLOG = 4096
 QUIET: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"}
 
 
@@ -45,6 +49,16 @@ def listen_socket(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency off Windows), else asyncio's (None): a relayed
+    frame is a socket read and a write, which uvloop's transports do in C; `asyncio.run` alone ignores uvloop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def base_url(host: str, port: int) -> str:

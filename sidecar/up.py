@@ -13,6 +13,7 @@ import sys
 
 from sidecar.config import Config
 from sidecar.coordinator.command import HELP, add_arguments, serve
+from sidecar.serving import event_loop_factory
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -22,8 +23,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         from sidecar.coordinator.settings import ModelUpstream
 
         config = config.model_copy(update={"models": {"default": ModelUpstream(replicas=args.upstream)}})
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_up(config))
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(_up(config))
     return 0
 
 

@@ -10,6 +10,8 @@ import inspect
 
 from sidecar.bench.fleetsim.scenario import CoordinatorSection
 from sidecar.bench.scheduling import Knobs
+from sidecar.config import load_config
+from sidecar.coordinator.app import make_dispatcher
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.admission import AdmissionLimits
@@ -30,6 +32,14 @@ def test_the_scheduling_settings_are_the_policies_own_defaults() -> None:
     assert SETTINGS.max_window == AdmissionLimits().max_window
     half_life = inspect.signature(Dispatcher).parameters["half_life_s"].default
     assert SETTINGS.service_half_life_s == AttainedService().half_life_s == half_life
+
+
+def test_the_coordinators_dispatcher_starts_from_the_admission_defaults() -> None:
+    config = load_config(env={}, overrides={"models": {"large": {"replicas": ["http://127.0.0.1:1"]}}})
+    limits = make_dispatcher("large", config).limits
+    assert (limits.initial_window, limits.max_window) == (AdmissionLimits().initial_window, SETTINGS.max_window)
+    small = load_config(env={}, overrides={"models": config.model_dump()["models"], "scheduling.max_window": 2})
+    assert make_dispatcher("large", small).limits.initial_window == 2  # never above the configured maximum
 
 
 def test_the_benchmarks_start_from_the_coordinators_defaults() -> None:

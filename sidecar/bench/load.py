@@ -10,6 +10,14 @@ directly and through the coordinator, so both see the same upstream load and dri
 = proxied minus direct, per percentile, of (a) the first byte of the body after the request was sent (TTFT: the
 coordinator's whole request pipeline) and (b) every frame's delivery delay (received by the agent minus sent by the
 upstream, which stamps each frame with the machine's monotonic clock: what relaying adds to every token).
+Per level it also reports the added maxima, the calls whose first byte took more than 1 s (1 s and 3 s are
+Linux's SYN retransmission times: a connection attempt dropped from a full accept queue shows there), the
+coordinator's CPU per relayed frame and per call (its user+system time from /proc over the measured blocks, over
+the frames and calls it relayed meanwhile), RSS per agent and the kernel's TcpExtListenOverflows/ListenDrops
+(/proc/net/netstat, machine-wide) over the level; a call with no end within `--call-timeout` is counted as lost.
+`--burst N` first measures a fleet starting at once: N agents, each on its own new connection, send one streaming
+call at the same moment, direct and through the coordinator in turn (`--burst-rounds`), first byte timed from
+before the connection was opened.
 A level passes when both added p99s are under `--limit-ms` and no call failed. The ramp (25, 50, 100, ...) stops
 after a call failed, the coordinator's core saturated, or two levels in a row did not pass (one noisy level on a
 shared machine does not end it); the answer is the highest level that passed. Each level measures at least
@@ -20,9 +28,10 @@ taskset; the upstream and this load generator share CPU 1, so the coordinator ne
 measured under. Its CPU use per level is read from /proc. On a machine shared with other work, `--nice -10` (needs
 the privilege) lets the three processes of the benchmark preempt it, so the numbers measure the coordinator.
 Memory per agent: the coordinator's RSS at the end of a level minus its RSS after start-up and warm-up, over N.
-The coordinator runs with its defaults except `scheduling.max_window` raised to 4096: against an upstream without
-vLLM metrics the window is static at `max_window` (64), and calls beyond it would wait in the coordinator's queue by
-design (`--default-window` keeps 64).
+The coordinator runs with its defaults except `scheduling.max_window` and its upstream connection limits raised to
+4096 (FLEET_ENV): against an upstream without vLLM metrics the window is static at `max_window` (64), and calls
+beyond it, or beyond 1,024 upstream connections, would wait in the coordinator by design (`--default-window`
+keeps the defaults). `--keep-going` runs every level, past failures and saturation.
 
 Faults (`--faults N`): N streaming calls per injected fault against the simulator (`X-Sim-Fault`), an unreachable
 upstream, a replica that answers 503 (a Modal cold start) beside a healthy one, a stall past the read timeout and
@@ -51,9 +60,11 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.bench.proxy import _children, _free_port, _pin, _sse_body, _wait_ready, stop_processes
+from sidecar.serving import event_loop_factory
 
 ROOT = Path(__file__).resolve().parents[2]
-LEVELS = (25, 50, 100, 200, 400, 800, 1600, 3200)
+LEVELS = (25, 50, 100, 200, 500, 1000, 2000)
+SLOW_FIRST_BYTE_S = 1.0  # 1 s and 3 s are Linux's SYN retransmission times: a dropped connection attempt
 
 # --- the paced upstream -----------------------------------------------------------------------------------------
 
@@ -131,6 +142,15 @@ def processes() -> Any:
         stop_processes(started)
 
 
+# A fleet's coordinator: calls beyond the window or the upstream connection pool would wait in the coordinator by
+# design (its defaults protect one vLLM); this upstream has no vLLM metrics, so the window is static at max_window.
+FLEET_ENV = {
+    "GOOSE_SIDECAR_SCHEDULING_MAX_WINDOW": "4096",
+    "GOOSE_SIDECAR_COORDINATOR_MAX_CONNECTIONS": "4096",
+    "GOOSE_SIDECAR_COORDINATOR_MAX_KEEPALIVE_CONNECTIONS": "4096",
+}
+
+
 def coordinator_cmd(port: int, *upstreams: str) -> list[str]:
     cmd = [*_pin(0), sys.executable, "-m", "sidecar.cli", "up", "--port", str(port), "--log-level", "warning"]
     for url in upstreams:
@@ -160,6 +180,7 @@ class Stream:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.last_used = 0.0
+        self.frames = 0  # stamped frames received over this stream's life
 
     async def call(self, raw: bytes, frame_delays: list[float] | None = None) -> tuple[float, float]:
         """(seconds to the first body byte, the largest frame delivery delay in seconds); each frame's delay is
@@ -186,6 +207,7 @@ class Stream:
                 first = time.perf_counter() - start
             tail = (tail + data)[-64:]
             for sent in STAMP.findall(data):  # a stamp cut between two reads is skipped (rare, unbiased)
+                self.frames += 1
                 delay = (now - int(sent)) / 1e9
                 worst = max(worst, delay)
                 if frame_delays is not None:
@@ -220,12 +242,26 @@ class Level:
     rss: int = 0  # the coordinator's, at the end of the level
     rss_per_agent: float = 0.0
     in_flight_mean: float = 0.0
+    cpu_seconds: float = 0.0  # the coordinator's, over the measured blocks
+    relayed_calls: int = 0  # proxied calls that ended while the level was measured (any mode block)
+    relayed_frames: int = 0  # ...and the frames they delivered
+    listen: tuple[int, int] = (0, 0)  # TcpExtListenOverflows, TcpExtListenDrops during the level (machine-wide)
+
+    def slow(self, proxied: bool) -> int:
+        """Calls whose first byte came later than SLOW_FIRST_BYTE_S."""
+        return sum(s.proxied is proxied and s.ttft > SLOW_FIRST_BYTE_S for s in self.samples)
+
+    def cpu_per_frame_us(self) -> float:
+        return self.cpu_seconds / self.relayed_frames * 1e6 if self.relayed_frames else float("nan")
+
+    def cpu_per_call_ms(self) -> float:
+        return self.cpu_seconds / self.relayed_calls * 1e3 if self.relayed_calls else float("nan")
 
     def calls(self, proxied: bool) -> int:
         return sum(s.proxied is proxied for s in self.samples)
 
     def pct(self, proxied: bool, attr: str, p: float) -> float:
-        """Milliseconds: `attr` is "ttft" (per call) or "frame" (per frame delivered)."""
+        """Milliseconds: `attr` is "ttft" (per call) or "frame" (per frame delivered); p = 100 is the maximum."""
         if attr == "frame":
             values = sorted(self.frames[proxied])
         else:
@@ -261,11 +297,19 @@ async def run_level(
             while not stop:
                 mode, counted = proxied, measuring
                 streaming += 1
+                frames_before = via.frames
                 try:
                     delays = level.frames[mode] if counted else None
-                    ttft, worst = await (via if mode else direct).call(raws[mode], delays)
+                    call = (via if mode else direct).call(raws[mode], delays)
+                    ttft, worst = await asyncio.wait_for(call, args.call_timeout)
                     if counted:
                         level.samples.append(Sample(mode, ttft, worst))
+                    if mode and measuring:
+                        level.relayed_calls += 1
+                        level.relayed_frames += via.frames - frames_before
+                except TimeoutError:
+                    level.errors[f"{'proxied' if mode else 'direct'}: lost (no end in {args.call_timeout:g} s)"] += 1
+                    (via if mode else direct).close()
                 except (OSError, RuntimeError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
                     level.errors[f"{'proxied' if mode else 'direct'}: {exc}"[:80]] += 1
                     (via if mode else direct).close()
@@ -278,7 +322,7 @@ async def run_level(
 
     tasks = [asyncio.create_task(agent(i)) for i in range(n)]
     await asyncio.sleep(args.warmup)  # every agent has made its connections and its first calls
-    cpu0, t0 = coordinator.cpu_seconds(), time.perf_counter()
+    cpu0, t0, listen0 = coordinator.cpu_seconds(), time.perf_counter(), listen_counters()
     occupancy: list[int] = []
     measuring = True
     block = 0
@@ -292,7 +336,9 @@ async def run_level(
             await asyncio.sleep(0.1)
             occupancy.append(streaming)
         block += 1
-    level.cpu_percent = (coordinator.cpu_seconds() - cpu0) / (time.perf_counter() - t0) * 100
+    level.cpu_seconds = coordinator.cpu_seconds() - cpu0
+    level.cpu_percent = level.cpu_seconds / (time.perf_counter() - t0) * 100
+    level.listen = tuple(b - a for a, b in zip(listen0, listen_counters(), strict=True))  # type: ignore[assignment]
     level.rss = coordinator.rss_bytes()
     level.in_flight_mean = sum(occupancy) / max(1, len(occupancy))
     measuring = False
@@ -306,7 +352,7 @@ async def load(args: argparse.Namespace) -> list[Level]:
     up_port, coord_port = _free_port(), _free_port()
     env = dict(os.environ)
     if not args.default_window:
-        env["GOOSE_SIDECAR_SCHEDULING_MAX_WINDOW"] = "4096"
+        env.update(FLEET_ENV)
     with processes() as start:
         start([*_pin(1), sys.executable, "-m", "sidecar.bench.load", "--serve-upstream", str(up_port),
                "--chunks", str(args.chunks), "--interval-ms", str(args.interval_ms)])  # fmt: skip
@@ -321,33 +367,120 @@ async def load(args: argparse.Namespace) -> list[Level]:
         print(f"coordinator pinned to CPU 0, upstream and load generator to CPU 1; idle RSS {idle / 2**20:.1f} MiB; "
               f"{args.chunks} frames x {args.interval_ms:g} ms per stream, think {args.think_ms:g} ms",
               file=sys.stderr)  # fmt: skip
+        if args.burst:
+            print(burst_table(await burst(args, up_port, coord_port)), flush=True)
         for n in args.levels:
             print(f"level {n} agents ...", file=sys.stderr, flush=True)
             level = await run_level(args, n, up_port, coord_port, coordinator)
             level.rss_per_agent = (level.rss - idle) / n
             levels.append(level)
             print(load_table([level], args.limit_ms).splitlines()[-1], file=sys.stderr, flush=True)
-            over = not any(lv.passed(args.limit_ms) for lv in levels[-2:]) and not args.keep_going
-            if level.errors or level.cpu_percent > 95 or over:
-                break  # failures, a saturated core, or two levels in a row over the limit
+            over = not any(lv.passed(args.limit_ms) for lv in levels[-2:])
+            if not args.keep_going and (level.errors or level.cpu_percent > 95 or over):
+                break  # failures, a saturated core, or two levels in a row over the limit (--keep-going: on)
     return levels
 
 
 def load_table(levels: list[Level], limit_ms: float) -> str:
+    """One row per level. Added = proxied minus direct at the same percentile (max: the largest of each)."""
     lines = [
-        "| agents | streams open (mean) | calls measured | direct p50 / p99 TTFT (ms) | added p50 / p99 TTFT (ms) | "
-        "direct p50 / p99 frame delay (ms) | added p50 / p99 frame delay (ms) | coordinator CPU % | RSS KiB / agent | "
-        "failed | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| agents | streams open (mean) | calls direct / proxied | direct p50 / p99 TTFT (ms) | added p50 / p99 / max "
+        "TTFT (ms) | direct p50 / p99 frame delay (ms) | added p50 / p99 / max frame delay (ms) | first byte > 1 s "
+        "direct / proxied | coordinator CPU % | CPU us / frame | CPU ms / call | RSS KiB / agent | listen overflows "
+        "/ drops | failed | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for lv in levels:
         verdict = "ok" if lv.passed(limit_ms) else "over limit" if not lv.errors else "errors"
         lines.append(
-            f"| {lv.agents} | {lv.in_flight_mean:.0f} | {len(lv.samples)} | {lv.pct(False, 'ttft', 50):.2f} / "
-            f"{lv.pct(False, 'ttft', 99):.2f} | {lv.added('ttft', 50):+.2f} / {lv.added('ttft', 99):+.2f} | "
-            f"{lv.pct(False, 'frame', 50):.2f} / {lv.pct(False, 'frame', 99):.2f} | "
-            f"{lv.added('frame', 50):+.2f} / {lv.added('frame', 99):+.2f} | {lv.cpu_percent:.0f} | "
-            f"{lv.rss_per_agent / 1024:.1f} | {sum(lv.errors.values())} | {verdict} |"
+            f"| {lv.agents} | {lv.in_flight_mean:.0f} | {lv.calls(False)} / {lv.calls(True)} | "
+            f"{lv.pct(False, 'ttft', 50):.2f} / {lv.pct(False, 'ttft', 99):.2f} | {lv.added('ttft', 50):+.2f} / "
+            f"{lv.added('ttft', 99):+.2f} / {lv.added('ttft', 100):+.1f} | {lv.pct(False, 'frame', 50):.2f} / "
+            f"{lv.pct(False, 'frame', 99):.2f} | {lv.added('frame', 50):+.2f} / {lv.added('frame', 99):+.2f} / "
+            f"{lv.added('frame', 100):+.1f} | {lv.slow(False)} / {lv.slow(True)} | {lv.cpu_percent:.0f} | "
+            f"{lv.cpu_per_frame_us():.1f} | {lv.cpu_per_call_ms():.2f} | {lv.rss_per_agent / 1024:.1f} | "
+            f"{lv.listen[0]} / {lv.listen[1]} | {sum(lv.errors.values())} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def listen_counters() -> tuple[int, int]:
+    """The kernel's TcpExtListenOverflows and TcpExtListenDrops (machine-wide: a full accept backlog drops SYNs,
+    and the client retries after 1 s, 3 s, ...); (0, 0) where /proc/net/netstat cannot be read."""
+    try:
+        lines = [
+            line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")
+        ]
+        values = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+    return values.get("ListenOverflows", 0), values.get("ListenDrops", 0)
+
+
+# --- a fleet that starts at once ------------------------------------------------------------------------------
+
+
+@dataclass
+class Burst:
+    agents: int
+    first_bytes: dict[bool, list[float]] = field(default_factory=lambda: {False: [], True: []})
+    errors: Counter[str] = field(default_factory=Counter)
+    listen: tuple[int, int] = (0, 0)
+
+    def pct(self, proxied: bool, p: float) -> float:
+        values = sorted(self.first_bytes[proxied])
+        return values[min(len(values) - 1, int(len(values) * p / 100))] * 1000 if values else float("nan")
+
+
+async def burst_round(n: int, port: int, into: Burst, proxied: bool) -> None:
+    """`n` agents, each with its own new connection (as separate Goose processes have), send one streaming call
+    at the same moment; each one's first byte is timed from before its connection was opened."""
+    go = asyncio.Event()
+
+    async def agent(i: int) -> None:
+        await go.wait()
+        stream, start = Stream(port), time.perf_counter()
+        try:
+            await stream.call(request_bytes(port, f"burst-{i}"))
+            into.first_bytes[proxied].append(time.perf_counter() - start)
+        except (OSError, RuntimeError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            into.errors[f"{'proxied' if proxied else 'direct'}: {exc}"[:80]] += 1
+        finally:
+            stream.close()
+
+    tasks = [asyncio.create_task(agent(i)) for i in range(n)]
+    await asyncio.sleep(0.2)
+    go.set()
+    await asyncio.gather(*tasks)
+
+
+async def burst(args: argparse.Namespace, up_port: int, coord_port: int) -> list[Burst]:
+    """For each size in `--burst`: `--burst-rounds` rounds of direct then proxied, a pause between rounds."""
+    results = []
+    for n in args.burst:
+        print(f"fleet of {n} starting at once ...", file=sys.stderr, flush=True)
+        result, listen0 = Burst(n), listen_counters()
+        for _ in range(args.burst_rounds):
+            for proxied in (False, True):
+                await burst_round(n, coord_port if proxied else up_port, result, proxied)
+                await asyncio.sleep(1.0)
+        result.listen = tuple(b - a for a, b in zip(listen0, listen_counters(), strict=True))  # type: ignore[assignment]
+        results.append(result)
+    return results
+
+
+def burst_table(results: list[Burst]) -> str:
+    lines = [
+        "| agents at once | rounds x calls | direct first byte p50 / p99 / max (ms) | through the coordinator p50 / "
+        "p99 / max (ms) | p99 ratio | listen overflows / drops | failed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in results:
+        ratio = b.pct(True, 99) / b.pct(False, 99) if b.first_bytes[False] else float("nan")
+        lines.append(
+            f"| {b.agents} | {len(b.first_bytes[True])} | {b.pct(False, 50):.1f} / {b.pct(False, 99):.1f} / "
+            f"{b.pct(False, 100):.1f} | {b.pct(True, 50):.1f} / {b.pct(True, 99):.1f} / {b.pct(True, 100):.1f} | "
+            f"{ratio:.2f}x | {b.listen[0]} / {b.listen[1]} | {sum(b.errors.values())} |"
         )
     return "\n".join(lines)
 
@@ -547,9 +680,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=2, help="direct/proxied block pairs per level")
     parser.add_argument("--block-s", type=float, default=5.0, help="seconds per block")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring each level")
-    parser.add_argument("--keep-going", action="store_true", help="ramp on past levels over the limit")
+    parser.add_argument("--keep-going", action="store_true", help="run every level (past failures and the limit)")
     parser.add_argument("--min-calls", type=int, default=300, help="calls per mode a level measures at least")
-    parser.add_argument("--default-window", action="store_true", help="keep scheduling.max_window at its default")
+    parser.add_argument("--default-window", action="store_true", help="keep the window and connection limits")
+    parser.add_argument("--call-timeout", type=float, default=60.0, help="a call not ended by then is lost (s)")
+    parser.add_argument("--burst", type=lambda s: [int(x) for x in s.split(",")], default=[], metavar="N[,N]",
+                        help="first measure fleets of N agents that each send one call at the same moment")  # fmt: skip
+    parser.add_argument("--burst-rounds", type=int, default=3, help="direct/proxied rounds per --burst size")
     parser.add_argument("--nice", type=int, default=0, help="scheduling niceness of the benchmark's processes")
     parser.add_argument("--coordinator-log", metavar="PATH", help="append the coordinator's stderr (warnings) here")
     parser.add_argument("--faults", type=int, default=50, metavar="N", help="calls per injected fault (0: skip)")
@@ -571,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))  # 2 sockets per agent here
     if not args.no_load:
-        levels = asyncio.run(load(args))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # uvloop: a cheaper load generator
+            levels = runner.run(load(args))
         passing = [lv.agents for lv in levels if lv.passed(args.limit_ms)]
         print(load_table(levels, args.limit_ms))
         print(f"\nhighest level with p99 added latency under {args.limit_ms:g} ms and no failed call: "

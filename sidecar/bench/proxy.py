@@ -202,7 +202,7 @@ async def _wait_ready(port: int, path: str, timeout_s: float = 60.0) -> None:
     while time.monotonic() < deadline:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
             status = await reader.readline()
             writer.close()
             if b" 200 " in status:

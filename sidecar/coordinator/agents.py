@@ -195,13 +195,14 @@ class AgentBook:
         if entry is not None and entry.owner == agent_id:
             entry.peek_url = url
 
-    def peek_url(self, agent_id: str, session: str | None, *, own_session: bool = True) -> str | None:
-        """The agent's sidecar's peek URL, else its session's (only one it may use, unless `own_session` is False:
-        streaming tool execution has always taken any session's)."""
+    def peek_url(self, agent_id: str, session: str | None) -> str | None:
+        """The agent's sidecar's peek URL, else its session's, only if it may use that session: a call naming
+        another agent's session must not make that agent's sidecar peek or start tools (streaming tool execution
+        included)."""
         agent = self._agents.get(agent_id)
         if agent is not None and agent.peek_url:
             return agent.peek_url
-        if own_session and not self.usable(session, agent_id):
+        if not self.usable(session, agent_id):
             return None
         entry = self.session(session)
         return None if entry is None else entry.peek_url

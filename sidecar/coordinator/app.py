@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from sidecar.config import Config
 from sidecar.coordinator.admin import DispatcherCollector, admin_routes
 from sidecar.coordinator.agents import AgentBook
+from sidecar.coordinator.connpool import LeanTransport
 from sidecar.coordinator.dashboard import Board, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.endpoint import CompletionsEndpoint
@@ -43,7 +44,7 @@ from sidecar.coordinator.state import CoordinatorState
 from sidecar.coordinator.telemetry import Telemetry
 from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.coordinator.upstream_client import UpstreamClient
-from sidecar.core.admission import AdmissionLimits, UpstreamMetrics
+from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics
 from sidecar.core.engine_admission import Phase
 from sidecar.core.hosts import host_patterns
 from sidecar.core.openai_request import Endpoint
@@ -69,7 +70,7 @@ def make_client(config: Config) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             connect=c.connect_timeout_s, read=c.read_timeout_s, write=c.write_timeout_s, pool=c.pool_timeout_s
         ),
-        limits=limits,
+        transport=LeanTransport(limits),  # httpcore's own pool costs O(connections^2) per request (connpool.py)
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
         # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
@@ -225,7 +226,7 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
         )
     else:
         policy = make_policy(s.policy, aging_s=s.aging_s, hot_pool=s.hot_pool, cold_pool=s.cold_pool)
-    limits = AdmissionLimits(max_window=s.max_window, initial_window=min(4, s.max_window))
+    limits = AdmissionLimits(max_window=s.max_window, initial_window=min(DEFAULT_LIMITS.initial_window, s.max_window))
     native = s.native_priority if model is None or model.native_priority is None else model.native_priority
     return Dispatcher(
         alias,

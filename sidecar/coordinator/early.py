@@ -94,7 +94,7 @@ class EarlyStarter:
             entry.open_answer = None
         if not self.settings.stream_tools:
             return None
-        peek = self.book.peek_url(agent, session, own_session=False)
+        peek = self.book.peek_url(agent, session)
         url = early_url(peek) if peek else None
         watch = StreamWatch(self, agent, url) if url else None
         if previous is not None:

@@ -19,12 +19,13 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from sidecar import __version__
+from sidecar.core.wire import SESSION_HEADER, ToolName
 from sidecar.toolserver.tools import ToolFailure
 
 if TYPE_CHECKING:
     from sidecar.toolserver.sidecar import Body, Sidecar
 
-SESSION_META_KEY = "agent-session-id"
+SESSION_META_KEY = SESSION_HEADER  # Goose sends it as `_meta` of every tool call, and as an HTTP header
 
 INSTRUCTIONS = """\
 Workspace tools for coding. Prefer them to shell commands: read_file instead of cat/sed, search instead of \
@@ -112,7 +113,7 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
     tools = sidecar.tools
 
     @mcp.tool(
-        name="read_file",
+        name=ToolName.READ_FILE,
         description="Read a text file with line numbers. The first line says which lines are shown "
         "('path (lines a-b of N)'); each following line is the line number, a tab, and the text. Long files "
         "are cut with a note saying how to continue (pass start_line/end_line to read a range).",
@@ -123,10 +124,12 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         path: PathArg, start_line: StartLine = None, end_line: EndLine = None, ctx: Context | None = None
     ) -> str:
         args = {"path": path, "start_line": start_line, "end_line": end_line}
-        return await call(sidecar, "read_file", ctx, lambda: tools.read_file(path, start_line, end_line), args=args)
+        return await call(
+            sidecar, ToolName.READ_FILE, ctx, lambda: tools.read_file(path, start_line, end_line), args=args
+        )
 
     @mcp.tool(
-        name="list_dir",
+        name=ToolName.LIST_DIR,
         description="List files and directories under a directory (gitignored entries and .git are left out), "
         "one path per line relative to the workspace root; directories end in '/'.",
         annotations=_hints(read_only=True, title="List directory"),
@@ -134,11 +137,11 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
     )
     async def list_dir(path: DirArg = ".", depth: Depth = 2, ctx: Context | None = None) -> str:
         return await call(
-            sidecar, "list_dir", ctx, lambda: tools.list_dir(path, depth), args={"path": path, "depth": depth}
+            sidecar, ToolName.LIST_DIR, ctx, lambda: tools.list_dir(path, depth), args={"path": path, "depth": depth}
         )
 
     @mcp.tool(
-        name="search",
+        name=ToolName.SEARCH,
         description="Search file contents with a regular expression (like ripgrep): one 'path:line:text' per "
         "matching line, gitignored and binary files skipped. Narrow it with path and glob.",
         annotations=_hints(read_only=True, title="Search files"),
@@ -152,30 +155,32 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         ctx: Context | None = None,
     ) -> str:
         args = {"pattern": pattern, "path": path, "glob": glob, "max_results": max_results}
-        return await call(sidecar, "search", ctx, lambda: tools.search(pattern, path, glob, max_results), args=args)
+        return await call(
+            sidecar, ToolName.SEARCH, ctx, lambda: tools.search(pattern, path, glob, max_results), args=args
+        )
 
     @mcp.tool(
-        name="write_file",
+        name=ToolName.WRITE_FILE,
         description="Create a file or replace its whole content (parent directories are created). "
         "For a small change to an existing file use edit_file.",
         annotations=_hints(read_only=False, destructive=True, title="Write file"),
         structured_output=False,
     )
     async def write_file(path: PathArg, content: Content, ctx: Context | None = None) -> str:
-        return await call(sidecar, "write_file", ctx, lambda: tools.write_file(path, content))
+        return await call(sidecar, ToolName.WRITE_FILE, ctx, lambda: tools.write_file(path, content))
 
     @mcp.tool(
-        name="edit_file",
+        name=ToolName.EDIT_FILE,
         description="Replace one exact snippet of a file: 'before' must occur exactly once (include enough "
         "surrounding lines to make it unique); it is replaced by 'after'.",
         annotations=_hints(read_only=False, destructive=True, idempotent=False, title="Edit file"),
         structured_output=False,
     )
     async def edit_file(path: PathArg, before: Before, after: After, ctx: Context | None = None) -> str:
-        return await call(sidecar, "edit_file", ctx, lambda: tools.edit_file(path, before, after))
+        return await call(sidecar, ToolName.EDIT_FILE, ctx, lambda: tools.edit_file(path, before, after))
 
     @mcp.tool(
-        name="run_tests",
+        name=ToolName.RUN_TESTS,
         description="Run the project's test suite (or one test file / node id) and return the exit code and "
         "output (long output keeps its head and tail). If nothing in the workspace changed since the last "
         "identical run, that run's result is returned at once, marked as cached.",
@@ -184,13 +189,13 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
     )
     async def run_tests(target: TestTarget = None, ctx: Context | None = None) -> str:
         return await call(
-            sidecar, "run_tests", ctx, lambda: tools.run_tests(target), target=target, args={"target": target}
+            sidecar, ToolName.RUN_TESTS, ctx, lambda: tools.run_tests(target), target=target, args={"target": target}
         )
 
     allowed = ", ".join(f"'{entry}'" for entry in sidecar.settings.allow_commands) or "none (disabled)"
 
     @mcp.tool(
-        name="run_command",
+        name=ToolName.RUN_COMMAND,
         description=f"Run one allowed command in the workspace root, without a shell (no pipes or "
         f"redirections); returns its exit code and output. Allowed: {allowed}.",
         annotations=ToolAnnotations(
@@ -203,25 +208,25 @@ def build_mcp(sidecar: Sidecar) -> MCPServer:
         structured_output=False,
     )
     async def run_command(command: Command, ctx: Context | None = None) -> str:
-        return await call(sidecar, "run_command", ctx, lambda: tools.run_command(command))
+        return await call(sidecar, ToolName.RUN_COMMAND, ctx, lambda: tools.run_command(command))
 
     @mcp.tool(
-        name="git_status",
+        name=ToolName.GIT_STATUS,
         description="Show the branch and changed, staged and untracked files (git status --short --branch).",
         annotations=_hints(read_only=True, title="Git status"),
         structured_output=False,
     )
     async def git_status(ctx: Context | None = None) -> str:
-        return await call(sidecar, "git_status", ctx, tools.git_status)
+        return await call(sidecar, ToolName.GIT_STATUS, ctx, tools.git_status)
 
     @mcp.tool(
-        name="git_diff",
+        name=ToolName.GIT_DIFF,
         description="Show uncommitted changes as a diff (a summary, then the patch), optionally for one path "
         "or for the staged changes.",
         annotations=_hints(read_only=True, title="Git diff"),
         structured_output=False,
     )
     async def git_diff(path: OptPath = None, staged: Staged = False, ctx: Context | None = None) -> str:
-        return await call(sidecar, "git_diff", ctx, lambda: tools.git_diff(path, staged))
+        return await call(sidecar, ToolName.GIT_DIFF, ctx, lambda: tools.git_diff(path, staged))
 
     return mcp

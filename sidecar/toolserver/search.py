@@ -29,6 +29,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.core.toolformat import format_search_line
@@ -37,6 +38,7 @@ from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.walk import COOKIE_PREFIX, walk
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
+READY = "ready\n"  # the search worker's first line: started up, about to read its request
 # Where `sidecar` is imported from, for the worker process (search_worker.py) even without an installed package.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY_SNIFF_BYTES = 8192
@@ -163,9 +165,13 @@ def rg_argv(rg: str, pattern: str, path: str, glob: str | None) -> list[str]:
     return argv
 
 
-async def python_search_process(scope: Scope, pattern: str, glob: str | None, max_results: int) -> SearchResult:
+async def python_search_process(
+    scope: Scope, pattern: str, glob: str | None, max_results: int, started: Callable[[], None] = lambda: None
+) -> SearchResult:
     """`python_search` in a child process (`search_worker.py`) that is killed if the caller is cancelled (a
-    time limit): Python's `re` can backtrack for ever, and a thread running it could never be stopped."""
+    time limit): Python's `re` can backtrack for ever, and a thread running it could never be stopped.
+    `started` is called once the worker has started up and is about to search, so a time limit can count the
+    search alone: on a loaded machine the interpreter's start-up can take longer than a whole search."""
     request: dict[str, object] = {"fd": scope.fd, "is_dir": scope.is_dir, "shown": scope.shown}
     request |= {"pattern": pattern, "glob": glob, "max_results": max_results}
     pythonpath = os.pathsep.join(p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)
@@ -180,6 +186,9 @@ async def python_search_process(scope: Scope, pattern: str, glob: str | None, ma
         env={**os.environ, "PYTHONPATH": pythonpath},
     )
     try:
+        assert proc.stdout is not None
+        if await proc.stdout.readline() == READY.encode():
+            started()
         out, err = await proc.communicate(json.dumps(request).encode())
     except BaseException:
         with contextlib.suppress(ProcessLookupError):

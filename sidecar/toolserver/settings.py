@@ -55,7 +55,8 @@ class SidecarSettings(BaseModel):
     search_backend: Literal["auto", "rg", "python"] = "auto"
     # Every search (ripgrep, or the Python backend's worker process) is killed after this long and answered with
     # an error: a backtracking pattern on Python's `re` (look-around, back-references) may never finish. ripgrep
-    # answers a whole repository in well under a second, so a few seconds only cut runaway patterns.
+    # answers a whole repository in well under a second, so a few seconds only cut runaway patterns. The time
+    # counts from when the search starts: a Python worker's own start-up is not counted (it has 60 s).
     search_timeout_s: float = Field(3.0, gt=0)
     # Stage events: queue bound (oldest dropped when full) and per-POST timeout.
     event_queue_size: int = Field(256, ge=1)

@@ -19,6 +19,7 @@ import hashlib
 import os
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,8 @@ from sidecar.toolserver.walk import walk
 MAX_READ_BYTES = 20 * 1024 * 1024
 BINARY_SNIFF_BYTES = 8192
 MAX_DEPTH = 10
+# A search worker (a Python process) that has not started within this is reported as such, not as a slow pattern.
+SEARCH_START_LIMIT_S = 60.0
 
 
 class ToolFailure(Exception):
@@ -397,11 +400,27 @@ class Tools:
         return rg
 
     async def _search(self, target: Target, pattern: str, glob: str | None, limit: int, backend: str) -> SearchResult:
+        """The search, stopped `search_timeout_s` after its process started searching (a worker's start-up on a
+        loaded machine is not the pattern's fault; it has `SEARCH_START_LIMIT_S` of its own)."""
         timeout = self.settings.search_timeout_s
+        loop = asyncio.get_running_loop()
+        searching = False
+
+        def started() -> None:
+            nonlocal searching
+            searching = True
+            clock.reschedule(loop.time() + timeout)
+
         try:
-            async with asyncio.timeout(timeout):
-                return await self._search_scope(target, pattern, glob, limit, backend)
+            async with asyncio.timeout(SEARCH_START_LIMIT_S) as clock:
+                return await self._search_scope(target, pattern, glob, limit, backend, started)
         except TimeoutError as exc:  # both backends run in child processes, killed on the way out
+            if not searching:
+                raise ToolFailure(
+                    f"the search for {pattern!r} in {target.shown} was stopped: its worker process did not start "
+                    f"within {SEARCH_START_LIMIT_S:g} s (is the sidecar's machine overloaded?); retry",
+                    paths=[target.shown],
+                ) from exc
             raise ToolFailure(
                 f"the search for {pattern!r} in {target.shown} did not finish within {timeout:g} s and was stopped "
                 "(the sidecar's search_timeout_s). A pattern with nested repetition such as '(a+)+' backtracks "
@@ -413,7 +432,7 @@ class Tools:
             raise ToolFailure(str(exc), paths=[target.shown]) from exc
 
     async def _search_scope(
-        self, target: Target, pattern: str, glob: str | None, limit: int, backend: str
+        self, target: Target, pattern: str, glob: str | None, limit: int, backend: str, started: Callable[[], None]
     ) -> SearchResult:
         try:  # search what was checked, opened without following links; never a name that can be swapped
             fd, is_dir = await self.offload(self.jail.open_scope, target, discard=_close_scope)
@@ -422,10 +441,11 @@ class Tools:
         try:
             scope = Scope(fd, is_dir, target.shown)
             if backend != "python" and fd_links_work():
+                started()  # ripgrep starts in milliseconds; its limit counts from here
                 found = await rg_search(backend, scope, pattern, glob, limit, self.offload)
                 if found is not None:
                     return found
-            return await python_search_process(scope, pattern, glob, limit)
+            return await python_search_process(scope, pattern, glob, limit, started)
         finally:
             os.close(fd)
 

@@ -84,6 +84,5 @@ def test_session_stages_and_peek_urls_follow_ownership() -> None:
     assert book.latest_stage("s", "s") == ReportedStage(Stage.CODE_EDIT, 1.0)  # identified only by the session
     assert book.latest_stage("intruder", "s") == ReportedStage(Stage.EXPLORE, 2.0)
     book.note_peek_url("owner", "s", "http://owner/peek", 3.0)
-    assert book.peek_url("nobody", "s") is None  # not its session
-    assert book.peek_url("nobody", "s", own_session=False) == "http://owner/peek"
+    assert book.peek_url("nobody", "s") is None  # not its session: its calls neither peek nor start tools there
     assert book.peek_url("s", "s") == "http://owner/peek"

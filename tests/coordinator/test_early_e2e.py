@@ -18,7 +18,6 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import build_app
 from sidecar.coordinator.state import CoordinatorState
 from sidecar.fleet.agent import SYSTEM_PROMPT
 from sidecar.fleet.chat import ChatClient, goose_body, goose_headers
@@ -26,6 +25,7 @@ from sidecar.fleet.project import generate_project, write_project
 from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
+from sidecar.stack import serve_coordinator
 from sidecar.testing import wait_until
 from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
@@ -61,8 +61,7 @@ async def test_every_tool_result_taken_from_an_early_run_is_what_a_fresh_call_re
                 "speculation.stream_tools": True,
             },
         )
-        app = build_app(config)
-        async with serve_app(app) as url:
+        async with serve_coordinator(config) as (url, app):
             state: CoordinatorState = app.state.coordinator
             base = {"workspace": workspace, "test_command": TEST_COMMAND, "test_timeout_s": 60}
             sidecar = Sidecar(SidecarSettings(**base, coordinator=url, agent_id=AGENT), env={})

@@ -18,6 +18,7 @@ from sidecar.coordinator.state import CoordinatorState
 from sidecar.serving import free_port, serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
+from sidecar.stack import serve_coordinator
 from sidecar.testing import wait_until
 
 BODY = {"model": "large", "messages": [{"role": "user", "content": "fix the test"}], "max_tokens": 8, "stream": True}
@@ -31,8 +32,10 @@ async def stack(
     async with serve_app(build_sim_app(settings)) as sim_url:
         overrides: dict[str, Any] = {"models": {"large": {"replicas": [*(replicas or []), sim_url]}}}
         overrides.update({f"coordinator.{k}": v for k, v in {"retry_backoff_s": 0.01, **coordinator}.items()})
-        app = build_app(load_config(env={}, overrides=overrides))
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        async with (
+            serve_coordinator(load_config(env={}, overrides=overrides)) as (url, app),
+            httpx.AsyncClient(base_url=url, timeout=20) as client,
+        ):
             yield client, app.state.coordinator
 
 

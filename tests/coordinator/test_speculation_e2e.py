@@ -22,7 +22,6 @@ import httpx
 from mcp import Client
 
 from sidecar.config import load_config
-from sidecar.coordinator.app import build_app
 from sidecar.coordinator.speculation import Speculator
 from sidecar.coordinator.state import CoordinatorState
 from sidecar.core.nextcall import assistant_from_sse
@@ -32,6 +31,7 @@ from sidecar.fleet.project import generate_project, write_project
 from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
+from sidecar.stack import serve_coordinator
 from sidecar.testing import wait_until
 from sidecar.toolserver.httpapp import build_http_app, serve_http
 from sidecar.toolserver.settings import SidecarSettings
@@ -67,8 +67,7 @@ async def coordinator_over_sim(
                 "scheduling.metrics_interval_s": 0.1,
             },
         )
-        app = build_app(config)
-        async with serve_app(app) as url:
+        async with serve_coordinator(config) as (url, app):
             yield url, app.state.coordinator
 
 

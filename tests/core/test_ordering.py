@@ -469,3 +469,16 @@ def test_attained_service_stays_between_zero_and_the_total(adds: list[tuple[str,
     for agent in "ab":
         assert 0.0 <= service.get(agent, now) <= total * (1 + 1e-9)
         assert service.get(agent, now + 5.0) == pytest.approx(service.get(agent, now) / 2)
+
+
+def test_a_large_table_forgets_decayed_agents_in_batches() -> None:
+    """Past PRUNE_EVERY_ADD entries the table is pruned once it has doubled: a fleet's adds stay cheap, and
+    agents that decayed away are still forgotten, while every value read stays exact."""
+    service = AttainedService(half_life_s=1.0)
+    for i in range(200):
+        service = service.add(f"old{i}", 1.0, 0.0)
+    assert service.get("old7", 0.0) == 1.0 and dict(service.snapshot(0.0))["old199"] == 1.0
+    for i in range(400):
+        service = service.add(f"new{i}", 1.0, 100.0)
+    assert not any(agent.startswith("old") for agent in service.entries)
+    assert len(service.entries) == 400 and service.snapshot(100.0).get("new0") == 1.0

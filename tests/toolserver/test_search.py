@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.toolserver import tools
 from sidecar.toolserver.jail import Jail
 from sidecar.toolserver.offload import Offload
 from sidecar.toolserver.search import Scope, SearchResult, python_search, rg_search
@@ -100,9 +101,26 @@ async def test_a_search_that_never_finishes_is_stopped_and_explained(
     """Look-ahead sends the pattern to Python's backtracking engine (ripgrep refuses it) on either backend;
     over 40 'a' it would not finish in any lifetime."""
     (workspace / "aaa.txt").write_text("a" * 40 + "\n")
-    async with Sidecar(make_settings(search_backend=backend, search_timeout_s=0.5), env={}) as sc:
-        with pytest.raises(ToolFailure, match=r"did not finish within 0\.5 s.*simplify the pattern"):
+    async with Sidecar(make_settings(search_backend=backend, search_timeout_s=2), env={}) as sc:
+        with pytest.raises(ToolFailure, match=r"did not finish within 2 s.*simplify the pattern"):
             await sc.tools.search("(?=(a+)+b)")
         assert search_workers() == []  # killed and reaped, not left spinning
         after = await sc.tools.search("a{40}")  # the sidecar still answers
         assert after.text == "aaa.txt:1:" + "a" * 40
+
+
+async def test_the_time_limit_counts_the_search_not_the_worker_start_up(
+    make_settings: Callable[..., SidecarSettings], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python worker cannot start in a millisecond: with that as its start-up allowance the search is stopped
+    and says so, instead of blaming the pattern; with the allowance back, the same search answers although
+    `search_timeout_s` is shorter than the interpreter's start-up on a loaded machine."""
+    (workspace / "aaa.txt").write_text("a" * 40 + "\n")
+    async with Sidecar(make_settings(search_backend="python", search_timeout_s=0.2), env={}) as sc:
+        monkeypatch.setattr(tools, "SEARCH_START_LIMIT_S", 0.0)
+        with pytest.raises(ToolFailure, match=r"worker process did not start"):
+            await sc.tools.search("(?=a)a")
+        assert search_workers() == []
+        monkeypatch.undo()
+        found = await sc.tools.search("(?=a)a{40}")  # look-ahead: Python's engine, in the worker
+        assert found.text == "aaa.txt:1:" + "a" * 40
