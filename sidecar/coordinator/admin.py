@@ -22,6 +22,7 @@ from sidecar import __version__
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.errors import error_body
 from sidecar.coordinator.keys import bearer_token
+from sidecar.coordinator.kv_view import add_kv_view
 from sidecar.coordinator.state import CoordinatorState
 
 _PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
@@ -98,6 +99,7 @@ def status_view(state: CoordinatorState) -> dict[str, Any]:
         if entry is not None:
             agent.update(state.board.agent_fields(entry))
     status.update(state.board.status(now))
+    add_kv_view(status, state.dispatchers, now)
     status["upstreams"] = [_upstream_view(u, now) for u in state.pool.upstreams]
     return status
 

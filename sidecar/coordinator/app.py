@@ -34,6 +34,7 @@ from sidecar.coordinator.errors import error_body
 from sidecar.coordinator.events import handle_event
 from sidecar.coordinator.guard import CoordinatorGuard
 from sidecar.coordinator.keys import load_keys
+from sidecar.coordinator.kv_view import KVCollector
 from sidecar.coordinator.ledger import UsageLedger
 from sidecar.coordinator.models import list_models
 from sidecar.coordinator.outbound import redirect_guard
@@ -109,7 +110,8 @@ def build_app(
         await upstreams.check()
         tasks = [asyncio.create_task(upstreams.watch_health(HEALTH_INTERVAL_S))]
         tasks.append(asyncio.create_task(state.board.run_sampler(state.dispatchers, time.monotonic)))
-        if config.scheduling.window == "adaptive" and config.scheduling.policy == "priority":
+        s = config.scheduling
+        if (s.window == "adaptive" and s.policy == "priority") or s.policy == "kv":
             tasks += [asyncio.create_task(_follow_metrics(state, u)) for u in state.pool.upstreams]
         try:
             yield
@@ -163,6 +165,7 @@ def build_state(
     dispatchers = {u.alias: make_dispatcher(u.alias, config) for u in pool.upstreams}
     book.on_forget += [d.forget for d in dispatchers.values()]
     telemetry.registry.register(DispatcherCollector(dispatchers))
+    telemetry.registry.register(KVCollector(dispatchers))
     planner = Planner(config, pool, dispatchers, book)
     speculator = Speculator(config.speculation, upstreams, http, dispatchers, book)
     telemetry.registry.register(SpeculationCollector(speculator))
@@ -239,6 +242,7 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
         half_life_s=s.service_half_life_s,
         native_priority=native and s.policy != "fcfs",  # fcfs sends no priority, so vLLM cannot order by it
         engine_slots=None if model is None else model.max_num_seqs,
+        kv_correction=s.kv_correction,
         clock=time.monotonic,
     )
 
@@ -246,7 +250,9 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
 async def _follow_metrics(state: CoordinatorState, upstream: Upstream) -> None:
     """Scrape the upstream's /metrics every `metrics_interval_s`, forever, and let its dispatcher adapt the
     window (`core.engine_admission.observe`): an upstream that starts late, restarts or comes back from zero is
-    adaptive again at its first answer. A scrape that raises is logged and the next one follows."""
+    adaptive again at its first answer. A scrape that raises is logged and the next one follows. Under the `kv`
+    policy each scrape also corrects its KV estimate, and its pump starts a call that waited for a working-set
+    place which has since expired (`kv_keep_s` passes with no call ending, so nothing else would start it)."""
     dispatcher = state.dispatchers[upstream.alias]
     interval = state.config.scheduling.metrics_interval_s
     phase = dispatcher.admission.phase

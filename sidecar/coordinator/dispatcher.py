@@ -7,7 +7,8 @@ leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `
 `window` (an in-flight window per upstream, static or adapted from the upstream's /metrics by
 `core.engine_admission`, which also decides when a call may pass a full window because vLLM's native priority
 will order it ahead of worse work already inside), `working_set` (the `kv` policy: the agents whose KV fits, from
-the `KVLedger` this dispatcher keeps of every call's tokens; its pick decides, no window applies).
+the `KVLedger` this dispatcher keeps of every call's tokens; its pick decides, no window applies). With
+`kv_correction`, the `kv` policy's capacity follows vLLM's own KV counters at every scrape (`core.kv_estimate`).
 `submit` is `acquire` without asyncio: the grant is a callback (the fleet simulation drives the dispatcher so).
 
 Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
@@ -21,7 +22,7 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sidecar.coordinator.errors import ErrorKind, ProxyError
@@ -35,6 +36,7 @@ from sidecar.core.admission import (
     saturation,
 )
 from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits, initial_state, observe
+from sidecar.core.kv_estimate import EngineKV, KVCorrector
 from sidecar.core.ordering import (
     DEFAULT_HALF_LIFE_S,
     AttainedService,
@@ -96,11 +98,13 @@ class Dispatcher:
         half_life_s: float = DEFAULT_HALF_LIFE_S,
         native_priority: bool = False,
         engine_slots: int | None = None,
+        kv_correction: bool = False,
         clock: Callable[[], float],
     ) -> None:
         """`native_priority`: the upstream orders what it holds by vLLM's `priority` (it runs with
         `--scheduling-policy priority`; configuration says so, nothing detects it). `engine_slots`: its configured
-        running capacity (`max_num_seqs`), else learned from its metrics."""
+        running capacity (`max_num_seqs`), else learned from its metrics. `kv_correction`: under the `kv` policy,
+        plan with the engine's capacity and correct the estimate from its counters."""
         self.name = name
         self.policy = policy
         self.max_queue = max_queue
@@ -132,6 +136,9 @@ class Dispatcher:
         self.on_queue: list[Callable[[], None]] = []
         # The `kv` policy's accounting of every agent's context (None under the other policies).
         self.kv_ledger: KVLedger | None = KVLedger() if isinstance(policy, KVAwareOrder) else None
+        self.kv_corrector: KVCorrector | None = None
+        if kv_correction and isinstance(policy, KVAwareOrder):
+            self.kv_corrector = KVCorrector(policy.capacity_tokens)
         self._prompt_hints: dict[int, int] = {}
 
     # --- the public surface -----------------------------------------------------------------------------
@@ -221,6 +228,7 @@ class Dispatcher:
         self.scrapes += 1
         if isinstance(scrape, UpstreamMetrics):
             self._prev_metrics, self.metrics = self.metrics, scrape
+            self._correct_kv(scrape)
         else:
             self.failed_scrapes += 1
         if self.static_window is None:
@@ -340,6 +348,21 @@ class Dispatcher:
 
     # --- internals ----------------------------------------------------------------------------------------
 
+    def _correct_kv(self, scrape: UpstreamMetrics) -> None:
+        """The `kv` policy's capacity after one scrape (`core.kv_estimate`); nothing without the corrector."""
+        if self.kv_corrector is None or self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
+            return
+        engine = EngineKV(
+            scrape.kv_usage,
+            scrape.kv_capacity_tokens,
+            scrape.prefix_cache_hits_total,
+            scrape.prefix_cache_queries_total,
+            scrape.kv_block_tokens,
+        )
+        self.kv_corrector.observe(engine, self.kv_ledger.snapshot())
+        if self.kv_corrector.capacity != self.policy.capacity_tokens:
+            self.policy = replace(self.policy, capacity_tokens=self.kv_corrector.capacity)
+
     def _upstream_state(self) -> str:
         if self.policy.gate is not Gate.WINDOW:
             return "not windowed"
@@ -391,6 +414,8 @@ class Dispatcher:
         waiter = self._waiters.pop(item.seq)
         hint = self._prompt_hints.pop(item.seq, None)
         if self.kv_ledger is not None:
+            if self.kv_corrector is not None:
+                self.kv_corrector.started(self.kv_ledger.snapshot(), item.agent, hint)
             self.kv_ledger.started(item.agent, now, hint)
         waited = now - item.arrived_at
         counters = self.tiers[item.tier]

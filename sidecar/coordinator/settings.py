@@ -126,6 +126,10 @@ class SchedulingSettings(BaseModel):
     # The `kv` policy's two parts, each switchable for ablations: working-set admission, program-level order.
     kv_admission: bool = True
     kv_program_order: bool = True
+    # The `kv` policy plans with vLLM's own capacity (`vllm:cache_config_info`) and corrects its estimate of what is
+    # resident by `vllm:kv_cache_usage_perc` and the prefix-cache counters (sidecar/core/kv_estimate.py); off, it
+    # uses `kv_capacity_tokens` and its own accounting only. An upstream without those metrics is never corrected.
+    kv_correction: bool = True
     # The `kv` policy: a call that does not fit the working set may be passed by later calls that do (smaller
     # contexts fill the KV, so decode batches stay large) until it has waited this long; then nothing passes it.
     kv_backfill_s: float = Field(0.0, ge=0)

@@ -108,6 +108,7 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
     (then the upstream is not vLLM and the window stays static)."""
     values: dict[str, float] = {}
     kv_tokens: int | None = None
+    block: int | None = None
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
@@ -118,8 +119,11 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
         except ValueError:
             continue
         if name == "vllm:cache_config_info":
-            tokens = kv_capacity_tokens(dict(_LABEL.findall(name_labels)))
+            labels = dict(_LABEL.findall(name_labels))
+            tokens = kv_capacity_tokens(labels)
             kv_tokens = kv_tokens if tokens is None else (kv_tokens or 0) + tokens
+            size = labels.get("block_size", "")
+            block = int(size) if size.isdigit() and int(size) > 0 else block
         elif name == "vllm:kv_cache_usage_perc":  # `gpu_cache_usage_perc` is gone from vLLM (reference/vllm.md)
             values["kv"] = max(values.get("kv", 0.0), number)
         else:
@@ -133,6 +137,9 @@ def parse_vllm_metrics(text: str, scraped_at: float) -> UpstreamMetrics | None:
         preemptions_total=values.get("vllm:num_preemptions_total", 0.0),
         scraped_at=scraped_at,
         kv_capacity_tokens=kv_tokens,
+        kv_block_tokens=block,
+        prefix_cache_hits_total=values.get("vllm:prefix_cache_hits_total"),
+        prefix_cache_queries_total=values.get("vllm:prefix_cache_queries_total"),
     )
 
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,4 +320,13 @@ def merge_metrics(snapshots: list[UpstreamMetrics]) -> UpstreamMetrics:
         preemptions_total=sum(s.preemptions_total for s in snapshots),
         scraped_at=min(s.scraped_at for s in snapshots),
         kv_capacity_tokens=sum(s.kv_capacity_tokens or 0 for s in snapshots) or None,
+        kv_block_tokens=next((s.kv_block_tokens for s in snapshots if s.kv_block_tokens), None),
+        prefix_cache_hits_total=_sum_known(s.prefix_cache_hits_total for s in snapshots),
+        prefix_cache_queries_total=_sum_known(s.prefix_cache_queries_total for s in snapshots),
     )
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    """The sum, or None when any replica did not say (a partial sum would look like a restarted counter)."""
+    known = list(values)
+    return None if any(v is None for v in known) else sum(v for v in known if v is not None)

@@ -27,7 +27,10 @@ class UpstreamMetrics:
 
     `kv_usage` is `vllm:kv_cache_usage_perc` (0..1); `preemptions_total` the counter `vllm:num_preemptions_total`;
     `max_num_seqs` the engine's batch limit when known; `kv_capacity_tokens` the KV cache's size in tokens from
-    `vllm:cache_config_info` (its `kv_cache_size_tokens` label, else `num_gpu_blocks` x `block_size`) when shown.
+    `vllm:cache_config_info` (its `kv_cache_size_tokens` label, else `num_gpu_blocks` x `block_size`) when shown,
+    `kv_block_tokens` its `block_size`;
+    `prefix_cache_hits_total` / `prefix_cache_queries_total` the counters `vllm:prefix_cache_hits_total` /
+    `vllm:prefix_cache_queries_total` (prompt tokens found cached / looked up) when shown.
     """
 
     waiting: int
@@ -37,6 +40,9 @@ class UpstreamMetrics:
     scraped_at: float
     max_num_seqs: int | None = None
     kv_capacity_tokens: int | None = None
+    kv_block_tokens: int | None = None
+    prefix_cache_hits_total: float | None = None
+    prefix_cache_queries_total: float | None = None
 
 
 @dataclass(frozen=True)

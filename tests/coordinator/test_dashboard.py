@@ -526,6 +526,7 @@ async def test_dashboard_in_chromium_matches_status(tmp_path: Path) -> None:
             assert row[name] == ("" if agent[name] is None else str(agent[name])), (row, name)
         assert row["cache_hit_rate"] == ("" if agent["cache_hit_rate"] is None else str(agent["cache_hit_rate"]))
     assert [r["state"] for r in rows[:3]] == ["queued"] * 3
+    assert {r["waiting_on"] for r in rows[:3]} == {"window"} and "waiting_on" not in rows[3]  # the gate holding them
     assert {r["agent_id"] for r in rows[:3]} == {"waiter-hot", "waiter-warm", "waiter-cold"}
     assert float(next(r for r in rows if r["agent_id"] == "waiter-cold")["wait_s"]) > 0
     assert by_id["coder-2"]["model"] == "small" and by_id["coder-1"]["model"] == "large"
@@ -539,6 +540,7 @@ async def test_dashboard_in_chromium_matches_status(tmp_path: Path) -> None:
         "savings.gpu_s_saved",
         "tool_cache.hit_rate",
         "replica.small.0.healthy",
+        "kv.large.waiting_on.calls",
     ):
         assert needed in keys, needed
     assert compare_numbers(numbers, status) >= 60
@@ -562,6 +564,42 @@ async def test_dashboard_in_chromium_matches_status(tmp_path: Path) -> None:
         or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
     ]
     assert errors == []  # no script error, no CSP violation
+
+
+async def test_dashboard_in_chromium_shows_the_kv_working_set_and_a_call_waiting_for_room() -> None:
+    scheduling = {"policy": "kv", "kv_capacity_tokens": 1000, "kv_correction": False, "kv_small_context_tokens": 0}
+    async with coordinator(scheduling) as (url, client, state), chromium() as browser:
+        large = state.dispatchers["large"]
+        fleet = Fleet(client, state)
+        holder = client.post(
+            "/v1/chat/completions",
+            json=chat("hold", model="large"),
+            headers={"x-agent-id": "a", "x-sim-fault": "stall"},
+        )
+        fleet.tasks.append(asyncio.create_task(holder))
+        await wait_until(lambda: large.in_flight == 1)
+        big = client.post("/v1/chat/completions", json=chat("x " * 2000, model="large"), headers={"x-agent-id": "b"})
+        fleet.tasks.append(asyncio.create_task(big))
+        await wait_until(lambda: len(large.queue) == 1)
+        try:
+            await browser.call("Page.navigate", url=f"{url}/dashboard?interval=0.25")
+            text = await wait_in_page(
+                browser,
+                "(t => t.includes('for room in the working set') && t)(document.getElementById('kvset').textContent)",
+            )
+            rows = await browser.evaluate(PAGE_AGENTS)
+            table_text = await browser.evaluate("document.querySelector('#agents tbody').textContent")
+            numbers = [n for n in await browser.evaluate(PAGE_NUMBERS) if n[0].startswith("kv.")]
+            status = (await client.get("/status")).json()
+        finally:
+            await fleet.stop()
+    assert "b needs" in text and "the places (a) plan" in text and "(configured)" in text
+    assert {r["agent_id"]: r.get("waiting_on") for r in rows} == {"a": None, "b": "working_set"}
+    assert "KV room" in table_text
+    assert next(r for r in rows if r["agent_id"] == "a")["kv_resident_tokens"] != "0"
+    keys = {k for k, _, _ in numbers}
+    assert {"kv.large.working_set.capacity_tokens", "kv.large.working_set.working_set_tokens"} <= keys
+    assert compare_numbers(numbers, status) == len(numbers) >= 5
 
 
 async def test_dashboard_in_chromium_stays_usable_with_200_agents() -> None:

@@ -8,7 +8,7 @@ from tests.coordinator.test_scheduling import chat, coordinator
 
 
 async def test_the_kv_policy_admits_accounts_and_shows_each_agents_context() -> None:
-    async with coordinator({"policy": "kv", "kv_capacity_tokens": 20_000}) as (client, state):
+    async with coordinator({"policy": "kv", "kv_capacity_tokens": 20_000, "kv_correction": False}) as (client, state):
         for agent in ("a", "b"):
             response = await client.post(
                 "/v1/chat/completions", json=chat("fix the failing test " * 20), headers={"x-agent-id": agent}

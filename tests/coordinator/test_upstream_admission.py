@@ -233,6 +233,21 @@ def test_the_kv_cache_size_is_read_from_cache_config_info(info: str, tokens: int
     snapshot = parse_vllm_metrics(text, 5.0)
     assert snapshot is not None and (snapshot.waiting, snapshot.running) == (2, 3)
     assert snapshot.kv_capacity_tokens == tokens
+    assert snapshot.kv_block_tokens == int(info.split('block_size="', 1)[1].split('"', 1)[0])
+    assert snapshot.prefix_cache_hits_total is None  # not exported here: unknown, never 0
+
+
+def test_the_prefix_cache_counters_are_summed_over_engines() -> None:
+    text = "".join(
+        f'vllm:num_requests_waiting{{engine="{e}"}} 0.0\n'
+        f'vllm:prefix_cache_queries_total{{engine="{e}",model_name="m"}} {100.0 * (e + 1)}\n'
+        f'vllm:prefix_cache_queries_created{{engine="{e}",model_name="m"}} 1.7e9\n'
+        f'vllm:prefix_cache_hits_total{{engine="{e}",model_name="m"}} {40.0 * (e + 1)}\n'
+        for e in (0, 1)
+    )
+    snapshot = parse_vllm_metrics(text, 5.0)
+    assert snapshot is not None
+    assert (snapshot.prefix_cache_hits_total, snapshot.prefix_cache_queries_total) == (120.0, 300.0)
 
 
 async def test_the_simulators_kv_cache_size_reaches_status() -> None:

@@ -64,8 +64,8 @@ def test_unsupported_settings_are_left_out() -> None:
 def test_shared_conditions_run_once() -> None:
     chosen = select(["priority", "routing", "batching"])
     names = needed_conditions(chosen, {e.name: True for e in chosen})
-    assert names == ["fcfs", "pools", "baseline", "routed", "batch200", "batch1000"]
-    assert needed_conditions(chosen, {"priority": True}) == ["fcfs", "pools", "baseline"]
+    assert names == ["fcfs", "pools", "baseline", "kv", "routed", "batch200", "batch1000"]
+    assert needed_conditions(chosen, {"priority": True}) == ["fcfs", "pools", "baseline", "kv"]
     with pytest.raises(KeyError):
         select(["nope"])
 
@@ -109,6 +109,7 @@ def test_time_constants_follow_the_simulator_clock() -> None:
     assert scaled["scheduling.policy"] == "fcfs"
     assert scaled["scheduling.batch_window_ms"] == 5.0  # 200 simulated ms at 40x
     assert scaled["scheduling.aging_s"] == base.scheduling.aging_s / 40
+    assert scaled["scheduling.kv_keep_s"] == base.scheduling.kv_keep_s / 40  # a short tool call, simulated
     assert scaled["scheduling.metrics_interval_s"] == 0.1  # the floor
     assert scaled_times(base, {"scheduling.batch_window_ms": 0.0}, 40.0)["scheduling.batch_window_ms"] == 0.0
     assert scaled_times(base, {"a.b": 1}, 1.0) == {"a.b": 1}

@@ -40,7 +40,7 @@ def bench_result() -> BenchResult:
     )
     result.command = "goose-sidecar bench --scenario t"
     for seed in (1, 2):
-        for condition, slow in (("fcfs", 1.0), ("pools", 0.9), ("baseline", 0.8)):
+        for condition, slow in (("fcfs", 1.0), ("pools", 0.9), ("baseline", 0.8), ("kv", 0.85)):
             run = fake_run(condition, seed, slow * (1 + seed / 10))
             run.settings = {"coordinator": {"scheduling.policy": condition}, "fleet": {"model": "large"}}
             result.fleet_runs[(condition, seed)] = run
@@ -58,7 +58,7 @@ def test_report_files(tmp_path: Path) -> None:
     assert {Path(p).name for p in plots} == {"latency_by_tier.png", "timeline.png", "cache.png", "speedups.png"}
     for plot in plots:
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 6
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 8
     text = report.read_text()
     assert "goose-sidecar bench --scenario t" in text
     assert "| Hot agent latency (simulated s) |" in text

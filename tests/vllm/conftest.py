@@ -118,6 +118,12 @@ def vllm_fcfs2() -> VllmServer:
 
 
 @pytest.fixture(scope="session")
+def vllm_kv24() -> VllmServer:
+    """fcfs, a KV cache of 24 blocks (3,072 tokens) and `--max-model-len 2048`."""
+    return _server("kv24")
+
+
+@pytest.fixture(scope="session")
 def early_coordinator(vllm_fcfs2: VllmServer) -> EarlyCoordinator:
     """A `goose-sidecar up --upstream <fcfs2>` started before that vLLM was launched."""
     early: EarlyCoordinator | None = _STATE.get("early")

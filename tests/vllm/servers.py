@@ -35,6 +35,9 @@ SPECS: dict[str, list[str]] = {
     "prio2": ["--scheduling-policy", "priority", "--max-num-seqs", "2"],
     "prio4": ["--scheduling-policy", "priority", "--max-num-seqs", "4"],
     "fcfs2": ["--max-num-seqs", "2"],
+    # A KV cache of 24 blocks of 128 tokens (3,072 tokens): about two of the KV fleet's agents (test_kv_fleet.py).
+    # Its longest prompt must fit, so its max-model-len is 2,048 (16 blocks).
+    "kv24": ["--num-gpu-blocks-override", "24", "--max-model-len", "2048"],
 }
 
 

@@ -105,6 +105,7 @@
     renderCharts(s);
     renderTiers(s);
     renderUpstreams(s);
+    renderKv(s);
     renderSavings(s);
     renderCaches(s);
     document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
@@ -148,6 +149,9 @@
   }
 
   // --- agents ------------------------------------------------------------------------------------------------
+  const GATES = { window: "window", pools: "pools", working_set: "KV room" };
+  const GATE_TITLES = { window: "waits for the in-flight window", pools: "waits for a place in its pool",
+    working_set: "waits for room in the KV working set" };
   function agentWait(a) { return a.state === "queued" ? a.waiting_s : a.last_wait_ms / 1000; }
   function defaultOrder(a, b) {
     const sa = STATES.indexOf(a.state), sb = STATES.indexOf(b.state);
@@ -192,12 +196,15 @@
       cell("stage", a.stage, a.stage || dash),
       el("td", { "data-f": "tier", "data-v": a.tier || "" }, a.tier ? el("span", { class: "tier " + a.tier }, a.tier) : dash),
       cell("model", a.model, a.model || dash),
-      cell("wait_s", agentWait(a), fmtS(agentWait(a)), "num" + (a.state === "queued" ? " waiting" : "")),
+      el("td", { "data-f": "wait_s", "data-v": agentWait(a) ?? "", class: "num" + (a.state === "queued" ? " waiting" : "") },
+        fmtS(agentWait(a)), a.waiting_on ? el("span", { class: "gate", "data-f": "waiting_on", "data-v": a.waiting_on,
+          title: GATE_TITLES[a.waiting_on] || a.waiting_on }, GATES[a.waiting_on] || a.waiting_on) : null),
       cell("requests", a.requests, fmtInt(a.requests), "num"),
       cell("errors", a.errors, fmtInt(a.errors), "num" + (a.errors ? " bad" : "")),
       cell("tool_calls", a.tool_calls ?? 0, fmtInt(a.tool_calls ?? 0), "num"),
       cell("cache_hit_rate", a.cache_hit_rate, fmtPct(a.cache_hit_rate), "num"),
       cell("attained_service_tokens", a.attained_service_tokens, fmtInt(a.attained_service_tokens), "num"),
+      cell("kv_resident_tokens", a.kv_resident_tokens ?? 0, fmtInt(a.kv_resident_tokens ?? 0), "num"),
       cell("last_seen_s_ago", a.last_seen_s_ago, fmtAgo(a.last_seen_s_ago), "num"),
     ));
     document.querySelector("#agents tbody").replaceChildren(...body);
@@ -347,6 +354,52 @@
         "lets run upstream at once: the engine's running capacity (configured, or learned from how many vLLM runs while it " +
         "queues), plus one call waiting inside vLLM when native priority is on; hotter calls may pass a full window there, " +
         "because vLLM orders them ahead of colder work it holds. Native priority is configuration: vLLM gives no sign of it."));
+  }
+
+  // --- KV working set (the kv policy) and what waiting calls wait on ---------------------------------------------
+  function waitText(w) {
+    if (!w) return "nothing waits";
+    const n = fmtInt(w.calls) + (w.calls === 1 ? " call waits" : " calls wait");
+    if (w.gate === "window") return n + " on the window (" + fmtInt(w.in_flight) + " of " + fmtInt(w.window) + " in flight)";
+    if (w.gate === "pools") return n + " on the pools (hot " + fmtInt(w.hot_pool_in_use) + ", cold " + fmtInt(w.cold_pool_in_use) + " in use)";
+    if (w.gate === "working_set" && w.agent !== undefined) return n + " for room in the working set: " + w.agent + " needs " +
+      fmtInt(w.needs_tokens) + " tokens, the places (" + w.places.join(", ") + ") plan " + fmtInt(w.planned_tokens) + " of " +
+      fmtInt(w.limit_tokens);
+    return n + " on " + w.gate;
+  }
+  function renderKv(s) {
+    const blocks = [];
+    for (const [alias, m] of Object.entries(s.kv || {})) {
+      const k = "kv." + alias + ".";
+      const w = m.working_set;
+      const ws = k + "working_set.";
+      const rows = [el("dt", {}, "waits"), el("dd", {}, m.waiting_on
+        ? num(k + "waiting_on.calls", m.waiting_on.calls, waitText(m.waiting_on), "waiting") : waitText(null))];
+      if (w) {
+        const c = w.correction;
+        rows.push(
+          el("dt", {}, "capacity"), el("dd", {}, num(ws + "capacity_tokens", w.capacity_tokens, fmtInt(w.capacity_tokens)),
+            " tokens (" + (w.capacity_source === "engine" ? "vLLM's cache_config_info" : "configured") + ") · usable ",
+            num(ws + "usable_tokens", w.usable_tokens, fmtInt(w.usable_tokens))),
+          el("dt", {}, "working set"), el("dd", {}, el("div", { class: "kv" }, bar(w.capacity_tokens ? w.working_set_tokens / w.capacity_tokens : 0),
+            num(ws + "working_set_tokens", w.working_set_tokens, fmtInt(w.working_set_tokens)), " tokens, " +
+            fmtInt(w.agents_with_place) + " agents with a place")),
+          el("dt", {}, "resident (est.)"), el("dd", {}, el("div", { class: "kv" }, bar(w.capacity_tokens ? w.resident_tokens / w.capacity_tokens : 0),
+            num(ws + "resident_tokens", w.resident_tokens, fmtInt(w.resident_tokens)), " tokens, " + fmtInt(w.agents_resident) + " agents")),
+          el("dt", {}, "correction"), el("dd", {}, c ? [
+            "scale ", num(ws + "correction.scale", c.scale, c.scale.toFixed(2)), " · residency ",
+            num(ws + "correction.residency", c.residency, fmtPct(c.residency)), " · vLLM prefix hits ",
+            num(ws + "correction.engine_prefix_hit_ratio", c.engine_prefix_hit_ratio, fmtPct(c.engine_prefix_hit_ratio)),
+            " vs expected ", fmtPct(c.expected_prefix_hit_ratio)] : "off"));
+      }
+      blocks.push(el("div", { "data-model": alias }, el("h3", {}, alias, " ", el("span", { class: "muted" }, "· gate " + m.gate)),
+        el("dl", { class: "facts" }, rows)));
+    }
+    fill("kvset", blocks, el("p", { class: "note" }, "A waiting call waits on its policy's gate: the in-flight window (priority), " +
+      "the pools, or the KV working set (kv policy: the agents with a call in flight or back from one moments ago, whose " +
+      "contexts must fit the engine's KV; a new agent waits for room instead of evicting them). Tokens are the coordinator's " +
+      "estimate from each answer's usage, scaled by what vLLM reports holding (kv_cache_usage_perc); residency shrinks the " +
+      "usable capacity when vLLM's prefix-cache hit ratio falls below what the estimate expected."));
   }
 
   // --- savings ---------------------------------------------------------------------------------------------
