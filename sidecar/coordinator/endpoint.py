@@ -13,6 +13,7 @@ closes the upstream stream, and vLLM aborts a request whose connection closes (f
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,15 @@ log = get_logger("sidecar.coordinator.endpoint")
 
 async def run_until_disconnect(receive: Receive, send: Send, work: Callable[[Send], Awaitable[None]]) -> bool:
     """Run `work(send)` until it finishes or the client disconnects (then cancel it). True if the client left
-    before the response was complete (a disconnect seen after the last body message is the normal end)."""
+    before the response was complete (a disconnect seen after the last body message is the normal end).
+
+    One plain asyncio task watches `receive` and cancels the calling task (`Task.cancel`) when the client
+    leaves; that cancellation is taken back (`Task.uncancel`) here, so a cancellation from outside (server
+    shutdown) still propagates. An anyio task group per call cost more than everything else the coordinator
+    does per call (profile in docs/benchmarks.md). The work sees one `CancelledError`, as from any asyncio
+    cancellation: its `finally` blocks (slot release, closing the upstream stream) run to their end."""
+    task = asyncio.current_task()
+    assert task is not None, "run_until_disconnect runs in a task"
     disconnected = False
     complete = False
 
@@ -51,21 +60,31 @@ async def run_until_disconnect(receive: Receive, send: Send, work: Callable[[Sen
             complete = True
         await send(message)
 
-    async with anyio.create_task_group() as group:
+    async def watch() -> None:
+        nonlocal disconnected
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not complete:
+                    disconnected = True
+                    task.cancel()
+                return
 
-        async def watch() -> None:
-            nonlocal disconnected
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not complete:
-                        disconnected = True
-                        group.cancel_scope.cancel()
-                    return
-
-        group.start_soon(watch)
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
         await work(tracking_send)
-        group.cancel_scope.cancel()
+    except asyncio.CancelledError:
+        if not disconnected or task.uncancel() > 0:
+            raise  # not (only) ours: the server is cancelling this request
+        return True
+    except BaseException:
+        if disconnected:
+            task.uncancel()  # the work turned our cancellation into another error; it propagates
+        raise
+    finally:
+        watcher.cancel()
+    if disconnected:
+        task.uncancel()  # the work swallowed our cancellation; the client still left
     return disconnected
 
 
