@@ -82,34 +82,34 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Any 
     )
 
 
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+}
+
+
+def _dropped(*_args: Any, **_fields: Any) -> None:
+    return None
+
+
 class Logger:
-    """A structlog logger that returns at once for a level below the configured one (`configure_logging`)."""
+    """A structlog logger whose methods below the configured level (`configure_logging`) are a no-op: the check
+    is made when the method is looked up, so an enabled line is the structlog call itself, made from the caller's
+    frame (the records' file and line stay the caller's)."""
 
     __slots__ = ("_logger",)
 
     def __init__(self, name: str) -> None:
         self._logger: Any = structlog.stdlib.get_logger(name)
 
-    def debug(self, event: str, **fields: Any) -> None:
-        if _threshold <= logging.DEBUG:
-            self._logger.debug(event, **fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        if _threshold <= logging.INFO:
-            self._logger.info(event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        if _threshold <= logging.WARNING:
-            self._logger.warning(event, **fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        if _threshold <= logging.ERROR:
-            self._logger.error(event, **fields)
-
-    def exception(self, event: str, **fields: Any) -> None:
-        """An error line with the exception being handled."""
-        if _threshold <= logging.ERROR:
-            self._logger.exception(event, **fields)
+    def __getattr__(self, method: str) -> Any:
+        level = _METHOD_LEVELS.get(method)
+        if level is not None and level < _threshold:
+            return _dropped
+        return getattr(self._logger, method)
 
 
 def get_logger(name: str) -> Logger:
