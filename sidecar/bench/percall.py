@@ -1,9 +1,10 @@
 """`python -m sidecar.bench.percall`: what the coordinator does once per call, step by step, in microseconds.
 
 The steps a chat call passes through once, outside the relay of its bytes: the guard, parsing the body,
-identifying the agent, planning (stage, tier, model), a slot from the dispatcher and its release, the telemetry
-hooks of one call, per-call logging at level warning (bind the request's fields, a filtered `request` line) and
-the disconnect watch around the exchange. Each runs `--calls` times in this process on the app state
+identifying the agent, planning (stage, tier, model), a slot from the dispatcher and its release (for one agent
+and for a fleet of 2,000, whose attained service each release adds to), the telemetry hooks of one call,
+per-call logging at level warning (bind the request's fields, a filtered `request` line) and the disconnect
+watch around the exchange. Each runs `--calls` times in this process on the app state
 `build_state` wires for one upstream (nothing is sent anywhere); the figure is the process's CPU time per call
 (`time.process_time`, so other processes on a busy machine count little), the median of `--rounds` rounds. Run
 it on two checkouts back to back to compare them; `scripts/bench proxy` measures the whole path over real sockets.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -34,6 +36,7 @@ from sidecar.core.usage import Usage
 from sidecar.obs import bind_request, clear_request, configure_logging, get_logger
 
 MODEL = "default"
+FLEET = 2000  # agents in the fleet step: the dispatcher's per-agent state is that large
 BODY = json.dumps(
     {"model": MODEL, "messages": [{"role": "user", "content": "benchmark " * 40}], "stream": True, "max_tokens": 20}
 ).encode()  # fmt: skip  (scripts/bench proxy's request)
@@ -99,6 +102,11 @@ async def measure(calls: int, rounds: int) -> list[tuple[str, float]]:
         async def slot() -> None:
             (await dispatcher.acquire(identity.agent_id, Tier.WARM)).release(120.0, 120, 0)
 
+        fleet = itertools.cycle([f"agent-{i}" for i in range(FLEET)])
+
+        async def fleet_slot() -> None:  # each release adds to the attained service of FLEET agents
+            (await dispatcher.acquire(next(fleet), Tier.WARM)).release(120.0, 120, 0)
+
         def hooks() -> None:
             telemetry.request_read(len(BODY))
             telemetry.call_planned(agent, None, MODEL, "explore", "warm")
@@ -121,6 +129,9 @@ async def measure(calls: int, rounds: int) -> list[tuple[str, float]]:
         now = time.monotonic()
         results.append(("plan", _per_call_us(lambda: state.planner.plan(parsed, identity, None, now), calls, rounds)))
         results.append(("slot (acquire + release)", await _per_call_us_async(slot, calls, rounds)))
+        for _ in range(FLEET):  # every agent known before the rounds
+            await fleet_slot()
+        results.append((f"slot, {FLEET:,} agents", await _per_call_us_async(fleet_slot, calls, rounds)))
         results.append(("telemetry hooks", _per_call_us(hooks, calls, rounds)))
         results.append(("logging at warning", _per_call_us(logging_off, calls, rounds)))
         watch = await _per_call_us_async(lambda: run_until_disconnect(receive, send, respond), calls, rounds)
@@ -131,7 +142,8 @@ async def measure(calls: int, rounds: int) -> list[tuple[str, float]]:
 def report(results: list[tuple[str, float]]) -> str:
     lines = ["| step | CPU µs per call |", "|---|---|"]
     lines += [f"| {name} | {us:.2f} |" for name, us in results]
-    lines.append(f"| total | {sum(us for _, us in results):.2f} |")
+    one_agent = sum(us for name, us in results if not name.startswith("slot, "))
+    lines.append(f"| total (one agent) | {one_agent:.2f} |")
     return "\n".join(lines)
 
 

@@ -14,7 +14,8 @@ def test_every_step_is_measured_and_reported(capsys: pytest.CaptureFixture[str])
     finally:
         configure_logging("info", "console")  # the suite's setting (tests/conftest.py); the bench sets warning
     table = capsys.readouterr().out
-    for step in ("guard", "parse", "plan", "slot (acquire + release)", "telemetry hooks", "disconnect watch", "total"):
+    steps = ("guard", "parse", "plan", "slot (acquire + release)", "slot, 2,000 agents", "telemetry hooks")
+    for step in (*steps, "logging at warning", "disconnect watch", "total (one agent)"):
         assert f"| {step} |" in table
     rows = [line.split("|")[2].strip() for line in table.splitlines()[2:]]
     assert all(float(value) >= 0 for value in rows)
