@@ -26,13 +26,13 @@ from starlette.routing import BaseRoute, Route
 from sidecar.config import Config
 from sidecar.coordinator.admin import DispatcherCollector, admin_routes
 from sidecar.coordinator.agents import AgentBook
-from sidecar.coordinator.connpool import LeanTransport
 from sidecar.coordinator.dashboard import Board, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.endpoint import CompletionsEndpoint
 from sidecar.coordinator.errors import error_body
 from sidecar.coordinator.events import handle_event
 from sidecar.coordinator.guard import CoordinatorGuard
+from sidecar.coordinator.h1client import H1Pool, Timeouts
 from sidecar.coordinator.keys import load_keys
 from sidecar.coordinator.kv_view import KVCollector
 from sidecar.coordinator.ledger import UsageLedger
@@ -59,8 +59,21 @@ log = get_logger("sidecar.coordinator.app")
 HEALTH_INTERVAL_S = 5.0
 
 
+def make_relay(config: Config) -> H1Pool:
+    """The completions relay's client (h1client.py): the same limits and timeouts as `make_client`'s."""
+    c = config.coordinator
+    return H1Pool(
+        max_connections=c.max_connections,
+        max_keepalive=c.max_keepalive_connections,
+        keepalive_expiry=c.keepalive_expiry_s,
+        timeouts=Timeouts(c.connect_timeout_s, c.read_timeout_s, c.write_timeout_s, c.pool_timeout_s),
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+    )
+
+
 def make_client(config: Config) -> httpx.AsyncClient:
-    """The one shared upstream client: explicit timeouts, bounded pool, keep-alive."""
+    """The shared httpx client for small upstream requests (health, model lists, metrics, a redirect's target):
+    explicit timeouts, bounded pool, keep-alive."""
     c = config.coordinator
     limits = httpx.Limits(
         max_connections=c.max_connections,
@@ -71,7 +84,7 @@ def make_client(config: Config) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             connect=c.connect_timeout_s, read=c.read_timeout_s, write=c.write_timeout_s, pool=c.pool_timeout_s
         ),
-        transport=LeanTransport(limits),  # httpcore's own pool costs O(connections^2) per request (connpool.py)
+        limits=limits,
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
         # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
@@ -122,6 +135,7 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await speculator.aclose()
+            upstreams.relay.close()
             if owns_client:
                 await http.aclose()
 
@@ -157,6 +171,7 @@ def build_state(
     upstreams = UpstreamClient(
         pool,
         http,
+        make_relay(config),
         retries=config.coordinator.retries,
         retry_backoff_s=config.coordinator.retry_backoff_s,
         replica_clients=replica_clients,
