@@ -6,8 +6,11 @@ that misbehave (a body cut short, a head or a chunk-size line that never ends: a
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -343,3 +346,31 @@ async def test_a_header_value_with_a_line_break_is_refused_before_sending() -> N
         with pytest.raises(httpx.LocalProtocolError):
             await pool.request("POST", url, [(b"x-a", b"v\r\nx-injected: 1")], b"{}")
         assert pool.in_use == 0 and server.headers == []
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl's command line), and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_upstreams_are_reached_over_tls_and_connections_reused(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    server = Server()
+    pool = make_pool(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    async with serve_app(server, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        https = url.replace("http://", "https://")
+        assert [await get(pool, f"{https}/", b"{}") for _ in range(3)] == [b"one two three"] * 3
+        assert len(server.peers) == 1 and server.headers[0]["host"] == https.removeprefix("https://")
+        with pytest.raises(httpx.ConnectError):  # a certificate the pool does not trust
+            await get(make_pool(ssl_context=ssl.create_default_context()), f"{https}/")
+    pool.close()
