@@ -457,10 +457,13 @@ class H1Pool:
 
 
 def _encode_head(method: str, target: str, host: str, headers: Iterable[tuple[bytes, bytes]], length: int) -> bytes:
+    """The request head. A name or value holding CR or LF would end a header early (header injection): the head
+    must hold exactly one line break per line it was built from."""
     lines = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1")]
-    for name, value in headers:
-        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
-            raise httpx.LocalProtocolError(f"invalid header {name!r}")
-        lines.append(b"%s: %s\r\n" % (name, value))
+    lines += [b"%s: %s\r\n" % pair for pair in headers]
     lines.append(b"content-length: %d\r\n\r\n" % length)
-    return b"".join(lines)
+    head = b"".join(lines)
+    breaks = len(lines) + 2  # the request line's, the host's, each header's, content-length's and the blank line
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks:
+        raise httpx.LocalProtocolError("a request header holds a line break")
+    return head
