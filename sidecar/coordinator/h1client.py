@@ -13,8 +13,10 @@ most `max_keepalive` idle connections, idle ones older than `keepalive_expiry` c
 
 Framing: Content-Length, chunked, and a body the server ends by closing; `connection: close` (and HTTP/1.0)
 answers are not reused; 1xx answers before the final one are skipped. A response's head and any stretch of
-bytes that yields no body (a chunk-size line or extension that never ends) are bounded by `MAX_HEAD_BYTES`: past
-it the connection is dropped with a protocol error, so a server cannot make it hold more.
+bytes that yields no body (a chunk-size line or extension that never ends) are bounded: more than
+`MAX_HEAD_BYTES` fed over several reads without the parser yielding a head or body bytes drops the connection
+with a protocol error, so a server cannot make it hold more than that and one read. A response after the
+response (unasked) drops the connection too; the reader keeps what belonged to its own.
 
 Errors are httpx's exception classes (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `WriteTimeout`,
 `PoolTimeout`, `ReadError`, `RemoteProtocolError`), so `errors.translate_upstream_exception` gives the same
@@ -141,6 +143,8 @@ class Connection(asyncio.Protocol):
     # --- httptools callbacks ---------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:  # a second response to one request: stop here (the parser raises), drop the connection
+            raise ValueError("a response nobody asked for")
         self.headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:

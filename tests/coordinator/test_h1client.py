@@ -295,6 +295,15 @@ async def test_a_chunked_body_cut_short_is_a_protocol_error_and_the_connection_i
     pool.close()
 
 
+async def test_a_second_response_to_one_request_is_not_relayed_and_drops_the_connection() -> None:
+    extra = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra"
+    pool = make_pool()
+    async with raw(answer(b"HTTP/1.1 200 OK\r\ncontent-length: 32\r\n\r\n" + b"".join(FRAMES) + extra)) as (url, _):
+        assert await body_of(await pool.request("POST", url, [], b"{}")) == b"".join(FRAMES)
+        assert pool.idle_count == 0 and pool.in_use == 0
+    pool.close()
+
+
 async def test_a_server_that_closes_before_answering_is_a_protocol_error() -> None:
     pool = make_pool()
     async with raw(answer(b"", close=True)) as (url, _):
