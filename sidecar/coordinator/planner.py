@@ -14,7 +14,7 @@ from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
 from sidecar.core.priority import Priority, resolve_priority
-from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, resolve_model, route_table_from
+from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, route_call, route_table_from
 from sidecar.core.stages import DEFAULT_STAGE_TIERS, Tier, stage_tiers_from
 from sidecar.core.task_kind import classify_task
 
@@ -65,13 +65,15 @@ class Planner:
         )
         aliases = {u.alias: u.served_name for u in self.pool.upstreams}
         routing = self.config.routing
-        route_alias = self.routes.alias_for(priority.stage, classify_task(priority.stage, messages).kind)
         load = {alias: d.saturation() for alias, d in self.dispatchers.items()} if routing.spill_over else None
-        decision = resolve_model(
-            parsed.model if routing.enabled or parsed.model.lower() != "auto" else routing.default_alias,
+        decision = route_call(
+            self.routes,
+            priority.stage,
+            classify_task(priority.stage, messages).kind,
+            parsed.model,
             aliases,
-            route_alias if routing.enabled else routing.default_alias,
-            identity.agent_id in self.opted_out,
+            routing_enabled=routing.enabled,
+            opted_out=identity.agent_id in self.opted_out,
             default_alias=routing.default_alias,
             load=load,
             spill=self.spill,

@@ -18,6 +18,7 @@ from sidecar.core.routing import (
     pick_replica,
     rendezvous_score,
     resolve_model,
+    route_call,
     route_table_from,
 )
 from sidecar.core.stages import Stage, TaskKind
@@ -273,3 +274,19 @@ def test_the_choice_is_healthy_and_not_much_more_loaded(states: list[tuple[int, 
     assert chosen.healthy and chosen.url == choice.url
     least = min(healthy_loads)
     assert chosen.load <= least + max(2, 0.5 * least)
+
+
+def test_route_call_routes_by_the_table_spills_when_saturated_and_honours_routing_off() -> None:
+    table = RouteTable()
+    # simple work goes to the small model, complex to the large one; a saturated large spills to the idle small
+    assert route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, "auto", ALIASES).alias == SMALL
+    assert route_call(table, Stage.CODE_EDIT, TaskKind.COMPLEX, "auto", ALIASES).alias == LARGE
+    spilled = route_call(table, Stage.CODE_EDIT, TaskKind.COMPLEX, "auto", ALIASES, load={LARGE: 1.2, SMALL: 0.1})
+    assert (spilled.alias, spilled.reason) == (SMALL, RouteReason.SPILLED)
+    # routing off: "auto" and the route are the default alias (still spilled when saturated, as the planner does)
+    off = route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, "AUTO", ALIASES, routing_enabled=False)
+    assert (off.alias, off.reason) == (LARGE, RouteReason.ALIAS)
+    assert route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, SMALL, ALIASES, routing_enabled=False).alias == SMALL
+    # an opted-out agent gets the default alias and never spills
+    opted = route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, "auto", ALIASES, opted_out=True, load={LARGE: 0.0})
+    assert (opted.alias, opted.reason) == (LARGE, RouteReason.OPTED_OUT)
