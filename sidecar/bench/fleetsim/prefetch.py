@@ -14,7 +14,7 @@ writes it, `run_command` may write anywhere):
 
 `calibration.md` has no tool-cache hit rate to take this from; its one figure on re-reads, the seed's "edit ->
 read same file 20%", is a miss here (the edit changed the file), and the programs' transition model already
-draws it. The rule yields the fraction the report prints (`prefetch: answers with known results`).
+draws it. The rule yields the share the report prints (`prefetch: answers whose tool results were all cached`).
 
 What the coordinator then does, as `Speculator` does it (each step names its production counterpart):
 
@@ -30,8 +30,8 @@ What the coordinator then does, as `Speculator` does it (each step names its pro
   the production code charges it (`SpecCall.tokens`: the usage total when complete, else one per output token).
 - `take`: the agent's real next call (when its tool calls are done) is served from its speculative call when the
   request is identical (always, by construction, unless `max_age_s` passed): at once when it finished, else when
-  it does (attached while running); the real call takes no dispatcher slot, and the proxy's ledger never sees it
-  (no `Slot.release`), exactly as in the coordinator.
+  it does (attached while running); the real call takes no dispatcher slot, and the `kv` policy's ledger never
+  sees it (no `Slot.release`), exactly as in the coordinator.
 
 Every token of a speculative call is an engine token: the report's prompt tokens computed and prefix-cache figures
 (the engines' counters) include them; the tokens of calls never served are also shown apart.
