@@ -50,6 +50,10 @@ class Planner:
         self.spill = SpillPolicy(enabled=config.routing.spill_over)
         self.opted_out = frozenset(config.routing.opt_out_agents)
 
+    def _saturation(self) -> dict[str, float]:
+        """Each model's saturation for spill-over (read only for calls that are routed)."""
+        return {alias: d.saturation() for alias, d in self.dispatchers.items()}
+
     def plan(self, parsed: ParsedRequest, identity: Identity, header_priority: str | None, now: float) -> CallPlan:
         messages = parsed.body.get("messages")
         messages = messages if isinstance(messages, list) else []
@@ -65,17 +69,16 @@ class Planner:
         )
         aliases = {u.alias: u.served_name for u in self.pool.upstreams}
         routing = self.config.routing
-        load = {alias: d.saturation() for alias, d in self.dispatchers.items()} if routing.spill_over else None
         decision = route_call(
             self.routes,
             priority.stage,
-            classify_task(priority.stage, messages).kind,
+            lambda: classify_task(priority.stage, messages).kind,
             parsed.model,
             aliases,
             routing_enabled=routing.enabled,
             opted_out=identity.agent_id in self.opted_out,
             default_alias=routing.default_alias,
-            load=load,
+            load=self._saturation if routing.spill_over else None,
             spill=self.spill,
         )
         alias = decision.alias if decision.alias is not None else self.pool.upstreams[0].alias

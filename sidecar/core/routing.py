@@ -13,7 +13,7 @@ pick_replica  session affinity by rendezvous hashing (the same agent on the same
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -102,6 +102,18 @@ class RouteDecision:
     detail: str = ""
 
 
+def consults_route(requested: str | None, aliases: Mapping[str, str]) -> bool:
+    """Whether `resolve_model` may use its `route` and `load` for this `model`: False when the name is an alias,
+    a served name, or (one alias) `large`/`small`, or any other name passed through; only `"auto"` (any case), a
+    missing or an empty name is routed. Callers skip classifying the call and reading the load otherwise."""
+    name = (requested or "").strip()
+    if name in aliases or name in aliases.values():
+        return False
+    if len(aliases) == 1 and name.lower() in (LARGE, SMALL):
+        return False
+    return not name or name.lower() == AUTO
+
+
 def resolve_model(
     requested: str | None,
     aliases: Mapping[str, str],
@@ -156,27 +168,33 @@ def resolve_model(
 def route_call(
     table: RouteTable,
     stage: Stage | None,
-    task: TaskKind,
+    task: Callable[[], TaskKind],
     requested: str | None,
     aliases: Mapping[str, str],
     *,
     routing_enabled: bool = True,
     opted_out: bool = False,
     default_alias: str = LARGE,
-    load: Mapping[str, float] | None = None,
+    load: Callable[[], Mapping[str, float]] | None = None,
     spill: SpillPolicy = SpillPolicy(),  # frozen, so sharing the default is safe
 ) -> RouteDecision:
     """The coordinator's routing decision for one call (what `coordinator.planner.Planner` asks, and the fleet
-    simulation with it): the route table's alias for (`stage`, `task`), then `resolve_model` with the upstreams'
-    saturation `load` (alias -> `admission.saturation`, None when not gathered) and the spill-over policy.
+    simulation with it): the route table's alias for (`stage`, `task()`), then `resolve_model` with the upstreams'
+    saturation `load()` (alias -> `admission.saturation`; None: not read) and the spill-over policy.
 
     With routing disabled, `"auto"` (any case) and the route both become `default_alias`; a named model or alias is
-    resolved as usual.
+    resolved as usual. `task` and `load` are called only when the route is consulted (`consults_route`), so a call
+    that names its model is neither classified nor reads the load.
     """
     name = requested or ""
     model = name if routing_enabled or name.lower() != AUTO else default_alias
-    route = table.alias_for(stage, task) if routing_enabled else default_alias
-    return resolve_model(model, aliases, route, opted_out, default_alias=default_alias, load=load, spill=spill)
+    route, readings = default_alias, None
+    if consults_route(model, aliases):
+        if routing_enabled:
+            route = table.alias_for(stage, task())
+        if load is not None:
+            readings = load()
+    return resolve_model(model, aliases, route, opted_out, default_alias=default_alias, load=readings, spill=spill)
 
 
 def _configured(preferred: str, aliases: Mapping[str, str]) -> str | None:

@@ -15,6 +15,7 @@ from sidecar.core.routing import (
     RouteReason,
     RouteTable,
     SpillPolicy,
+    consults_route,
     pick_replica,
     rendezvous_score,
     resolve_model,
@@ -278,15 +279,42 @@ def test_the_choice_is_healthy_and_not_much_more_loaded(states: list[tuple[int, 
 
 def test_route_call_routes_by_the_table_spills_when_saturated_and_honours_routing_off() -> None:
     table = RouteTable()
+    simple, complex_ = (lambda: TaskKind.SIMPLE), (lambda: TaskKind.COMPLEX)
     # simple work goes to the small model, complex to the large one; a saturated large spills to the idle small
-    assert route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, "auto", ALIASES).alias == SMALL
-    assert route_call(table, Stage.CODE_EDIT, TaskKind.COMPLEX, "auto", ALIASES).alias == LARGE
-    spilled = route_call(table, Stage.CODE_EDIT, TaskKind.COMPLEX, "auto", ALIASES, load={LARGE: 1.2, SMALL: 0.1})
+    assert route_call(table, Stage.COMMIT_MSG, simple, "auto", ALIASES).alias == SMALL
+    assert route_call(table, Stage.CODE_EDIT, complex_, "auto", ALIASES).alias == LARGE
+    spilled = route_call(table, Stage.CODE_EDIT, complex_, "auto", ALIASES, load=lambda: {LARGE: 1.2, SMALL: 0.1})
     assert (spilled.alias, spilled.reason) == (SMALL, RouteReason.SPILLED)
     # routing off: "auto" and the route are the default alias (still spilled when saturated, as the planner does)
-    off = route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, "AUTO", ALIASES, routing_enabled=False)
+    off = route_call(table, Stage.COMMIT_MSG, simple, "AUTO", ALIASES, routing_enabled=False)
     assert (off.alias, off.reason) == (LARGE, RouteReason.ALIAS)
-    assert route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, SMALL, ALIASES, routing_enabled=False).alias == SMALL
+    assert route_call(table, Stage.COMMIT_MSG, simple, SMALL, ALIASES, routing_enabled=False).alias == SMALL
     # an opted-out agent gets the default alias and never spills
-    opted = route_call(table, Stage.COMMIT_MSG, TaskKind.SIMPLE, "auto", ALIASES, opted_out=True, load={LARGE: 0.0})
+    opted = route_call(table, Stage.COMMIT_MSG, simple, "auto", ALIASES, opted_out=True, load=lambda: {LARGE: 0.0})
     assert (opted.alias, opted.reason) == (LARGE, RouteReason.OPTED_OUT)
+
+
+def test_route_call_neither_classifies_nor_reads_the_load_for_a_named_model() -> None:
+    def never() -> dict[str, float]:
+        raise AssertionError("read for a named model")
+
+    decision = route_call(RouteTable(), Stage.CODE_EDIT, never, S7, ALIASES, load=never)  # type: ignore[arg-type]
+    assert (decision.alias, decision.reason) == (SMALL, RouteReason.EXPLICIT)
+
+
+@given(
+    st.sampled_from(["", " ", "auto", "AUTO", " Auto ", SMALL, LARGE, "Large", S7, S32, "gpt-4", "other", None]),
+    st.sampled_from([ALIASES, {LARGE: S32}, {"only": "served/one"}, {}]),
+    st.sampled_from([SMALL, LARGE, "nowhere"]),
+    st.sampled_from([None, {SMALL: 0.0, LARGE: 2.0}, {SMALL: 2.0, LARGE: 0.0}]),
+    st.booleans(),
+)
+def test_a_route_not_consulted_changes_nothing(
+    requested: str | None, aliases: dict[str, str], route: str, load: dict[str, float] | None, opted_out: bool
+) -> None:
+    """When `consults_route` says no, the route and the load make no difference to the decision (the planner
+    skips classifying the call and reading the load then)."""
+    decision = resolve_model(requested, aliases, route, opted_out, load=load)
+    if not consults_route(requested, aliases):
+        assert decision == resolve_model(requested, aliases, "elsewhere", opted_out, load=None)
+    assert consults_route("auto", aliases) or "auto" in aliases

@@ -217,14 +217,21 @@ class FleetSim:
         if self.small_replica is None:
             return state.replica
         small = self.small_replica
-        load = None
-        if self.spill.enabled:
-            load = {
+
+        def load() -> dict[str, float]:
+            return {
                 LARGE: self.replicas[state.replica].dispatcher.saturation(),
                 SMALL: self.replicas[small].dispatcher.saturation(),
             }
+
         decision = route_call(
-            self.routes, stage, classify_task(stage, ()).kind, AUTO, _ALIASES, load=load, spill=self.spill
+            self.routes,
+            stage,
+            lambda: classify_task(stage, ()).kind,
+            AUTO,
+            _ALIASES,
+            load=load if self.spill.enabled else None,
+            spill=self.spill,
         )
         if decision.reason is RouteReason.SPILLED:
             self._count(f"spilled to {decision.alias}")
