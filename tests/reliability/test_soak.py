@@ -4,7 +4,7 @@ Each agent is a Goose-like loop on loopback: a streaming chat call with its own 
 tools offered, the answer (a tool call, usually) appended with a tool result of a few KB, a think time, and a
 fresh episode after a few turns, so contexts grow and the steady state repeats. The simulator (its own process,
 so it has the second core; 32B profile at a high time scale) injects a few faults of every kind. The run is
-bounded: `PHASES` phases of `PHASE_S` seconds, each ending at a quiescent checkpoint (every agent idle).
+bounded: `PHASES` phases of `CALLS_PER_PHASE` calls per agent, each ending at a quiescent checkpoint (every agent idle).
 
 Asserted: every call got an answer (a complete stream, an in-band error frame, or an HTTP error with vLLM's
 error object; never a timeout, a cut stream or a hang); at every checkpoint every in-flight count is 0, the
@@ -55,7 +55,8 @@ from tests.reliability.streams import (
 
 AGENTS = 300
 PHASES = 5
-PHASE_S = 5.0
+CALLS_PER_PHASE = 4  # per agent: a phase is a number of calls, not seconds, so a busy machine measures the same
+# work (with phases of fixed seconds it made fewer calls, and the warm-up's fixed growth weighed more per call)
 TURNS_PER_EPISODE = 6
 THINK_S = (0.05, 0.5)
 TOOL_RESULT_BYTES = (500, 4000)
@@ -125,17 +126,20 @@ class Fleet:
         self.outcomes: Counter[str] = Counter()
         self.failures: list[str] = []
 
-    async def agent(self, client: httpx.AsyncClient, index: int, phase: int, stop: float) -> None:
+    async def agent(self, client: httpx.AsyncClient, index: int, phase: int, calls: int) -> None:
+        """`calls` calls of agent `index` (episodes of up to TURNS_PER_EPISODE turns; a failed call starts over)."""
         rng = random.Random(f"{index}:{phase}")
         agent_id = f"soak-{index}"
-        while time.monotonic() < stop:
+        made = 0
+        while made < calls:
             messages: list[dict[str, Any]] = [
                 {"role": "system", "content": "You are a coding agent. Use the tools."},
                 {"role": "user", "content": f"Task {index}-{rng.random():.6f}: fix the failing test in pkg/mod.py"},
             ]
             for _turn in range(TURNS_PER_EPISODE):
-                if time.monotonic() >= stop:
+                if made >= calls:
                     return
+                made += 1
                 outcome, raw = await self.call(client, agent_id, messages, "large" if index % 4 else "auto")
                 if outcome != "complete":
                     break  # a fresh episode, as an agent whose call failed starts over
@@ -265,15 +269,15 @@ async def test_soak_hundreds_of_agents_nothing_lost_nothing_leaked() -> None:
             points: list[Checkpoint] = []
             started = time.monotonic()
             for phase in range(PHASES):
-                stop = time.monotonic() + PHASE_S
-                agents = (fleet.agent(client, i, phase, stop) for i in range(AGENTS))
-                await asyncio.wait_for(asyncio.gather(*agents), PHASE_S + 60)
+                agents = (fleet.agent(client, i, phase, CALLS_PER_PHASE) for i in range(AGENTS))
+                await asyncio.gather(*agents)
                 points.append(await checkpoint(state, fleet, tasks_before))
             elapsed = time.monotonic() - started
 
     calls = sum(fleet.outcomes.values())
     print(
-        f"\nsoak: {AGENTS} agents, {PHASES} x {PHASE_S:g} s, {elapsed:.1f} s, {calls} calls ({calls / elapsed:.0f}/s)"
+        f"\nsoak: {AGENTS} agents, {PHASES} phases x {CALLS_PER_PHASE} calls each, {elapsed:.1f} s, {calls} calls "
+        f"({calls / elapsed:.0f}/s)"
     )
     print("| outcome | calls |\n|---|---|")
     for outcome, count in sorted(fleet.outcomes.items()):
