@@ -10,6 +10,8 @@ the coordinator's metrics watcher would (vLLM's waiting, running, KV usage, pree
 A call: the agent submits to its replica's dispatcher with its prompt size; when granted it reaches the engine
 `frontend_s` later (vLLM's API server); when it finishes, the slot is released with the call's GPU tokens (uncached
 prompt + output, as the proxy computes from `usage`) and its context size, and the agent runs its tool call.
+Each replica also accounts where its GPU time goes (`GpuTime`: prefill of new or recomputed tokens, decode by
+batch), from every step's shape as the engine scheduled it.
 No sockets, no threads, no wall clock: the same scenario and seed give the same numbers.
 """
 
