@@ -14,14 +14,7 @@ from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
 from sidecar.core.priority import Priority, resolve_priority
-from sidecar.core.routing import (
-    RouteDecision,
-    RouteTable,
-    SpillPolicy,
-    consults_route,
-    resolve_model,
-    route_table_from,
-)
+from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, route_call, route_table_from
 from sidecar.core.stages import DEFAULT_STAGE_TIERS, Tier, stage_tiers_from
 from sidecar.core.task_kind import classify_task
 
@@ -57,6 +50,10 @@ class Planner:
         self.spill = SpillPolicy(enabled=config.routing.spill_over)
         self.opted_out = frozenset(config.routing.opt_out_agents)
 
+    def _saturation(self) -> dict[str, float]:
+        """Each model's saturation for spill-over (read only for calls that are routed)."""
+        return {alias: d.saturation() for alias, d in self.dispatchers.items()}
+
     def plan(self, parsed: ParsedRequest, identity: Identity, header_priority: str | None, now: float) -> CallPlan:
         messages = parsed.body.get("messages")
         messages = messages if isinstance(messages, list) else []
@@ -72,21 +69,16 @@ class Planner:
         )
         aliases = {u.alias: u.served_name for u in self.pool.upstreams}
         routing = self.config.routing
-        requested = parsed.model if routing.enabled or parsed.model.lower() != "auto" else routing.default_alias
-        route_alias = routing.default_alias
-        load: dict[str, float] | None = None
-        if consults_route(requested, aliases):  # else a named model: no classification, no load reading
-            if routing.enabled:
-                route_alias = self.routes.alias_for(priority.stage, classify_task(priority.stage, messages).kind)
-            if routing.spill_over:
-                load = {alias: d.saturation() for alias, d in self.dispatchers.items()}
-        decision = resolve_model(
-            requested,
+        decision = route_call(
+            self.routes,
+            priority.stage,
+            lambda: classify_task(priority.stage, messages).kind,
+            parsed.model,
             aliases,
-            route_alias,
-            identity.agent_id in self.opted_out,
+            routing_enabled=routing.enabled,
+            opted_out=identity.agent_id in self.opted_out,
             default_alias=routing.default_alias,
-            load=load,
+            load=self._saturation if routing.spill_over else None,
             spill=self.spill,
         )
         alias = decision.alias if decision.alias is not None else self.pool.upstreams[0].alias

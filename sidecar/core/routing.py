@@ -4,6 +4,7 @@ route table   stage / task kind -> model alias (`small`, `large`); the seed rout
               messages) to 7B and complex debugging to 32B (`seed/000_bc7af0ed774b52c4.txt`, "Model Routing").
 resolve_model `"auto"` is routed, an alias resolved, a served model name honoured, anything else passed through;
               spill-over to an idle alias when the routed one is saturated (never for opted-out agents).
+route_call    the whole decision for one call, as the coordinator's planner and the fleet simulation ask it.
 pick_replica  session affinity by rendezvous hashing (the same agent on the same replica keeps its prefix cache
               warm; adding a replica moves only the agents that now prefer it), unless that replica is much more
               loaded than the least loaded one; unhealthy replicas are skipped.
@@ -12,7 +13,7 @@ pick_replica  session affinity by rendezvous hashing (the same agent on the same
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -162,6 +163,38 @@ def resolve_model(
             note = f"{chosen} saturated ({load[chosen]:.2f}), {other} idle ({idle[0][0]:.2f})"
             return RouteDecision(other, aliases[other], RouteReason.SPILLED, note)
     return RouteDecision(chosen, aliases[chosen], RouteReason.ROUTED, detail)
+
+
+def route_call(
+    table: RouteTable,
+    stage: Stage | None,
+    task: Callable[[], TaskKind],
+    requested: str | None,
+    aliases: Mapping[str, str],
+    *,
+    routing_enabled: bool = True,
+    opted_out: bool = False,
+    default_alias: str = LARGE,
+    load: Callable[[], Mapping[str, float]] | None = None,
+    spill: SpillPolicy = SpillPolicy(),  # frozen, so sharing the default is safe
+) -> RouteDecision:
+    """The coordinator's routing decision for one call (what `coordinator.planner.Planner` asks, and the fleet
+    simulation with it): the route table's alias for (`stage`, `task()`), then `resolve_model` with the upstreams'
+    saturation `load()` (alias -> `admission.saturation`; None: not read) and the spill-over policy.
+
+    With routing disabled, `"auto"` (any case) and the route both become `default_alias`; a named model or alias is
+    resolved as usual. `task` and `load` are called only when the route is consulted (`consults_route`), so a call
+    that names its model is neither classified nor reads the load.
+    """
+    name = requested or ""
+    model = name if routing_enabled or name.lower() != AUTO else default_alias
+    route, readings = default_alias, None
+    if consults_route(model, aliases):
+        if routing_enabled:
+            route = table.alias_for(stage, task())
+        if load is not None:
+            readings = load()
+    return resolve_model(model, aliases, route, opted_out, default_alias=default_alias, load=readings, spill=spill)
 
 
 def _configured(preferred: str, aliases: Mapping[str, str]) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+_DECODER = json.JSONDecoder()  # stateless: one for every call (building one makes a new scanner each time)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -24,7 +26,7 @@ def parse_usage(tail: bytes) -> Usage | None:
     if brace < 0:
         return None
     try:
-        usage, _ = json.JSONDecoder().raw_decode(text, brace)
+        usage, _ = _DECODER.raw_decode(text, brace)
         details = usage.get("prompt_tokens_details") or {}
         return Usage(
             int(usage.get("prompt_tokens") or 0),

@@ -19,6 +19,7 @@ from sidecar.core.routing import (
     pick_replica,
     rendezvous_score,
     resolve_model,
+    route_call,
     route_table_from,
 )
 from sidecar.core.stages import Stage, TaskKind
@@ -274,6 +275,31 @@ def test_the_choice_is_healthy_and_not_much_more_loaded(states: list[tuple[int, 
     assert chosen.healthy and chosen.url == choice.url
     least = min(healthy_loads)
     assert chosen.load <= least + max(2, 0.5 * least)
+
+
+def test_route_call_routes_by_the_table_spills_when_saturated_and_honours_routing_off() -> None:
+    table = RouteTable()
+    simple, complex_ = (lambda: TaskKind.SIMPLE), (lambda: TaskKind.COMPLEX)
+    # simple work goes to the small model, complex to the large one; a saturated large spills to the idle small
+    assert route_call(table, Stage.COMMIT_MSG, simple, "auto", ALIASES).alias == SMALL
+    assert route_call(table, Stage.CODE_EDIT, complex_, "auto", ALIASES).alias == LARGE
+    spilled = route_call(table, Stage.CODE_EDIT, complex_, "auto", ALIASES, load=lambda: {LARGE: 1.2, SMALL: 0.1})
+    assert (spilled.alias, spilled.reason) == (SMALL, RouteReason.SPILLED)
+    # routing off: "auto" and the route are the default alias (still spilled when saturated, as the planner does)
+    off = route_call(table, Stage.COMMIT_MSG, simple, "AUTO", ALIASES, routing_enabled=False)
+    assert (off.alias, off.reason) == (LARGE, RouteReason.ALIAS)
+    assert route_call(table, Stage.COMMIT_MSG, simple, SMALL, ALIASES, routing_enabled=False).alias == SMALL
+    # an opted-out agent gets the default alias and never spills
+    opted = route_call(table, Stage.COMMIT_MSG, simple, "auto", ALIASES, opted_out=True, load=lambda: {LARGE: 0.0})
+    assert (opted.alias, opted.reason) == (LARGE, RouteReason.OPTED_OUT)
+
+
+def test_route_call_neither_classifies_nor_reads_the_load_for_a_named_model() -> None:
+    def never() -> dict[str, float]:
+        raise AssertionError("read for a named model")
+
+    decision = route_call(RouteTable(), Stage.CODE_EDIT, never, S7, ALIASES, load=never)  # type: ignore[arg-type]
+    assert (decision.alias, decision.reason) == (SMALL, RouteReason.EXPLICIT)
 
 
 @given(

@@ -22,6 +22,8 @@ class Condition:
     streaming_tools: bool = False  # start early-safe tool calls as their arguments complete in the stream
     large_replicas: int | None = None  # replicas of the scenario's model (None: the scenario's count)
     small_model: bool = False  # one more replica of the scenario's small model, for the calls routed to it
+    spill: bool = False  # routing spills a call over to the other model while its own is saturated (`SpillPolicy`)
+    prefetch: bool = False  # exact LLM prefetch: the predicted next call sent on spare capacity (`prefetch.py`)
 
 
 CONDITIONS: tuple[Condition, ...] = (
@@ -53,12 +55,38 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition("kv-warm", "kv + prefix warming before long tool runs end (budgeted)", {"policy": "kv"}, warming=True),
     Condition("kv-prerun", "kv + test pre-runs after each edit", {"policy": "kv"}, test_preruns=True),
+    Condition(
+        "vllm-prefetch",
+        "vLLM alone + exact LLM prefetch (next call predicted from cached tool results, sent on spare capacity)",
+        {"policy": "fcfs"},
+        prefetch=True,
+    ),
+    Condition(
+        "kv-prefetch",
+        "kv + exact LLM prefetch (next call predicted from cached tool results, sent on spare capacity)",
+        {"policy": "kv"},
+        prefetch=True,
+    ),
     Condition("kv-2x32b", "kv on two replicas of the large model (agents pinned)", {"policy": "kv"}, large_replicas=2),
     Condition(
         "kv-32b+7b",
         "kv on one large replica + one small (simple work routed to it, as the route table says)",
         {"policy": "kv"},
         small_model=True,
+    ),
+    Condition(
+        "kv-32b+7b-spill",
+        "kv-32b+7b + spill-over: a call goes to the other model while its own is saturated (production routing)",
+        {"policy": "kv"},
+        small_model=True,
+        spill=True,
+    ),
+    Condition(
+        "vllm-32b+7b-spill",
+        "the seed's way: routing with spill-over, no coordinator queue (fcfs passthrough) on one 32B + one 7B",
+        {"policy": "fcfs"},
+        small_model=True,
+        spill=True,
     ),
     Condition("vllm-stream", "vLLM alone + streaming tool execution", {"policy": "fcfs"}, streaming_tools=True),
     Condition("kv-stream", "kv + streaming tool execution", {"policy": "kv"}, streaming_tools=True),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sidecar.bench.fleetsim.conditions import Condition
 from sidecar.bench.fleetsim.loop import Loop
+from sidecar.bench.fleetsim.prefetch import Prefetcher, results_known
 from sidecar.bench.fleetsim.profiles import fleet_profile
 from sidecar.bench.fleetsim.program import Program, tool_name
 from sidecar.bench.fleetsim.scenario import FleetSimScenario
@@ -29,10 +30,10 @@ from sidecar.bench.fleetsim.speculation import early_safe, prerun_end, streamed_
 from sidecar.config import Config
 from sidecar.coordinator.app import make_dispatcher
 from sidecar.coordinator.dispatcher import Dispatcher, Slot
-from sidecar.coordinator.settings import SchedulingSettings
+from sidecar.coordinator.settings import SchedulingSettings, SpeculationSettings
 from sidecar.core.admission import UpstreamMetrics
 from sidecar.core.prediction import Action
-from sidecar.core.routing import SMALL, RouteTable
+from sidecar.core.routing import AUTO, LARGE, SMALL, RouteReason, RouteTable, SpillPolicy, route_call
 from sidecar.core.stages import Stage, Tier
 from sidecar.core.task_kind import classify_task
 from sidecar.core.working_set import KVAwareOrder, WarmDecision, warm_decision
@@ -40,6 +41,8 @@ from sidecar.sim.engine import Engine, Request, StepResult
 from sidecar.sim.kv import block_hashes
 from sidecar.sim.latency import StepShape, step_seconds
 from sidecar.sim.profiles import Profile
+
+_ALIASES = {LARGE: "large", SMALL: "small"}  # routing's aliases in the simulation (served names do not matter)
 
 
 @dataclass
@@ -275,6 +278,29 @@ class FleetSim:
         self.computed = [0] * self.num_replicas  # prompt tokens the real calls computed, per replica
         self.warmed = [0] * self.num_replicas  # context tokens warm-ups were started for, per replica
         self.speculation: dict[str, float] = {}
+        self.routes = RouteTable()
+        self.spill = SpillPolicy(enabled=condition.spill)
+        self.prefetcher: Prefetcher | None = None
+        self.known: dict[str, tuple[bool, ...]] = {}
+        if condition.prefetch:
+            self.prefetcher = Prefetcher(
+                SpeculationSettings(enabled=True, mode="prefetch"),
+                [r.dispatcher for r in self.replicas],
+                send=lambda i, request: self.replicas[i].add(request, *self._whose(request)),
+                abort=lambda i, request_id: self.replicas[i].engine.abort(request_id),
+                later=lambda delay, callback: self.loop.at(self.loop.now + delay, callback),
+                clock=self.loop.clock,
+                frontend_s=profile.frontend_s,
+            )
+            self.known = {p.agent: results_known(p) for p in programs}
+            # the programs' own share of answers whose tool results the sidecar has cached (the gate aside)
+            self.prefetcher.counts["answers_with_tools"] = float(sum(len(p.turns) - 1 for p in programs))
+            self.prefetcher.counts["answers_known"] = float(sum(sum(k) for k in self.known.values()))
+
+    def _whose(self, request: Request) -> tuple[str, int]:
+        """The agent and recipe of a request this fleet made (every request id starts with `agent:`)."""
+        agent = request.request_id.partition(":")[0]
+        return agent, self.agents[agent].program.recipe
 
     def _settings(self, profile: Profile) -> SchedulingSettings:
         c = self.scenario.coordinator
@@ -292,12 +318,33 @@ class FleetSim:
         )
 
     def _route(self, state: AgentState, stage: Stage) -> int:
-        """The replica for this call: the agent's own, or the small model's where the production route table sends
-        the call's stage (simple work: commit messages, docs)."""
+        """The replica for this call: the agent's own, or the small model's where the coordinator's routing
+        decision (`core.routing.route_call`, as `Planner` asks it) sends a `model: auto` call: the route table's
+        alias for its stage (simple work: commit messages, docs), spilled over to the other model when the
+        condition spills and the routed one is saturated by the readings its dispatcher has
+        (`Dispatcher.saturation`: its queue and the engine's last scrape)."""
         if self.small_replica is None:
             return state.replica
-        alias = RouteTable().alias_for(stage, classify_task(stage, ()).kind)
-        return self.small_replica if alias == SMALL else state.replica
+        small = self.small_replica
+
+        def load() -> dict[str, float]:
+            return {
+                LARGE: self.replicas[state.replica].dispatcher.saturation(),
+                SMALL: self.replicas[small].dispatcher.saturation(),
+            }
+
+        decision = route_call(
+            self.routes,
+            stage,
+            lambda: classify_task(stage, ()).kind,
+            AUTO,
+            _ALIASES,
+            load=load if self.spill.enabled else None,
+            spill=self.spill,
+        )
+        if decision.reason is RouteReason.SPILLED:
+            self._count(f"spilled to {decision.alias}")
+        return small if decision.alias == SMALL else state.replica
 
     # --- the run --------------------------------------------------------------------------------------------
 
@@ -308,6 +355,9 @@ class FleetSim:
             self.loop.at(0.0, self._scrape, replica)
         self.loop.run(until=lambda: self.remaining == 0)
         ends = [s.end for s in self.agents.values() if s.end is not None]
+        if self.prefetcher is not None:
+            for key, value in self.prefetcher.counts.items():
+                self._count(f"prefetch: {key}", value)
         counters = [r.engine.counters for r in self.replicas]
         return FleetRun(
             condition=self.condition.name,
@@ -342,6 +392,8 @@ class FleetSim:
         turn = state.program.turns[state.turn]
         record = CallRecord(state.program.agent, state.turn, turn.tier, self.loop.now)
         record.prompt_tokens = len(state.tokens)
+        if self.prefetcher is not None and self._served(state, record):
+            return
         record.replica = self._route(state, turn.stage)
         dispatcher = self.replicas[record.replica].dispatcher
         dispatcher.submit(
@@ -376,22 +428,34 @@ class FleetSim:
         if request.request_id in self._warm:
             self._warm_done(request)
             return
+        if self.prefetcher is not None and self.prefetcher.owns(request.request_id):
+            self.prefetcher.finished(request)
+            return
         state, slot, record = self._live.pop(request.request_id)
+        self._answered(state, record, request, slot)
+
+    def _answered(self, state: AgentState, record: CallRecord, request: Request, slot: Slot | None) -> None:
+        """The agent has its answer to `record` (`request` ran it; `slot` is None for one served from a
+        speculative call, which took no dispatcher slot): account for it and run the turn's tool calls."""
         record.finished = self.loop.now
-        record.first_scheduled = request.first_scheduled if request.first_scheduled is not None else self.loop.now
+        first = request.first_scheduled if request.first_scheduled is not None else self.loop.now
+        record.first_scheduled = max(first, record.issued)  # a speculative call may have started before it
         record.cached_tokens = max(request.num_cached_tokens, 0)
         record.output_tokens = len(request.output)
         record.preemptions = request.num_preemptions
         self.calls.append(record)
         prompt = len(request.prompt)
-        slot.release(
-            float(prompt - record.cached_tokens + record.output_tokens),
-            prompt + record.output_tokens,
-            record.cached_tokens,
-        )
+        if slot is not None:
+            slot.release(
+                float(prompt - record.cached_tokens + record.output_tokens),
+                prompt + record.output_tokens,
+                record.cached_tokens,
+            )
         self.computed[record.replica] += prompt - record.cached_tokens
         state.tokens.extend(request.output)
         turn = state.program.turns[state.turn]
+        if self.prefetcher is not None:
+            self._prefetch_next(state, record.replica)
         if turn.action is None:
             state.end = self.loop.now
             self.remaining -= 1
@@ -402,6 +466,47 @@ class FleetSim:
             lead = self.scenario.coordinator.warm_lead_s
             self.loop.at(max(tools_end - lead, self.loop.now), self._maybe_warm, state, state.turn)
         self.loop.at(tools_end, self._tool_done, state, turn.result_tokens)
+
+    # --- exact LLM prefetch (`prefetch.py`) -----------------------------------------------------------------
+
+    def _prefetch_next(self, state: AgentState, replica: int) -> None:
+        """The answer to turn `state.turn` has reached the agent: the coordinator's follow-up."""
+        assert self.prefetcher is not None
+        k = state.turn
+        turn = state.program.turns[k]
+
+        def predicted() -> Request:
+            # Exactly the next request: the context, this turn's (cached) tool result, then the next answer. The
+            # ids are those `_tool_done` and `_enter_engine` will take next, in that order.
+            results = range(state.next_id, state.next_id + turn.result_tokens)
+            start = state.next_id + turn.result_tokens
+            output = tuple(range(start, start + state.program.turns[k + 1].output_tokens))
+            request = Request(
+                request_id=f"{state.program.agent}:{k + 1}:spec",
+                prompt=(*state.tokens, *results),
+                output=output,
+                arrival=self.loop.now,
+            )
+            request.hashes = list(state.hashes)
+            return request
+
+        known = self.known[state.program.agent][k]
+        self.prefetcher.after_response(state.program.agent, replica, turn.action is not None, known, predicted)
+
+    def _served(self, state: AgentState, record: CallRecord) -> bool:
+        """The real call `record` is served from the agent's speculative call when it is the same request."""
+        assert self.prefetcher is not None
+
+        def serve(request: Request) -> None:
+            state.next_id += len(request.output)  # the ids `_enter_engine` would have taken
+            self._answered(state, record, request, None)
+
+        agent = state.program.agent
+        call = self.prefetcher.pending.get(agent)
+        if call is None:
+            return False
+        record.replica, record.granted = call.replica, self.loop.now  # before `serve` may run
+        return self.prefetcher.take(agent, tuple(state.tokens), serve)
 
     def _tools_end(self, state: AgentState, action: Action, tool_s: float, calls: int, first_token: float) -> float:
         """When the answer's tool calls are done, with the condition's speculation (`speculation.py`)."""

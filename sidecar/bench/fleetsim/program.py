@@ -73,6 +73,11 @@ def tool_name(action: Action) -> str:
     return _TOOL_EVENT[action][0]
 
 
+def tool_event(action: Action) -> tuple[str, tuple[str, ...], str | None]:
+    """What the sidecar would report for `action`: tool name, paths, command."""
+    return _TOOL_EVENT[action]
+
+
 @dataclass(frozen=True)
 class Turn:
     """One LLM call (its stage and output length) and the tool call after it (None after the last turn)."""

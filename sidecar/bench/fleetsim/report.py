@@ -74,12 +74,47 @@ def summarize(run: FleetRun, solo: Mapping[str, float] | None) -> dict[str, floa
         out["decode_mean_context"] = g["decode_context"] / g["decode_tokens"] if g["decode_tokens"] else math.nan
         for n in (1, 2, 3):
             out[f"decode_b{n}_share"] = g[f"decode_b{n}_s"] / g["decode_s"] if g["decode_s"] else math.nan
+    if any(k.startswith("spilled to ") for k in spec) or "prefetch: answers_with_tools" in spec:
+        out.update(_routing_and_prefetch(spec))
+    moved = _moved_tokens_computed(run) if run.replicas > 1 else 0
+    if moved or "spilled_calls" in out:
+        out["moved_tokens_computed"] = float(moved)
     if solo:
         slowdowns = [completion[a] / solo[a] for a in completion if solo.get(a)]
         out["slowdown_p50"] = percentile(slowdowns, 50)
         out["slowdown_p95"] = percentile(slowdowns, 95)
         out["slowdown_max"] = max(slowdowns)
     return out
+
+
+def _routing_and_prefetch(spec: Mapping[str, float]) -> dict[str, float]:
+    """Spill-over and exact LLM prefetch counts of one run (`fleet.py`, `prefetch.py`)."""
+    out = {}
+    if any(k.startswith("spilled to ") for k in spec):
+        out["spilled_calls"] = sum(v for k, v in spec.items() if k.startswith("spilled to "))
+    if "prefetch: answers_with_tools" in spec:
+        p = {k.removeprefix("prefetch: "): v for k, v in spec.items() if k.startswith("prefetch: ")}
+        answers = p.get("answers_with_tools", 0.0)
+        out["prefetch_known_share"] = p.get("answers_known", 0.0) / answers if answers else math.nan
+        out["prefetch_started"] = p.get("started", 0.0)
+        out["prefetch_served"] = p.get("served", 0.0)
+        out["prefetch_attached"] = p.get("served_attached", 0.0)
+        out["prefetch_skipped"] = p.get("skipped", 0.0)
+        out["prefetch_cancelled"] = p.get("cancelled_for_real_calls", 0.0)
+        out["prefetch_wasted_tokens"] = p.get("wasted_tokens", 0.0)
+    return out
+
+
+def _moved_tokens_computed(run: FleetRun) -> int:
+    """Prompt tokens computed by calls on another replica than the agent's call before (the price of moving an
+    agent's context between engines, each with its own prefix cache)."""
+    last: dict[str, int] = {}
+    moved = 0
+    for call in sorted(run.calls, key=lambda c: (c.agent, c.turn)):
+        if call.agent in last and last[call.agent] != call.replica:
+            moved += call.prompt_tokens - call.cached_tokens
+        last[call.agent] = call.replica
+    return moved
 
 
 @dataclass(frozen=True)
@@ -125,6 +160,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("prerun_saved_s", "tool time saved by pre-runs per task (s)", "{:.1f}"),
     Metric("early_calls", "tool calls started early (streamed)", "{:,.0f}"),
     Metric("early_saved_s", "tool time saved by early starts per task (s)", "{:.1f}"),
+    Metric("spilled_calls", "calls spilled over to the other model", "{:,.0f}"),
+    Metric("moved_tokens_computed", "prompt tokens computed by calls that changed model (in the above)", "{:,.0f}"),
+    Metric("prefetch_known_share", "prefetch: answers whose tool results were all cached", "{:.1%}"),
+    Metric("prefetch_started", "prefetch: speculative calls sent", "{:,.0f}"),
+    Metric("prefetch_served", "prefetch: real calls served from one", "{:,.0f}"),
+    Metric("prefetch_attached", "prefetch: ... of them attached while it ran", "{:,.0f}"),
+    Metric("prefetch_skipped", "prefetch: follow-ups skipped (no spare capacity, a queue, the budget)", "{:,.0f}"),
+    Metric("prefetch_cancelled", "prefetch: cancelled when a real call queued", "{:,.0f}"),
+    Metric("prefetch_wasted_tokens", "prefetch: tokens computed for calls never served (in the above)", "{:,.0f}"),
     *(Metric(f"wait_{t}_p50_s", f"queue wait {t} p50 (s)", "{:.1f}") for t in TIERS),
     *(Metric(f"wait_{t}_p95_s", f"queue wait {t} p95 (s)", "{:.1f}") for t in TIERS),
 )
