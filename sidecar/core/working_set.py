@@ -20,13 +20,16 @@ module decides, outside the engine, when each agent's next call may reach it:
                        tiers (Continuum's program-level order; Autellix's least attained service breaks ties).
       small contexts   an agent whose footprint is below `small_context_tokens` never waits for room:
                        re-prefilling it after an eviction costs less than the wait (the low-load case).
-      backfill_s       a younger call that fits may pass one waiting for room until that one has waited this long.
+      backfill_s       a younger call that fits may pass one waiting for room until that one has waited this long;
+                       then it reserves the room: younger agents with no call in flight lose their places.
     warm_decision      prefix warming under KV pressure: re-warm an evicted agent's prefix shortly before its long
                        tool run ends, only if it fits beside the places and within a token budget.
     Starvation: program age is a fixed total order, so under `program_order` every program in time becomes the
     oldest waiting one, and a call that waits for room blocks every call behind it (no small context skips ahead of
-    a big one, except under `backfill_s`, and then only until the waiting call has waited that long); its wait is
-    bounded by the tasks or tool runs of the places ahead of it. Without `program_order`
+    a big one, except under `backfill_s`, and then only until the waiting call has waited that long, when younger
+    agents out of flight also give up their places to it); its wait is bounded by the tasks or tool runs of the
+    places ahead of it (under `backfill_s`: of the older programs' places, plus `backfill_s` and the younger
+    agents' calls in flight then). Without `program_order`
     the priority policy's aging bound orders the calls (`ordering.wait_bound_s`).
 
 Pure: no I/O, no clock reads.
@@ -299,21 +302,57 @@ class KVAwareOrder:
             return footprint_of(agents, [*places, agent]) <= self.fill * self.capacity_tokens
         return footprint_of(agents, places) + self.new_agent_tokens <= self.fill * self.capacity_tokens
 
+    def _reserved(
+        self, ordered_heads: list[Waiting], places: frozenset[str], agents: Mapping[str, AgentKV], now: float
+    ) -> tuple[frozenset[str], float]:
+        """Backfill's reservation: the places left, and the reserving program's age (infinite: none). Once a program's
+        call has waited `backfill_s` for room (the oldest such program, unless it fits now), every younger agent
+        with no call in flight loses its place (its next call waits like any other), so the room it needs frees as
+        soon as the younger agents' calls in flight end: its wait is bounded by `backfill_s`, plus those calls,
+        plus the places of older programs (bounded the same way), not by how long the younger agents keep calling
+        back within `keep_s`."""
+        starved = [
+            item
+            for item in ordered_heads
+            if item.agent not in places
+            and now - item.arrived_at >= self.backfill_s
+            and not self._small(item.agent, agents)
+        ]
+        if not starved:
+            return places, math.inf
+        oldest = min(self._age(item.agent, agents) for item in starved)
+        head = min((i for i in starved if self._age(i.agent, agents) == oldest), key=lambda i: i.seq)
+        if self.fits(head.agent, places, agents):
+            return places, math.inf
+        kept = frozenset(a for a in places if agents[a].in_flight > 0 or agents[a].first_seen <= oldest)
+        return kept, oldest
+
     def _small(self, agent: str, agents: Mapping[str, AgentKV]) -> bool:
         """True when `agent`'s known context is below `small_context_tokens`: re-prefilling it after an eviction
         costs less than a wait for room (4,096 tokens are ~1.6 s of prefill on a 32B A100), so it never waits."""
         state = agents.get(agent)
         return state is not None and 0 < state.footprint < self.small_context_tokens
 
+    def _age(self, agent: str, agents: Mapping[str, AgentKV]) -> float:
+        known = agents.get(agent)
+        return known.first_seen if known is not None else math.inf
+
     def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
         places = self.places(agents, now)
+        reserved_for = math.inf  # under a reservation: no younger program may start beside the places (small may)
+        if self.backfill_s > 0:
+            places, reserved_for = self._reserved(ordered_heads, places, agents, now)
         for item in ordered_heads:
             if item.agent in places:
                 return item
-        if not places:
-            return ordered_heads[0]
+        if not places:  # anything fits an empty working set; under a reservation, the oldest first
+            return next(i for i in ordered_heads if self._age(i.agent, agents) <= reserved_for)
         for item in ordered_heads:
-            if self.fits(item.agent, places, agents) or self._small(item.agent, agents):
+            if self._small(item.agent, agents):
+                return item
+            if self._age(item.agent, agents) > reserved_for:
+                continue
+            if self.fits(item.agent, places, agents):
                 return item
             if now - item.arrived_at >= self.backfill_s:
                 return None  # it has waited its share: nothing behind it may take the room it waits for

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from sidecar.bench.fleetsim.bound import throughput_bound
+from sidecar.bench.fleetsim.bound import schedule_bounds, throughput_bound
 from sidecar.bench.fleetsim.conditions import BY_NAME, CONDITIONS, select
 from sidecar.bench.fleetsim.fleet import FleetSim
 from sidecar.bench.fleetsim.profiles import fleet_profile
 from sidecar.bench.fleetsim.program import Program
 from sidecar.bench.fleetsim.report import summarize
-from sidecar.bench.fleetsim.run import programs_for, run_scenario
+from sidecar.bench.fleetsim.run import programs_for, run_scenario, solo_times
 from sidecar.bench.fleetsim.scenario import available_scenarios, load_scenario
 from sidecar.bench.fleetsim.speculation import early_safe, streamed_tools_end
 from sidecar.cli import main
@@ -132,6 +132,33 @@ def test_no_condition_beats_the_physical_throughput_bound(tiny) -> None:  # type
         run = FleetSim(tiny, condition, profile, programs, 1).run()
         assert run.busy_s >= bound.gpu_s  # the GPU time no schedule can go below
         assert summarize(run, None)["tasks_per_gpu_hour"] <= bound.tasks_per_gpu_hour(len(programs))
+
+
+def test_the_gpu_time_splits_into_prefill_decode_and_idle_and_no_schedule_beats_the_schedule_bounds(tiny) -> None:  # type: ignore[no-untyped-def]
+    profile = fleet_profile(tiny.gpu.profile, tiny.gpu.profile_overrides)
+    programs = programs_for(tiny, profile, 1)
+    prefix = tiny.fleet.system_prompt_tokens + tiny.fleet.tool_list_tokens
+    solo = solo_times(tiny, profile, programs, 1)
+    bounds = schedule_bounds(programs, prefix, profile, tiny.gpu.replicas, solo)
+    throughput = throughput_bound(programs, prefix, profile)
+    assert bounds.makespan_s >= max(solo.values()) and bounds.makespan_s >= throughput.gpu_s
+    assert bounds.mean_completion_s >= sum(solo.values()) / len(solo) and bounds.max_slowdown >= 1.0
+    # not the speculation conditions: they shorten tool time, so times alone (no speculation) do not bound them
+    for condition in [BY_NAME[n] for n in ("vllm", "vllm-priority", "kv", "kv-warm")]:
+        run = FleetSim(tiny, condition, profile, programs, 1).run()
+        g = run.gpu
+        assert g["prefill_new_s"] + g["prefill_recomputed_s"] + g["decode_s"] == pytest.approx(run.busy_s)
+        # every prompt token the bound counts is computed at least once; the rest is recomputation
+        assert g["prefill_new_tokens"] >= throughput.prefill_tokens
+        # every output token but each call's first is decoded, except one sampled by a recompute after preemption
+        decoded = sum(t.output_tokens - 1 for p in programs for t in p.turns)
+        assert decoded - run.preemptions <= g["decode_tokens"] <= decoded
+        summary = summarize(run, solo)
+        assert summary["gpu_idle_s"] == pytest.approx(run.makespan_s - run.busy_s, abs=1e-6)
+        assert sum(summary[f"decode_b{n}_share"] for n in (1, 2, 3)) == pytest.approx(1.0)
+        assert run.makespan_s >= bounds.makespan_s - 1e-6
+        assert summary["task_mean_s"] >= bounds.mean_completion_s - 1e-6
+        assert summary["slowdown_max"] >= bounds.max_slowdown - 1e-9
 
 
 def test_streamed_tool_calls_start_as_their_arguments_complete_and_never_finish_later() -> None:

@@ -125,6 +125,22 @@ def test_backfill_lets_a_younger_call_that_fits_pass_until_the_older_one_has_wai
     assert POLICY.pick_kv(queue, 10.0, {}, agents) is None  # without backfill nothing ever passes it
 
 
+def test_backfill_reserves_room_once_the_older_one_has_waited_younger_agents_out_of_flight_lose_their_places() -> None:
+    policy = KVAwareOrder(capacity_tokens=CAP, keep_s=4.0, fill=1.0, backfill_s=30.0)
+    # young holds a place (back 0.5 s ago, resident); old (5,000) does not fit beside its 6,000
+    agents = {"young": kv(6000, 0, 9.5, 2.0), "old": kv(5000, 0, 0.0, 1.0)}
+    queue = queue_of(w(1, "old", COLD, 2.0), w(2, "young", HOT, 10.0))
+    pick = policy.pick_kv(queue, 10.0, {}, agents)
+    assert pick is not None and pick.item.agent == "young"  # old has waited 8 s of its 30: places hold
+    agents["young"] = kv(6000, 1, 10.0, 2.0)  # young's call runs; old reaches its 30 s meanwhile
+    assert policy.pick_kv(queue_of(w(1, "old", COLD, 2.0)), 33.0, {}, agents) is None  # nothing stops a call
+    agents["young"] = kv(6000, 0, 33.5, 2.0)  # back from it and calling again at once
+    pick = policy.pick_kv(queue, 34.0, {}, agents)
+    assert pick is not None and pick.item.agent == "old"  # young's place went to the reservation
+    pick = POLICY.pick_kv(queue, 34.0, {}, agents)
+    assert pick is not None and pick.item.agent == "young"  # without backfill the place holds
+
+
 def test_a_small_context_never_waits_for_room() -> None:
     policy = KVAwareOrder(capacity_tokens=CAP, small_context_tokens=2000)
     agents = {"a": kv(9000, 1, 9.0, 0.0), "small": kv(1500, 0, 0.0, 1.0), "big": kv(2500, 0, 0.0, 2.0)}

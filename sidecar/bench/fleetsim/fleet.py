@@ -10,6 +10,8 @@ the coordinator's metrics watcher would (vLLM's waiting, running, KV usage, pree
 A call: the agent submits to its replica's dispatcher with its prompt size; when granted it reaches the engine
 `frontend_s` later (vLLM's API server); when it finishes, the slot is released with the call's GPU tokens (uncached
 prompt + output, as the proxy computes from `usage`) and its context size, and the agent runs its tool call.
+Each replica also accounts where its GPU time goes (`GpuTime`: prefill of new or recomputed tokens, decode by
+batch), from every step's shape as the engine scheduled it.
 No sockets, no threads, no wall clock: the same scenario and seed give the same numbers.
 """
 
@@ -37,6 +39,7 @@ from sidecar.core.task_kind import classify_task
 from sidecar.core.working_set import KVAwareOrder, WarmDecision, warm_decision
 from sidecar.sim.engine import Engine, Request, StepResult
 from sidecar.sim.kv import block_hashes
+from sidecar.sim.latency import StepShape, step_seconds
 from sidecar.sim.profiles import Profile
 
 _ALIASES = {LARGE: "large", SMALL: "small"}  # routing's aliases in the simulation (served names do not matter)
@@ -87,17 +90,73 @@ class FleetRun:
     busy_s: float
     events: int
     speculation: dict[str, float] = field(default_factory=dict)  # warm-ups, pre-runs, early tool runs (counts)
+    gpu: dict[str, float] = field(default_factory=dict)  # where the GPU time went (`GpuTime.as_dict`), all replicas
+
+
+@dataclass
+class GpuTime:
+    """Where one replica's GPU time goes, step by step. A step's decode part is what its decoding sequences alone
+    would cost (`step_seconds` of a decode-only step of them); the rest of the step is prefill, split between new
+    tokens and recomputed ones by their token counts. A prompt token is new the first time the engine computes its
+    position of the agent's context (of the recipe's shared prefix: the first time on this replica); computing it
+    again, after an eviction or a preemption, is recomputation."""
+
+    prefill_new_s: float = 0.0
+    prefill_recomputed_s: float = 0.0
+    prefill_new_tokens: int = 0
+    prefill_recomputed_tokens: int = 0
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    decode_tokens: int = 0
+    decode_context: int = 0  # context tokens attended by decoding sequences, summed over steps
+    decode_s_by_batch: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # batch 1, 2, 3+
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "prefill_new_s": self.prefill_new_s,
+            "prefill_recomputed_s": self.prefill_recomputed_s,
+            "prefill_new_tokens": float(self.prefill_new_tokens),
+            "prefill_recomputed_tokens": float(self.prefill_recomputed_tokens),
+            "decode_s": self.decode_s,
+            "decode_steps": float(self.decode_steps),
+            "decode_tokens": float(self.decode_tokens),
+            "decode_context": float(self.decode_context),
+            "decode_b1_s": self.decode_s_by_batch[0],
+            "decode_b2_s": self.decode_s_by_batch[1],
+            "decode_b3_s": self.decode_s_by_batch[2],
+        }
+
+
+def _sum_gpu(parts: list[GpuTime]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.as_dict().items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 class Replica:
-    def __init__(self, loop: Loop, engine: Engine, dispatcher: Dispatcher, on_done: Callable[[Request], None]) -> None:
+    def __init__(
+        self,
+        loop: Loop,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        on_done: Callable[[Request], None],
+        prefix_tokens: int,
+    ) -> None:
         self.loop = loop
         self.engine = engine
         self.dispatcher = dispatcher
         self.on_done = on_done
         self.busy = False
+        self.prefix_tokens = prefix_tokens  # the recipes' shared prefix: positions below it are the recipe's
+        self.gpu = GpuTime()
+        self._owner: dict[str, tuple[Request, str, int]] = {}  # live request id -> (it, agent, recipe)
+        self._computed: dict[str, int] = {}  # agent -> positions of its context computed so far (high-water mark)
+        self._prefix_computed: dict[int, int] = {}  # recipe -> positions of its shared prefix computed here
 
-    def add(self, request: Request) -> None:
+    def add(self, request: Request, agent: str, recipe: int) -> None:
+        self._owner[request.request_id] = (request, agent, recipe)
         self.engine.add(request)
         self.kick()
 
@@ -108,12 +167,57 @@ class Replica:
         self.engine.now = max(self.engine.now, self.loop.now)
         result = self.engine.step()
         if result is not None:
+            self._account(result)
             self.busy = True
             self.loop.at(result.end, self._step_done, result)
+
+    def _account(self, result: StepResult) -> None:
+        """Add one step to `gpu` (`GpuTime`): its decode part, and its prefill part as new or recomputed tokens."""
+        g = self.gpu
+        decoding = decode_context = new = recomputed = 0
+        prefix = self.prefix_tokens
+        for request_id, n in result.scheduled.items():
+            request, agent, recipe = self._owner[request_id]
+            end = request.num_computed  # after the step
+            start = end - n
+            done = self._computed.get(agent, prefix)
+            if n == 1 and request.num_output >= 2 and end == len(request.prompt) + request.num_output - 1:
+                decoding += 1  # the engine's decode test, read after the step (`Engine._run`)
+                decode_context += end
+            else:
+                own_start = max(start, prefix)
+                if end > own_start:
+                    fresh = max(0, end - max(done, own_start))
+                    new += fresh
+                    recomputed += end - own_start - fresh
+                if start < prefix:
+                    top = min(end, prefix)
+                    fresh = max(0, top - max(self._prefix_computed.get(recipe, 0), start))
+                    new += fresh
+                    recomputed += top - start - fresh
+                    self._prefix_computed[recipe] = max(self._prefix_computed.get(recipe, 0), top)
+            self._computed[agent] = max(done, end)
+        step_s = result.end - result.start
+        decode_s = 0.0
+        if decoding:
+            shape = StepShape(decoding, 0, decoding, decode_context)
+            decode_s = min(step_seconds(self.engine.profile, shape), step_s)
+            g.decode_s += decode_s
+            g.decode_steps += 1
+            g.decode_tokens += decoding
+            g.decode_context += decode_context
+            g.decode_s_by_batch[min(decoding, 3) - 1] += decode_s
+        if new + recomputed:
+            prefill_s = step_s - decode_s
+            g.prefill_new_s += prefill_s * new / (new + recomputed)
+            g.prefill_recomputed_s += prefill_s * recomputed / (new + recomputed)
+            g.prefill_new_tokens += new
+            g.prefill_recomputed_tokens += recomputed
 
     def _step_done(self, result: StepResult) -> None:
         self.busy = False
         for request in result.finished:
+            self._owner.pop(request.request_id, None)
             self.on_done(request)
         self.kick()
 
@@ -151,13 +255,13 @@ class FleetSim:
         self.num_replicas = len(profiles)
         self.small_replica = large if len(profiles) > large else None
         self.replicas: list[Replica] = []
+        prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
         for i, replica_profile in enumerate(profiles):
             dispatcher = make_dispatcher(f"replica-{i}", Config(scheduling=self._settings(replica_profile)))
             dispatcher.clock = self.loop.clock  # the production dispatcher on the virtual clock
             engine = Engine(replica_profile, condition.engine_policy)
-            self.replicas.append(Replica(self.loop, engine, dispatcher, self._finished))
+            self.replicas.append(Replica(self.loop, engine, dispatcher, self._finished, prefix))
         self.shared: dict[int, list[int]] = {}
-        prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
         for r in range(scenario.fleet.recipes):
             self.shared[r] = [1_000_000 * (r + 1) + i for i in range(prefix)]
         self.agents: dict[str, AgentState] = {}
@@ -182,7 +286,7 @@ class FleetSim:
             self.prefetcher = Prefetcher(
                 SpeculationSettings(enabled=True, mode="prefetch"),
                 [r.dispatcher for r in self.replicas],
-                send=lambda i, request: self.replicas[i].add(request),
+                send=lambda i, request: self.replicas[i].add(request, *self._whose(request)),
                 abort=lambda i, request_id: self.replicas[i].engine.abort(request_id),
                 later=lambda delay, callback: self.loop.at(self.loop.now + delay, callback),
                 clock=self.loop.clock,
@@ -192,6 +296,11 @@ class FleetSim:
             # the programs' own share of answers whose tool results the sidecar has cached (the gate aside)
             self.prefetcher.counts["answers_with_tools"] = float(sum(len(p.turns) - 1 for p in programs))
             self.prefetcher.counts["answers_known"] = float(sum(sum(k) for k in self.known.values()))
+
+    def _whose(self, request: Request) -> tuple[str, int]:
+        """The agent and recipe of a request this fleet made (every request id starts with `agent:`)."""
+        agent = request.request_id.partition(":")[0]
+        return agent, self.agents[agent].program.recipe
 
     def _settings(self, profile: Profile) -> SchedulingSettings:
         c = self.scenario.coordinator
@@ -263,6 +372,7 @@ class FleetSim:
             busy_s=sum(c.busy_seconds for c in counters),
             events=self.loop.events,
             speculation=dict(sorted(self.speculation.items())),
+            gpu=_sum_gpu([r.gpu for r in self.replicas]),
         )
 
     def _count(self, key: str, amount: float = 1.0) -> None:
@@ -312,7 +422,7 @@ class FleetSim:
         )
         request.hashes = list(state.hashes)  # the agent's prefix hashes so far (the engine extends its own copy)
         self._live[request_id] = (state, slot, record)
-        self.replicas[record.replica].add(request)
+        self.replicas[record.replica].add(request, state.program.agent, state.program.recipe)
 
     def _finished(self, request: Request) -> None:
         if request.request_id in self._warm:
@@ -451,7 +561,7 @@ class FleetSim:
             request = Request(request_id=request_id, prompt=prompt, output=(-1,), arrival=self.loop.now)
             request.hashes = hashes
             self._warm[request_id] = (state, slot)
-            self.replicas[state.replica].add(request)
+            self.replicas[state.replica].add(request, state.program.agent, state.program.recipe)
 
         self.loop.at(self.loop.now + self.profile.frontend_s, enter)
 

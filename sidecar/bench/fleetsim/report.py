@@ -64,6 +64,16 @@ def summarize(run: FleetRun, solo: Mapping[str, float] | None) -> dict[str, floa
     if "early_answers" in spec:
         out["early_calls"] = spec["early_calls"]
         out["early_saved_s"] = spec.get("early_saved_s", 0.0) / len(times)
+    g = run.gpu
+    if g:
+        out["gpu_prefill_new_s"] = g["prefill_new_s"]
+        out["gpu_prefill_recomputed_s"] = g["prefill_recomputed_s"]
+        out["gpu_decode_s"] = g["decode_s"]
+        out["gpu_idle_s"] = max(gpu_s - run.busy_s, 0.0)
+        out["decode_mean_batch"] = g["decode_tokens"] / g["decode_steps"] if g["decode_steps"] else math.nan
+        out["decode_mean_context"] = g["decode_context"] / g["decode_tokens"] if g["decode_tokens"] else math.nan
+        for n in (1, 2, 3):
+            out[f"decode_b{n}_share"] = g[f"decode_b{n}_s"] / g["decode_s"] if g["decode_s"] else math.nan
     if any(k.startswith("spilled to ") for k in spec) or "prefetch: answers_with_tools" in spec:
         out.update(_routing_and_prefetch(spec))
     moved = _moved_tokens_computed(run) if run.replicas > 1 else 0
@@ -132,6 +142,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("prefix_hit_rate", "prefix-cache hit rate (tokens)", "{:.1%}"),
     Metric("preemptions", "preemptions", "{:,.0f}"),
     Metric("gpu_busy_share", "GPU busy share", "{:.0%}"),
+    Metric("gpu_prefill_new_s", "GPU-s: prefill of new prompt tokens", "{:,.0f}"),
+    Metric("gpu_prefill_recomputed_s", "GPU-s: prefill recomputed (after eviction or preemption)", "{:,.0f}"),
+    Metric("gpu_decode_s", "GPU-s: decode", "{:,.0f}"),
+    Metric("gpu_idle_s", "GPU-s: idle", "{:,.0f}"),
+    Metric("decode_mean_batch", "decode: mean batch (sequences per step)", "{:.2f}"),
+    Metric("decode_mean_context", "decode: mean context per sequence (tokens)", "{:,.0f}"),
+    Metric("decode_b1_share", "decode time at batch 1", "{:.0%}"),
+    Metric("decode_b2_share", "decode time at batch 2", "{:.0%}"),
+    Metric("decode_b3_share", "decode time at batch 3+", "{:.0%}"),
     Metric("hot_call_p50_s", "hot call latency p50 (s)", "{:.1f}", "lower"),
     Metric("warm_calls", "prefix warm-ups", "{:,.0f}"),
     Metric("warm_tokens", "warm-up prompt tokens computed (in the above)", "{:,.0f}"),

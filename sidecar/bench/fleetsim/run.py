@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.bench.fleetsim.bound import throughput_bound
+from sidecar.bench.fleetsim.bound import schedule_bounds, throughput_bound
 from sidecar.bench.fleetsim.conditions import BASELINE, BY_NAME, Condition
 from sidecar.bench.fleetsim.fleet import FleetRun, FleetSim
 from sidecar.bench.fleetsim.profiles import fleet_profile
@@ -103,8 +103,54 @@ def run_scenario(
         + "`.",
     ]
     notes.append(_bound_note(scenario, profile, seeds, summaries))
+    notes.append(_schedule_note(scenario, profile, seeds, summaries, [results.get(("alone", s)) for s in seeds]))
     report = render(scenario.name, scenario.description, conditions, seeds, summaries, notes)
     return ScenarioResult(summaries, runs, report)
+
+
+def _median(values: Sequence[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _cell(values: Sequence[float], fmt: str) -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(_median(values))} [{fmt.format(min(values))}..{fmt.format(max(values))}]"
+
+
+def _schedule_note(
+    scenario: FleetSimScenario,
+    profile: Profile,
+    seeds: Sequence[int],
+    summaries: dict[str, list[dict[str, float]]],
+    solos: Sequence[dict[str, float] | None],
+) -> str:
+    """The least possible makespan, mean task completion and worst slowdown (`bound.schedule_bounds`) per seed,
+    and whether each of issue 16's targets (2x throughput and mean completion, worst slowdown <= 5x) is within
+    them."""
+    prefix = scenario.fleet.system_prompt_tokens + scenario.fleet.tool_list_tokens
+    bounds = [
+        schedule_bounds(programs_for(scenario, profile, seed), prefix, profile, scenario.gpu.replicas, solo)
+        for seed, solo in zip(seeds, solos, strict=True)
+    ]
+    base = summaries.get(BASELINE, [])
+    parts = [f"makespan {_cell([b.makespan_s for b in bounds], '{:,.0f}')} s"]
+    mean = f"mean task completion {_cell([b.mean_completion_s for b in bounds], '{:,.0f}')} s"
+    if base:
+        best = [s["task_mean_s"] / b.mean_completion_s for s, b in zip(base, bounds, strict=True)]
+        verdict = "feasible" if _median(best) >= 2 else "infeasible"
+        mean += f" (at best {_cell(best, '{:.2f}')}x vLLM alone's: the 2x target is {verdict} in this model)"
+    parts.append(mean)
+    if all(solo for solo in solos):
+        worst = [b.max_slowdown for b in bounds]
+        verdict = "feasible" if _median(worst) <= 5 else "infeasible"
+        parts.append(f"worst slowdown vs alone {_cell(worst, '{:.1f}')}x (the <= 5x target is {verdict})")
+    return (
+        "Least possible in this engine model, whatever the schedule (`bound.schedule_bounds`: each agent's GPU work "
+        "at the bound's rate, shortest-remaining-work-first on each GPU, each task no shorter than alone): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _bound_note(
@@ -117,7 +163,9 @@ def _bound_note(
     base = [s["tasks_per_gpu_hour"] for s in summaries.get(BASELINE, [])]
     ratio = [t / b for t, b in zip(tph, base, strict=False) if b]
     cell = f"{min(tph):.2f}" if len(tph) == 1 else f"{sorted(tph)[len(tph) // 2]:.2f} [{min(tph):.2f}..{max(tph):.2f}]"
-    vs = f" = {sorted(ratio)[len(ratio) // 2]:.2f}x vLLM alone" if ratio else ""
+    mid = sorted(ratio)[len(ratio) // 2] if ratio else 0.0
+    verdict = f"feasible, at {2 / mid:.0%} of the bound" if mid >= 2 else "infeasible"
+    vs = f" = {mid:.2f}x vLLM alone (the 2x target: {verdict})" if ratio else ""
     b = bounds[0]
     return (
         f"Physical upper bound of throughput in this engine model: {cell} tasks per GPU-hour{vs} "
