@@ -7,10 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from sidecar.obs import configure_logging
 
 configure_logging("info", "console")
+
+# Property tests judge answers, never speed: no per-example deadline and no "too slow" health check, which fail on
+# a loaded machine without any bug (seen under CI-like load). A test's own @settings still override the rest.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 ROOT = Path(__file__).resolve().parent.parent
 NPM_TOOLS = ROOT / ".cache" / "npm-tools"
