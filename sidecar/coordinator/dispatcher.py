@@ -243,9 +243,11 @@ class Dispatcher:
         return has_spare_capacity(metrics, self.clock(), self._prev_metrics, self.limits)
 
     def forget(self, agent: str) -> None:
-        """Drop what this dispatcher keeps of `agent` between calls (its attained service): the `AgentBook`
-        forgot it."""
+        """Drop what this dispatcher keeps of `agent` between calls (its attained service, and under the `kv`
+        policy its ledger entry): the `AgentBook` forgot it (never while a call of its is in flight)."""
         self.service = self.service.without(agent)
+        if self.kv_ledger is not None:
+            self.kv_ledger.forget(agent)
 
     def observe_metrics(self, scrape: UpstreamMetrics | ScrapeFailure | None) -> None:
         """One scrape's outcome (None: it failed, as UNREACHABLE): adapt the window (adaptive mode) and pump."""

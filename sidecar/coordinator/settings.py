@@ -116,8 +116,9 @@ class SchedulingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # fcfs = pure passthrough (vLLM orders); pools = the seed's semaphores (hot 4, cold 2, warm either);
     # priority = strict tiers with aging, least attained service within a tier, in-flight window per upstream.
-    # kv = working-set admission and program-level order from each agent's KV (sidecar/core/working_set.py).
-    policy: Literal["fcfs", "pools", "priority", "kv"] = "priority"
+    # kv (the default) = priority while the agents' contexts fit the KV; under KV pressure (`kv_engage_ratio`)
+    # working-set admission and program-level order from each agent's KV (sidecar/core/working_set.py).
+    policy: Literal["fcfs", "pools", "priority", "kv"] = "kv"
     # The `kv` policy: the upstream model's KV capacity in tokens (vLLM: num_gpu_blocks x block_size). 35,840 is the
     # simulator's Qwen2.5-Coder-32B on one A100-80GB (~30-40K tokens: 256 KiB per token of BF16 KV next to ~65 GB
     # of weights at 0.9 memory utilisation, an estimate from the model's shape and NVIDIA's A100 datasheet).
@@ -140,7 +141,7 @@ class SchedulingSettings(BaseModel):
     # The `kv` policy's gates act only under KV pressure (sidecar/core/kv_pressure.py): they engage when the active
     # agents' contexts (a call in flight or waiting, or one ended at most `kv_active_window_s` ago) need this many
     # times the KV capacity, and release at `kv_release_ratio`; until then calls are ordered and admitted exactly as
-    # under `priority`. 0 = always engaged. Why 1.5 and 0.75: the comments on the defaults in that module.
+    # under `priority`. 0 = always engaged. Why 4 and 2: the comments on the defaults in that module.
     kv_engage_ratio: float = Field(DEFAULT_ENGAGE_RATIO, ge=0)
     kv_release_ratio: float = Field(DEFAULT_RELEASE_RATIO, ge=0)
     kv_active_window_s: float = Field(DEFAULT_ACTIVE_WINDOW_S, ge=0)

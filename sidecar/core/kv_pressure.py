@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 from sidecar.core.working_set import DEFAULT_NEW_AGENT_TOKENS, AgentKV
 
-DEFAULT_ENGAGE_RATIO = 1.5
+DEFAULT_ENGAGE_RATIO = 4.0
 """Demand / capacity at which the gates engage. Fleet-sim (SIMULATED, docs/fleet-sim.md, "When the gates engage"):
 the always-engaged `kv` policy loses against `priority` up to ~2.3x (`bench-small`: 0.99x) and wins from ~8x (a
 16-agent cut of the default workload: 1.1x tasks per GPU-hour; the default scenario 1.26x); 4 keeps every fleet
 that measured a loss on the priority order and engages in every one that measured a gain."""
 
-DEFAULT_RELEASE_RATIO = 0.75
+DEFAULT_RELEASE_RATIO = 2.0
 """Demand / capacity at which engaged gates release: half the engage ratio, a band no single agent's turn moves
 the demand across (an agent's context is at most the capacity, so one agent arriving or leaving moves the ratio by
 at most 1)."""

@@ -147,7 +147,7 @@ def test_the_gate_follows_the_engagement() -> None:
     # 12,000 tokens of 10,000: 1.2x, below the engage ratio: the window holds b, as under priority
     assert [s.agent for s in granted] == ["a"] and dispatcher.gate is Gate.WINDOW and not dispatcher.kv_engaged
     assert dispatcher.status()["gate"] == "window" and dispatcher.status()["window"] == 1
-    dispatcher.submit("c", Tier.HOT, granted.append, prompt_tokens=6000)  # 18,000: 1.8x, engaged
+    dispatcher.submit("c", Tier.HOT, granted.append, prompt_tokens=30_000)  # 42,000: 4.2x, engaged
     assert dispatcher.kv_engaged and dispatcher.gate is Gate.WORKING_SET
     assert dispatcher.status()["gate"] == "working_set" and dispatcher.status()["window"] is None
     assert [s.agent for s in granted] == ["a"]  # b and c do not fit beside a

@@ -12,7 +12,9 @@ from tests.coordinator.test_scheduling import chat, coordinator
 
 
 async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere() -> None:
+    # The gates always engaged (two agents at ~1x the KV would not engage them by default, see test_status_command).
     scheduling = {"policy": "kv", "kv_capacity_tokens": 1000, "kv_correction": False, "kv_small_context_tokens": 0}
+    scheduling |= {"kv_engage_ratio": 0.0, "kv_release_ratio": 0.0}
     async with coordinator(scheduling, sim={"fault_stall_s": 60.0}) as (client, state):
         dispatcher = state.dispatchers["large"]
         holder = asyncio.create_task(
@@ -48,7 +50,7 @@ async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere(
 
 
 async def test_a_full_window_is_the_gate_a_priority_call_waits_on() -> None:
-    async with coordinator({"window": 1}, sim={"fault_stall_s": 60.0}) as (client, state):
+    async with coordinator({"policy": "priority", "window": 1}, sim={"fault_stall_s": 60.0}) as (client, state):
         dispatcher = state.dispatchers["large"]
         holder = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("hold"), headers={"x-sim-fault": "stall"})
