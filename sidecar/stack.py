@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from sidecar.config import Config, with_overrides
 from sidecar.coordinator.app import build_app
+from sidecar.coordinator.command import KEEP_ALIVE_S, http_protocol
 from sidecar.serving import serve_app
 from sidecar.sim.app import build_sim_app
 from sidecar.sim.settings import SimSettings
@@ -88,9 +89,12 @@ def in_front_of(config: Config, models: Sequence[SimModel], *, native_priority: 
 async def serve_coordinator(
     config: Config, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any
 ) -> AsyncIterator[tuple[str, Starlette]]:
-    """The coordinator for `config`, served in this loop until the block exits: (its base URL, its app)."""
+    """The coordinator for `config`, served in this loop until the block exits: (its base URL, its app). It is
+    served with `up`'s HTTP protocol (httptools with its head bound) and keep-alive, so what runs in-process is
+    what production serves; `uvicorn_options` override them."""
     app = build_app(config)
-    async with serve_app(app, host, port, **uvicorn_options) as url:
+    served_as_up = {**http_protocol(config.coordinator.max_header_bytes), "timeout_keep_alive": KEEP_ALIVE_S}
+    async with serve_app(app, host, port, **{**served_as_up, **uvicorn_options}) as url:
         yield url, app
 
 

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.bench.proxy import _children, _free_port, _pin, _sse_body, _wait_ready, stop_processes
+from sidecar.bench.proxy import _children, _free_port, _pin, _sse_body, _wait_ready, serve_lifespan, stop_processes
 from sidecar.serving import event_loop_factory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,9 +78,7 @@ def paced_upstream_app(chunks: int, interval_s: float) -> Callable[..., Any]:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         more = True
         while more:

@@ -52,6 +52,13 @@ def _sse_body(chunks: int) -> bytes:
     return b"".join(frames)
 
 
+async def serve_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan protocol for a benchmark upstream with nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 def upstream_app(chunks: int = 20) -> Callable[..., Any]:
     sse = [f for f in _sse_body(chunks).split(b"\n\n") if f]
     completion = json.dumps(
@@ -64,9 +71,7 @@ def upstream_app(chunks: int = 20) -> Callable[..., Any]:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         body = b""
         more = True

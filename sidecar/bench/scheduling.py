@@ -72,6 +72,7 @@ import httpx
 from sidecar import citations
 from sidecar.coordinator.settings import SchedulingSettings
 from sidecar.core.stats import percentile
+from sidecar.core.wire import AGENT_HEADER, MODEL_HEADER, QUEUE_MS_HEADER, STAGE_HEADER, TIER_HEADER
 
 # --- the workload --------------------------------------------------------------------------------------------
 
@@ -442,7 +443,7 @@ async def run_agent(
     for i, turn in enumerate(script.turns):
         body = {"model": model, "messages": messages, "max_tokens": turn.max_tokens, "ignore_eos": True}
         sent = loop.time()
-        response = await client.post("/v1/chat/completions", json=body, headers={"x-agent-id": script.agent})
+        response = await client.post("/v1/chat/completions", json=body, headers={AGENT_HEADER: script.agent})
         done = loop.time()
         call = Call(script.agent, i, turn.stage, turn.tier, (sent - t0) * scale, (done - sent) * scale, 0)
         call.status = response.status_code
@@ -452,10 +453,10 @@ async def run_agent(
             print(f"  {script.agent} turn {i}: HTTP {response.status_code} {response.text[:200]}", file=sys.stderr)
             return run
         headers = response.headers
-        call.coordinator_wait = float(headers.get("x-goose-sidecar-queue-ms", "0")) / 1000 * scale
-        call.classified_tier = headers.get("x-goose-sidecar-tier", "")
-        call.classified_stage = headers.get("x-goose-sidecar-stage", "")
-        call.model = headers.get("x-goose-sidecar-model", "")
+        call.coordinator_wait = float(headers.get(QUEUE_MS_HEADER, "0")) / 1000 * scale
+        call.classified_tier = headers.get(TIER_HEADER, "")
+        call.classified_stage = headers.get(STAGE_HEADER, "")
+        call.model = headers.get(MODEL_HEADER, "")
         data = response.json()
         usage = data.get("usage") or {}
         call.prompt_tokens = int(usage.get("prompt_tokens", 0))

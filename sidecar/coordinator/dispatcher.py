@@ -201,6 +201,13 @@ class Dispatcher:
             self.kv_ledger.queued(agent, now, prompt_tokens)
             if prompt_tokens is not None:
                 self._prompt_hints[item.seq] = prompt_tokens
+        if not self.queue and self._starts_alone(tier):
+            # Nothing waits and the gate lets it in: what `_pump` would pick for a queue of this one call, so it
+            # starts without the queue's and the policy's work (the common case, every call while the upstream
+            # has room).
+            self._waiters[item.seq] = waiter
+            self._start_now(Pick(item, tier.rank), now)
+            return item
         self.queue.push(item)
         self._waiters[item.seq] = waiter
         self._pump()
@@ -400,7 +407,15 @@ class Dispatcher:
             return "not windowed"
         return "static window" if self.static_window is not None else str(self.admission.phase)
 
+    def _starts_alone(self, tier: Tier) -> bool:
+        """Whether a call of `tier` that would wait alone starts at once: under gates without a pick of their own
+        (none; the window, where `_pump` starts a lone call exactly when `_admits` lets it in)."""
+        gate = self.policy.gate
+        return gate is Gate.NONE or (gate is Gate.WINDOW and self._admits(tier))
+
     def _admits(self, tier: Tier) -> bool:
+        if self.in_flight + self.speculative < self.window:
+            return True  # `admits`' first answer, without building its counts (in_flight is their sum)
         by_rank = {t.rank: n for t, n in self.in_flight_by_tier.items()}
         by_rank[len(TIERS)] = self.speculative  # below every tier
         return admits(tier.rank, by_rank, self.window, native_priority=self.native_priority)
@@ -440,11 +455,15 @@ class Dispatcher:
                 pick = self._passing(now)
                 if pick is None:
                     return
-            past_window = gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
-            self._start(pick, now)
-            if past_window:  # the engine is full: make room for it where that loses nothing
-                for callback in self.on_queue:
-                    callback()
+            self._start_now(pick, now)
+
+    def _start_now(self, pick: Pick, now: float) -> None:
+        """Start `pick`; past a full window (native priority let it pass) speculation makes room for it."""
+        past_window = self.policy.gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
+        self._start(pick, now)
+        if past_window:  # the engine is full: make room for it where that loses nothing
+            for callback in self.on_queue:
+                callback()
 
     def _passing(self, now: float) -> Pick | None:
         """The best waiting call (by tier, then the policy's order) that `admits` lets past a full window."""

@@ -25,6 +25,7 @@ from sidecar.core.hosts import host_allowed, origin_allowed
 
 SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS_MAX_BYTES = 64 * 1024
+HOSTS_KEPT = 256
 
 
 class BodyTooLarge(Exception):
@@ -38,18 +39,34 @@ class CoordinatorGuard:
         self.app = app
         self.allowed_hosts = allowed_hosts
         self.max_body_bytes = max_body_bytes
+        self._hosts: dict[bytes, bool] = {}  # Host value -> allowed: every call asks, clients send few values
+
+    def _host_allowed(self, host: bytes) -> bool:
+        """`host_allowed` for this Host value, remembered for up to HOSTS_KEPT values (then forgotten at once)."""
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            if len(self._hosts) >= HOSTS_KEPT:
+                self._hosts.clear()
+            allowed = self._hosts[host] = host_allowed(host.decode("latin-1"), self.allowed_hosts)
+        return allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope.get("headers", []):
+        host = origin = ctype = declared = None
+        for name, value in scope.get("headers", ()):
             key = bytes(name).lower()
             # Two Host or Origin headers: refuse rather than guess which one a later reader takes.
-            headers[key] = b"\x00" if key in headers and key in (b"host", b"origin") else bytes(value)
-        host = headers.get(b"host", b"").decode("latin-1")
-        if not host_allowed(host, self.allowed_hosts):
+            if key == b"host":
+                host = b"\x00" if host is not None else bytes(value)
+            elif key == b"origin":
+                origin = b"\x00" if origin is not None else bytes(value)
+            elif key == b"content-type":
+                ctype = bytes(value)
+            elif key == b"content-length":
+                declared = bytes(value)
+        if not self._host_allowed(host or b""):
             await _answer(
                 send,
                 421,
@@ -57,18 +74,17 @@ class CoordinatorGuard:
                 "allowed_hosts, --allowed-hosts)",
             )
             return
-        origin = headers.get(b"origin")
-        if not origin_allowed(None if origin is None else origin.decode("latin-1"), self.allowed_hosts):
+        if origin is not None and not origin_allowed(origin.decode("latin-1"), self.allowed_hosts):
             await _answer(send, 403, "requests from another site's pages are refused (Origin)")
             return
         if scope.get("method") == "POST":
-            ctype = headers.get(b"content-type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
-            if ctype in SIMPLE_TYPES:
-                await _answer(send, 415, f"Content-Type {ctype} is not accepted; send JSON (application/json)")
+            media = (ctype or b"").decode("latin-1").split(";", 1)[0].strip().lower()
+            if media in SIMPLE_TYPES:
+                await _answer(send, 415, f"Content-Type {media} is not accepted; send JSON (application/json)")
                 return
             limit = EVENTS_MAX_BYTES if scope.get("path", "").endswith("/events") else self.max_body_bytes
-            declared = headers.get(b"content-length", b"").strip()
-            if declared and (not declared.isdigit() or int(declared) > limit):
+            length = (declared or b"").strip()
+            if length and (not length.isdigit() or int(length) > limit):
                 await _answer(send, 413, f"the request body is over {limit} bytes")
                 return
         await self.app(scope, receive, send)

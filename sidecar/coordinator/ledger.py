@@ -57,15 +57,22 @@ class UsageLedger:
     ) -> None:
         """Charge one answered call to `agent_id`, whose account (usage per model alias) is `account`, and append
         it to the usage log when one is set."""
-        call = ModelUsage(calls=1, calls_without_usage=int(usage is None))
-        if usage is not None:
-            call.prompt_tokens = usage.prompt_tokens
-            call.cached_prompt_tokens = usage.cached_prompt_tokens
-            call.completion_tokens = usage.completion_tokens
-        total = account.setdefault(alias, ModelUsage())
-        for name in ("calls", "calls_without_usage", "prompt_tokens", "cached_prompt_tokens", "completion_tokens"):
-            setattr(total, name, getattr(total, name) + getattr(call, name))
+        total = account.get(alias)
+        if total is None:
+            total = account[alias] = ModelUsage()
+        total.calls += 1
+        if usage is None:
+            total.calls_without_usage += 1
+        else:
+            total.prompt_tokens += usage.prompt_tokens
+            total.cached_prompt_tokens += usage.cached_prompt_tokens
+            total.completion_tokens += usage.completion_tokens
         if self.log_path is not None:
+            call = ModelUsage(calls=1, calls_without_usage=int(usage is None))
+            if usage is not None:
+                call.prompt_tokens = usage.prompt_tokens
+                call.cached_prompt_tokens = usage.cached_prompt_tokens
+                call.completion_tokens = usage.completion_tokens
             gpu_s = gpu_seconds(call, self.cost(alias))
             line = {
                 "ts": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="milliseconds"),

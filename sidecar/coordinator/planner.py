@@ -14,7 +14,14 @@ from sidecar.coordinator.upstream import Upstream, UpstreamPool
 from sidecar.core.identity import Identity
 from sidecar.core.openai_request import ParsedRequest
 from sidecar.core.priority import Priority, resolve_priority
-from sidecar.core.routing import RouteDecision, RouteTable, SpillPolicy, resolve_model, route_table_from
+from sidecar.core.routing import (
+    RouteDecision,
+    RouteTable,
+    SpillPolicy,
+    consults_route,
+    resolve_model,
+    route_table_from,
+)
 from sidecar.core.stages import DEFAULT_STAGE_TIERS, Tier, stage_tiers_from
 from sidecar.core.task_kind import classify_task
 
@@ -65,12 +72,18 @@ class Planner:
         )
         aliases = {u.alias: u.served_name for u in self.pool.upstreams}
         routing = self.config.routing
-        route_alias = self.routes.alias_for(priority.stage, classify_task(priority.stage, messages).kind)
-        load = {alias: d.saturation() for alias, d in self.dispatchers.items()} if routing.spill_over else None
+        requested = parsed.model if routing.enabled or parsed.model.lower() != "auto" else routing.default_alias
+        route_alias = routing.default_alias
+        load: dict[str, float] | None = None
+        if consults_route(requested, aliases):  # else a named model: no classification, no load reading
+            if routing.enabled:
+                route_alias = self.routes.alias_for(priority.stage, classify_task(priority.stage, messages).kind)
+            if routing.spill_over:
+                load = {alias: d.saturation() for alias, d in self.dispatchers.items()}
         decision = resolve_model(
-            parsed.model if routing.enabled or parsed.model.lower() != "auto" else routing.default_alias,
+            requested,
             aliases,
-            route_alias if routing.enabled else routing.default_alias,
+            route_alias,
             identity.agent_id in self.opted_out,
             default_alias=routing.default_alias,
             load=load,

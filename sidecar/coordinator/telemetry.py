@@ -12,9 +12,10 @@ import platform
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 
 from sidecar import __version__
 from sidecar.coordinator.agents import AgentBook, AgentEntry
@@ -35,6 +36,26 @@ def summary_ms(summary: Summary) -> dict[str, float | None]:
 
 
 OTHER_LABEL = "other"
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """`metric.labels(*values)` remembered per label set: a dict lookup per call instead of `labels()`' checks,
+    string conversions and lock. It holds the very children the metric holds, so never more of them than the
+    metric has (its label values come from closed sets: `model_label`, aliases, tiers, statuses, error kinds)."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,18 @@ class Telemetry:
         self.retries = Counter(
             "goose_sidecar_upstream_retries", "Calls re-sent before any byte reached the client", ["model"], registry=r
         )
+        # The hooks below run on every call: they reach the children through these caches.
+        self._requests = Children(self.requests)
+        self._errors = Children(self.errors)
+        self._in_flight = Children(self.in_flight)
+        self._ttfb = Children(self.ttfb)
+        self._duration = Children(self.duration)
+        self._queue_wait = Children(self.queue_wait)
+        self._prompt_tokens = Children(self.prompt_tokens)
+        self._cached_prompt_tokens = Children(self.cached_prompt_tokens)
+        self._generation_tokens = Children(self.generation_tokens)
+        self._relayed_bytes = Children(self.relayed_bytes)
+        self._retries = Children(self.retries)
         self.recent_ttfb = SampleWindow(LATENCY_WINDOW)
         self.recent_total = SampleWindow(LATENCY_WINDOW)
         self.total_requests = 0
@@ -132,7 +165,7 @@ class Telemetry:
     # --- hooks the exchange calls, in the order of a call -------------------------------------------------
 
     def request_read(self, size: int) -> None:
-        self.relayed_bytes.labels("request").inc(size)
+        self._relayed_bytes("request").inc(size)
 
     def call_planned(self, agent: AgentEntry, session: str | None, alias: str, stage: str | None, tier: str) -> None:
         """A call of `agent` was planned for model `alias` at `stage` and `tier`."""
@@ -143,7 +176,7 @@ class Telemetry:
         """A call is in flight (waiting or relayed) under the metric label `model`, until `call_ended`."""
         agent.in_flight += 1
         self.in_flight_total += 1
-        self.in_flight.labels(model).inc()
+        self._in_flight(model).inc()
 
     def queued(self, agent: AgentEntry, now: float) -> None:
         agent.queued_since = now
@@ -151,40 +184,40 @@ class Telemetry:
     def slot_granted(self, agent: AgentEntry, alias: str, tier: str, waited_s: float) -> None:
         agent.queued_since = None
         agent.last_wait_s = waited_s
-        self.queue_wait.labels(alias, tier).observe(waited_s)
+        self._queue_wait(alias, tier).observe(waited_s)
 
     def retried(self, alias: str) -> None:
-        self.retries.labels(alias).inc()
+        self._retries(alias).inc()
 
     def call_ended(self, agent: AgentEntry, model: str) -> None:
         agent.in_flight -= 1
         agent.queued_since = None
         self.in_flight_total -= 1
-        self.in_flight.labels(model).dec()
+        self._in_flight(model).dec()
 
     def answered(self, agent: AgentEntry, answer: Answer) -> None:
         """A call's outcome, once, whatever it was (`status` None: cancelled before any answer)."""
         status = str(answer.status) if answer.status is not None else "499"
-        self.requests.labels(answer.endpoint, answer.model, status).inc()
+        self._requests(answer.endpoint, answer.model, status).inc()
         self.total_requests += 1
         agent.requests += 1
-        self.relayed_bytes.labels("response").inc(answer.bytes_out)
+        self._relayed_bytes("response").inc(answer.bytes_out)
         served = (answer.alias, answer.tier)
         if answer.ttfb_s is not None:
-            self.ttfb.labels(*served).observe(answer.ttfb_s)
+            self._ttfb(*served).observe(answer.ttfb_s)
             self.recent_ttfb.add(answer.ttfb_s)
         if answer.status == 200 and answer.complete:
-            self.duration.labels(*served).observe(answer.total_s)
+            self._duration(*served).observe(answer.total_s)
             self.recent_total.add(answer.total_s)
         if answer.status == 200 and answer.usage is not None:
-            self.prompt_tokens.labels(*served).inc(answer.usage.prompt_tokens)
-            self.cached_prompt_tokens.labels(*served).inc(answer.usage.cached_prompt_tokens)
-            self.generation_tokens.labels(*served).inc(answer.usage.completion_tokens)
+            self._prompt_tokens(*served).inc(answer.usage.prompt_tokens)
+            self._cached_prompt_tokens(*served).inc(answer.usage.cached_prompt_tokens)
+            self._generation_tokens(*served).inc(answer.usage.completion_tokens)
             agent.prompt_tokens += answer.usage.prompt_tokens
             agent.completion_tokens += answer.usage.completion_tokens
 
     def error(self, kind: ErrorKind, agent: AgentEntry | None = None) -> None:
-        self.errors.labels(kind).inc()
+        self._errors(kind).inc()
         self.total_errors += 1
         if agent is not None:
             agent.errors += 1

@@ -33,6 +33,9 @@ _KEYWORD_RULES: tuple[tuple[Stage, tuple[str, ...], tuple[str, ...]], ...] = (
     (Stage.PLAN, ("plan", "approach"), ()),
 )
 _WORD = re.compile(r"[a-z]+")
+# A word with a rule's prefix contains one of these: a text with none of them is explore without splitting it
+# into words (substring search is C speed; the split is the classifier's main cost on a long text).
+_KEYWORD_HINTS = ("test", "fix", "bug", "edit", "commit", "doc", "explain", "plan", "approach")
 _PATH_KEYS = ("path", "file_path", "filepath", "file", "filename", "target_file", "target", "notebook_path")
 
 
@@ -43,6 +46,9 @@ class Classification:
     stage: Stage
     source: Source
     reason: str
+
+
+_NO_KEYWORD = Classification(Stage.EXPLORE, Source.KEYWORDS, "no keyword in the last user text")
 
 
 def message_text(content: object) -> str:
@@ -80,12 +86,15 @@ def classify_keywords(text: str) -> Classification:
     "test" with "fail"/"error" -> test_analyze; "fix"/"bug"/"edit"/"debug" -> code_edit; "commit" -> commit_msg;
     "doc"/"explain" -> docs; "plan"/"approach" -> plan. Case-insensitive, matched at word starts.
     """
-    words = sorted(set(_WORD.findall(text.lower())))
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _KEYWORD_HINTS):
+        return _NO_KEYWORD
+    words = sorted(set(_WORD.findall(lowered)))
     for stage, prefixes, also in _KEYWORD_RULES:
         found = _word_with_prefix(words, prefixes)
         if found and (not also or _word_with_prefix(words, also)):
             return Classification(stage, Source.KEYWORDS, f"keyword {found!r} in the last user text")
-    return Classification(Stage.EXPLORE, Source.KEYWORDS, "no keyword in the last user text")
+    return _NO_KEYWORD
 
 
 def _tool_calls(message: Mapping[str, object]) -> list[Mapping[str, object]]:

@@ -101,6 +101,18 @@ class RouteDecision:
     detail: str = ""
 
 
+def consults_route(requested: str | None, aliases: Mapping[str, str]) -> bool:
+    """Whether `resolve_model` may use its `route` and `load` for this `model`: False when the name is an alias,
+    a served name, or (one alias) `large`/`small`, or any other name passed through; only `"auto"` (any case), a
+    missing or an empty name is routed. Callers skip classifying the call and reading the load otherwise."""
+    name = (requested or "").strip()
+    if name in aliases or name in aliases.values():
+        return False
+    if len(aliases) == 1 and name.lower() in (LARGE, SMALL):
+        return False
+    return not name or name.lower() == AUTO
+
+
 def resolve_model(
     requested: str | None,
     aliases: Mapping[str, str],

@@ -10,6 +10,9 @@ from sidecar.core.conversation import last_user_text
 from sidecar.core.stages import Stage, TaskKind
 
 _SIMPLE_WORDS = re.compile(r"\b(?:summar|tl;?dr|changelog|release notes?\b|docstring|commit message)")
+# Every match of _SIMPLE_WORDS contains one of these: a text with none of them skips the regex (substring search
+# is C speed, the regex scan is not).
+_SIMPLE_HINTS = ("summar", "tl", "changelog", "release note", "docstring", "commit message")
 _SIMPLE_STAGES = frozenset({Stage.COMMIT_MSG, Stage.DOCS})
 _COMPLEX_STAGES = frozenset({Stage.CODE_EDIT, Stage.TEST_ANALYZE})
 
@@ -32,7 +35,8 @@ def classify_task(stage: Stage | None, messages: Sequence[Mapping[str, object]])
         return TaskClassification(TaskKind.COMPLEX, f"stage {stage}")
     if stage in _SIMPLE_STAGES:
         return TaskClassification(TaskKind.SIMPLE, f"stage {stage}")
-    found = _SIMPLE_WORDS.search(last_user_text(messages).lower())
+    text = last_user_text(messages).lower()
+    found = _SIMPLE_WORDS.search(text) if any(hint in text for hint in _SIMPLE_HINTS) else None
     if found:
         return TaskClassification(TaskKind.SIMPLE, f"asks for {found.group(0)!r}")
     return TaskClassification(TaskKind.COMPLEX, f"stage {stage}" if stage else "no evidence of simple work")

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sidecar.core.conversation import classify_keywords, classify_messages, last_user_text, message_text
+from sidecar.core.conversation import (
+    _KEYWORD_RULES,
+    Classification,
+    _word_with_prefix,
+    classify_keywords,
+    classify_messages,
+    last_user_text,
+    message_text,
+)
 from sidecar.core.stages import (
     Source,
     Stage,
@@ -234,3 +245,24 @@ def test_last_user_text_skips_empty_and_other_roles() -> None:
     messages = [user("first"), assistant(content="reply"), user(""), {"role": "tool", "content": "out"}]
     assert last_user_text(messages) == "first"
     assert last_user_text([]) == ""
+
+
+def _keywords_by_words(text: str) -> Classification:
+    """The keyword rules without the substring shortcut: every text split into its words (as before it)."""
+    words = sorted(set(re.findall(r"[a-z]+", text.lower())))
+    for stage, prefixes, also in _KEYWORD_RULES:
+        found = _word_with_prefix(words, prefixes)
+        if found and (not also or _word_with_prefix(words, also)):
+            return Classification(stage, Source.KEYWORDS, f"keyword {found!r} in the last user text")
+    return Classification(Stage.EXPLORE, Source.KEYWORDS, "no keyword in the last user text")
+
+
+_PIECES = ("test", "pytest", "unittest", "fail", "error", "fix", "bug", "edit", "debug", "commit", "doc",
+           "explain", "plan", "approach", "prefix", "latest", "bench", "x", "é", "K", "2", "_", " ", "-", "TEST",
+           "Fix")  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join) | st.text(max_size=40))
+def test_classify_keywords_matches_the_word_split(text: str) -> None:
+    """The shortcut for texts without any rule's prefix changes no answer, reason included."""
+    assert classify_keywords(text) == _keywords_by_words(text)

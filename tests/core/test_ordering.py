@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sidecar.core.ordering import (
     OVERDUE,
+    PRUNE_EVERY_ADD,
     AttainedService,
     Fcfs,
     Gate,
@@ -482,3 +483,47 @@ def test_a_large_table_forgets_decayed_agents_in_batches() -> None:
         service = service.add(f"new{i}", 1.0, 100.0)
     assert not any(agent.startswith("old") for agent in service.entries)
     assert len(service.entries) == 400 and service.snapshot(100.0).get("new0") == 1.0
+
+
+def _entries_pruning_every_time(adds: list[tuple[str, float, float]], half_life_s: float) -> dict[str, object]:
+    """The table `AttainedService.add` keeps, computed the way it was before prunes were skipped when due to drop
+    nothing: decay every entry at each add up to PRUNE_EVERY_ADD entries, then once the table has doubled."""
+    entries: dict[str, tuple[float, float]] = {}
+    size = 0
+
+    def value(agent: str, now: float) -> float:
+        if agent not in entries:
+            return 0.0
+        tokens, at = entries[agent]
+        return tokens * math.exp2(-max(now - at, 0.0) / half_life_s)
+
+    for agent, tokens, now in adds:
+        if PRUNE_EVERY_ADD < len(entries) < 2 * size:
+            kept = dict(entries)
+        else:
+            kept = {other: e for other, e in entries.items() if other != agent and value(other, now) >= 1e-3}
+            size = len(kept) + 1
+        at = max(now, entries[agent][1]) if agent in entries else now
+        kept[agent] = (value(agent, at) + tokens, at)
+        entries = kept
+    return dict(entries)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 90), st.sampled_from([0.0, 1e-3, 0.01, 1.0, 5e3]), st.floats(0.0, 8.0)),
+        max_size=160,
+    ),
+    st.sampled_from([0.5, 1.0, 60.0]),
+)
+def test_skipped_prunes_keep_the_same_table(steps: list[tuple[int, float, float]], half_life_s: float) -> None:
+    """A prune is skipped only while no entry can have decayed below the floor: the table (every entry, every
+    value) is the one pruning at every due add keeps, across the small and the large table regimes."""
+    adds, now = [], 0.0
+    for agent, tokens, gap in steps:
+        now += gap
+        adds.append((f"agent-{agent}", tokens, now))
+    service = AttainedService(half_life_s=half_life_s)
+    for agent, tokens, at in adds:
+        service = service.add(agent, tokens, at)
+    assert dict(service.entries) == _entries_pruning_every_time(adds, half_life_s)

@@ -15,6 +15,7 @@ from sidecar.core.routing import (
     RouteReason,
     RouteTable,
     SpillPolicy,
+    consults_route,
     pick_replica,
     rendezvous_score,
     resolve_model,
@@ -273,3 +274,21 @@ def test_the_choice_is_healthy_and_not_much_more_loaded(states: list[tuple[int, 
     assert chosen.healthy and chosen.url == choice.url
     least = min(healthy_loads)
     assert chosen.load <= least + max(2, 0.5 * least)
+
+
+@given(
+    st.sampled_from(["", " ", "auto", "AUTO", " Auto ", SMALL, LARGE, "Large", S7, S32, "gpt-4", "other", None]),
+    st.sampled_from([ALIASES, {LARGE: S32}, {"only": "served/one"}, {}]),
+    st.sampled_from([SMALL, LARGE, "nowhere"]),
+    st.sampled_from([None, {SMALL: 0.0, LARGE: 2.0}, {SMALL: 2.0, LARGE: 0.0}]),
+    st.booleans(),
+)
+def test_a_route_not_consulted_changes_nothing(
+    requested: str | None, aliases: dict[str, str], route: str, load: dict[str, float] | None, opted_out: bool
+) -> None:
+    """When `consults_route` says no, the route and the load make no difference to the decision (the planner
+    skips classifying the call and reading the load then)."""
+    decision = resolve_model(requested, aliases, route, opted_out, load=load)
+    if not consults_route(requested, aliases):
+        assert decision == resolve_model(requested, aliases, "elsewhere", opted_out, load=None)
+    assert consults_route("auto", aliases) or "auto" in aliases

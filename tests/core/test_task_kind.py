@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.core.stages import (
     Stage,
@@ -37,3 +41,16 @@ def test_classify_task(stage: Stage | None, text: str, kind: TaskKind) -> None:
     found = classify_task(stage, [user(text)] if text else [])
     assert found.kind is kind
     assert found.reason
+
+
+_SIMPLE = re.compile(r"\b(?:summar|tl;?dr|changelog|release notes?\b|docstring|commit message)")
+_PIECES = ("summar", "tl", ";", "dr", "changelog", "release", " ", "note", "s", "docstring", "commit", "message", "x",
+           "TL", "Summar", "_", "é")  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=10).map("".join) | st.text(max_size=40))
+def test_the_substring_shortcut_changes_no_answer(text: str) -> None:
+    """A text is simple exactly when the regex alone finds a simple word in it (the shortcut skips only texts
+    it cannot match)."""
+    found = classify_task(None, [user(text)])
+    assert (found.kind is TaskKind.SIMPLE) == (_SIMPLE.search(text.lower()) is not None)
