@@ -201,7 +201,7 @@ class Dispatcher:
             self.kv_ledger.queued(agent, now, prompt_tokens)
             if prompt_tokens is not None:
                 self._prompt_hints[item.seq] = prompt_tokens
-        if not self.queue and self._starts_alone(tier):
+        if not self.queue and self._starts_alone(tier, agent):
             # Nothing waits and the gate lets it in: what `_pump` would pick for a queue of this one call, so it
             # starts without the queue's and the policy's work (the common case, every call while the upstream
             # has room).
@@ -407,10 +407,14 @@ class Dispatcher:
             return "not windowed"
         return "static window" if self.static_window is not None else str(self.admission.phase)
 
-    def _starts_alone(self, tier: Tier) -> bool:
-        """Whether a call of `tier` that would wait alone starts at once: under gates without a pick of their own
-        (none; the window, where `_pump` starts a lone call exactly when `_admits` lets it in)."""
-        gate = self.policy.gate
+    def _starts_alone(self, tier: Tier, agent: str) -> bool:
+        """Whether a call of `agent` and `tier` that would wait alone starts at once: under gates without a pick of
+        their own (none; the window, where `_pump` starts a lone call exactly when `_admits` lets it in). Under the
+        `kv` policy the pressure is judged first, with this call waiting, as `_pump` would: engaged, its pick
+        decides."""
+        if self._priority is not None:
+            self._judge_pressure(self.clock(), (agent,))
+        gate = self.gate
         return gate is Gate.NONE or (gate is Gate.WINDOW and self._admits(tier))
 
     def _admits(self, tier: Tier) -> bool:
@@ -420,15 +424,16 @@ class Dispatcher:
         by_rank[len(TIERS)] = self.speculative  # below every tier
         return admits(tier.rank, by_rank, self.window, native_priority=self.native_priority)
 
-    def _judge_pressure(self, now: float) -> None:
-        """Under the `kv` policy: whether its gates are engaged now (`core.kv_pressure.next_pressure`)."""
+    def _judge_pressure(self, now: float, arriving: tuple[str, ...] = ()) -> None:
+        """Under the `kv` policy: whether its gates are engaged now (`core.kv_pressure.next_pressure`), counting the
+        agents of the waiting calls and of `arriving` (a call not queued yet) as active."""
         if self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
             return
         self.kv_pressure = next_pressure(
             self.kv_pressure,
             self.kv_pressure_rule,
             self.kv_ledger.snapshot(),
-            (item.agent for item in self.queue),
+            itertools.chain((item.agent for item in self.queue), arriving),
             self.policy.capacity_tokens,
             now,
             self.policy.new_agent_tokens,
@@ -459,7 +464,7 @@ class Dispatcher:
 
     def _start_now(self, pick: Pick, now: float) -> None:
         """Start `pick`; past a full window (native priority let it pass) speculation makes room for it."""
-        past_window = self.policy.gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
+        past_window = self.gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
         self._start(pick, now)
         if past_window:  # the engine is full: make room for it where that loses nothing
             for callback in self.on_queue:
