@@ -183,6 +183,8 @@ class KVCollector:
                 ("kv_usable_tokens", "KV capacity after the correction from vLLM's counters", ["model"]),
                 ("kv_working_set_tokens", "Estimated KV of the agents holding a working-set place", ["model"]),
                 ("kv_resident_tokens", "Estimated KV of the agents probably resident in the prefix cache", ["model"]),
+                ("kv_demand_tokens", "Estimated KV the active agents need (the engagement's demand)", ["model"]),
+                ("kv_engaged", "1 while the kv policy's gates are engaged (KV pressure), else 0", ["model"]),
                 ("kv_agent_resident_tokens", "Estimated resident KV of one resident agent", ["model", "agent"]),
                 ("kv_correction_scale", "Engine KV tokens per token of the coordinator's accounting", ["model"]),
                 ("kv_correction_residency", "Share of the KV capacity holding what the accounting expects", ["model"]),
@@ -200,8 +202,9 @@ def _collect_one(families: dict[str, GaugeMetricFamily], alias: str, d: Dispatch
     view = _model_view(d, now)["working_set"]
     if view is None:
         return
-    for key in ("capacity_tokens", "usable_tokens", "working_set_tokens", "resident_tokens"):
+    for key in ("capacity_tokens", "usable_tokens", "working_set_tokens", "resident_tokens", "demand_tokens"):
         families[f"kv_{key}"].add_metric([alias], view[key])
+    families["kv_engaged"].add_metric([alias], 1.0 if view["engaged"] else 0.0)
     for agent, entry in view["agents"].items():
         if entry["resident"]:
             families["kv_agent_resident_tokens"].add_metric([alias, agent], entry["resident_tokens"])

@@ -41,6 +41,8 @@ async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere(
         assert sample(text, "goose_sidecar_queued_by_gate", model="large", gate="working_set") == 1
         assert sample(text, "goose_sidecar_kv_capacity_tokens", model="large") == 1000
         assert sample(text, "goose_sidecar_kv_working_set_tokens", model="large") == ws["working_set_tokens"]
+        assert sample(text, "goose_sidecar_kv_engaged", model="large") == 1 and ws["engaged"] is True
+        assert sample(text, "goose_sidecar_kv_demand_tokens", model="large") == ws["demand_tokens"] > 0
         assert sample(text, "goose_sidecar_kv_agent_resident_tokens", model="large", agent="a") > 0
         holder.cancel()  # a leaves: its place frees once its call ends, and b starts
         with contextlib.suppress(asyncio.CancelledError):
