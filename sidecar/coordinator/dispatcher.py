@@ -309,7 +309,9 @@ class Dispatcher:
                 "max_wait_ms": round(c.max_wait * 1000, 1),
                 "latency_ms": summary_ms(lat),
             }
-        bounds = getattr(self.policy, "wait_bounds", None)
+        # The aging bounds of the order in effect: under the `kv` policy, priority's while its gates are not engaged.
+        in_effect = self._priority if self._priority is not None and not self.kv_pressure.engaged else self.policy
+        bounds = getattr(in_effect, "wait_bounds", None)
         return {
             "policy": str(self.policy.name),
             "gate": str(self.gate),
