@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from sidecar.core.working_set import DEFAULT_NEW_AGENT_TOKENS, AgentKV
 
 DEFAULT_ENGAGE_RATIO = 4.0
-"""Demand / capacity at which the gates engage. Fleet-sim (SIMULATED, docs/fleet-sim.md, "When the gates engage"):
-the always-engaged `kv` policy loses against `priority` up to ~2.3x (`bench-small`: 0.99x) and wins from ~8x (a
-16-agent cut of the default workload: 1.1x tasks per GPU-hour; the default scenario 1.26x); 4 keeps every fleet
-that measured a loss on the priority order and engages in every one that measured a gain."""
+"""Demand / capacity at which the gates engage. Set by the real-process bench (`goose-sidecar bench --experiments
+priority`, scenario `small`, 3 seeds, December 2026; docs/fleet-sim.md, "When the KV gates engage"): engaged from
+1.5x, the gates engaged in two of three seeds and cost hot latency +26% [+4%..+38%] against `priority`; from 4x
+they never engaged there (-1% [-5%..+12%], run-to-run spread). In the fleet simulation (SIMULATED) 4x still
+engages where the gains are large (`default`, contexts ~6x the KV at the median: 1.23x tasks per GPU-hour, 1.70x
+mean completion, against the always-engaged 1.26x and 1.73x) and gives up the smaller gains of fleets that need
+1-3x the KV (8 agents of the default workload, `arrivals`: the always-engaged policy 1.1-1.3x, this one equals
+`priority`)."""
 
 DEFAULT_RELEASE_RATIO = 2.0
 """Demand / capacity at which engaged gates release: half the engage ratio, a band no single agent's turn moves
