@@ -22,17 +22,18 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.config import Config
 from sidecar.coordinator.admin import DispatcherCollector, admin_routes
 from sidecar.coordinator.agents import AgentBook
-from sidecar.coordinator.connpool import LeanTransport
 from sidecar.coordinator.dashboard import Board, load_page
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.endpoint import CompletionsEndpoint
 from sidecar.coordinator.errors import error_body
 from sidecar.coordinator.events import handle_event
 from sidecar.coordinator.guard import CoordinatorGuard
+from sidecar.coordinator.h1client import H1Pool, Timeouts
 from sidecar.coordinator.keys import load_keys
 from sidecar.coordinator.kv_view import KVCollector
 from sidecar.coordinator.ledger import UsageLedger
@@ -60,8 +61,21 @@ log = get_logger("sidecar.coordinator.app")
 HEALTH_INTERVAL_S = 5.0
 
 
+def make_relay(config: Config) -> H1Pool:
+    """The completions relay's client (h1client.py): the same limits and timeouts as `make_client`'s."""
+    c = config.coordinator
+    return H1Pool(
+        max_connections=c.max_connections,
+        max_keepalive=c.max_keepalive_connections,
+        keepalive_expiry=c.keepalive_expiry_s,
+        timeouts=Timeouts(c.connect_timeout_s, c.read_timeout_s, c.write_timeout_s, c.pool_timeout_s),
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+    )
+
+
 def make_client(config: Config) -> httpx.AsyncClient:
-    """The one shared upstream client: explicit timeouts, bounded pool, keep-alive."""
+    """The shared httpx client for small upstream requests (health, model lists, metrics, a redirect's target):
+    explicit timeouts, bounded pool, keep-alive."""
     c = config.coordinator
     limits = httpx.Limits(
         max_connections=c.max_connections,
@@ -72,7 +86,7 @@ def make_client(config: Config) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             connect=c.connect_timeout_s, read=c.read_timeout_s, write=c.write_timeout_s, pool=c.pool_timeout_s
         ),
-        transport=LeanTransport(limits),  # httpcore's own pool costs O(connections^2) per request (connpool.py)
+        limits=limits,
         follow_redirects=True,  # Modal answers long calls with 303 to a result URL
         trust_env=False,
         # ...but the upstream's secrets never follow a redirect to another origin (outbound.py).
@@ -123,22 +137,66 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await speculator.aclose()
+            upstreams.relay.close()
             if owns_client:
                 await http.aclose()
 
-    guard = Middleware(
-        CoordinatorGuard,
-        allowed_hosts=host_patterns(config.coordinator.allowed_hosts, bound=config.coordinator.host),
-        max_body_bytes=config.coordinator.max_body_bytes,
-    )
-    app = Starlette(
+    allowed_hosts = host_patterns(config.coordinator.allowed_hosts, bound=config.coordinator.host)
+    max_body_bytes = config.coordinator.max_body_bytes
+    guard = Middleware(CoordinatorGuard, allowed_hosts=allowed_hosts, max_body_bytes=max_body_bytes)
+    app = CoordinatorApp(
         routes=_routes(state),
         lifespan=lifespan,
         middleware=[guard],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.coordinator = state
+    app.completions = {
+        path: CoordinatorGuard(
+            CompletionsEndpoint(state, endpoint), allowed_hosts=allowed_hosts, max_body_bytes=max_body_bytes
+        )
+        for path, endpoint in _completions_paths()
+    }
     return app
+
+
+class CoordinatorApp(Starlette):
+    """Starlette, with the completions routes taken before its middleware stack.
+
+    Every relayed frame is one ASGI `send`; through Starlette's stack each passed two more wrappers
+    (`ServerErrorMiddleware._send`, `ExceptionMiddleware`'s sender) for nothing: the endpoint is raw ASGI,
+    answers its own errors in vLLM's shape and raises no HTTPException. `completions` (exact path -> the
+    guarded endpoint) is looked up first for a POST; anything else (other methods, a trailing slash, a
+    `root_path`, every other route) goes through Starlette as before. The guard (Host, Origin, content type,
+    body bound) still runs first; an error that escapes the endpoint reaches uvicorn, which answers 500 (or
+    drops the connection once the response started), as Starlette's ServerErrorMiddleware does."""
+
+    completions: dict[str, ASGIApp]  # set by build_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path: str = scope["path"]
+            target = self.completions.get(path)
+            if target is None and path.startswith("/agents/"):
+                agent, _, rest = path[8:].partition("/")
+                target = self.completions.get("/agents/{agent_id}/" + rest) if agent else None
+                if target is not None:
+                    scope["path_params"] = {"agent_id": agent}
+            if target is not None:
+                scope["app"] = self
+                await target(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _completions_paths() -> list[tuple[str, Endpoint]]:
+    """The completions routes' paths (`_routes`' own), each with its endpoint."""
+    return [
+        (f"{prefix}{version}/{name}", endpoint)
+        for prefix in ("", "/agents/{agent_id}")
+        for version in ("/v1", "")
+        for name, endpoint in (("chat/completions", Endpoint.CHAT), ("completions", Endpoint.COMPLETIONS))
+    ]
 
 
 def build_state(
@@ -158,6 +216,7 @@ def build_state(
     upstreams = UpstreamClient(
         pool,
         http,
+        make_relay(config),
         retries=config.coordinator.retries,
         retry_backoff_s=config.coordinator.retry_backoff_s,
         replica_clients=replica_clients,
@@ -287,11 +346,10 @@ def _routes(state: CoordinatorState) -> list[BaseRoute]:
         return await handle_event(state, request)
 
     routes: list[BaseRoute] = []
+    for path, endpoint in _completions_paths():  # (a POST to these is taken before the stack: CoordinatorApp)
+        routes.append(Route(path, chat if endpoint is Endpoint.CHAT else completions, methods=["POST"]))
     for prefix in ("", "/agents/{agent_id}"):
         for version in ("/v1", ""):
-            base = prefix + version
-            routes.append(Route(f"{base}/chat/completions", chat, methods=["POST"]))
-            routes.append(Route(f"{base}/completions", completions, methods=["POST"]))
-            routes.append(Route(f"{base}/models", models, methods=["GET"]))
+            routes.append(Route(f"{prefix}{version}/models", models, methods=["GET"]))
     routes.append(Route("/v1/agents/{agent_id}/events", events, methods=["POST"]))
     return routes + admin_routes(state)

@@ -487,6 +487,11 @@ class Dispatcher:
         item = pick.item
         self.queue.remove(item.seq)
         waiter = self._waiters.pop(item.seq)
+        if isinstance(waiter, asyncio.Future) and waiter.done():
+            # Cancelled in this same instant (its `acquire` has not run its handler yet): it left while waiting.
+            self._prompt_hints.pop(item.seq, None)
+            self.tiers[item.tier].cancelled_waiting += 1
+            return
         hint = self._prompt_hints.pop(item.seq, None)
         if self.kv_ledger is not None:
             if self.kv_corrector is not None:

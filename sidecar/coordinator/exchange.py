@@ -185,13 +185,13 @@ class Exchange:
 
     async def _relay_body(self, opened: Opened, send: Send) -> None:
         response = opened.response
-        self.status = response.status_code
-        headers = [(k, v) for k, v in response.headers.raw if k.lower() in _RELAY_HEADERS]
+        status = self.status = response.status
+        headers = [(k, v) for k, v in response.headers if k.lower() in _RELAY_HEADERS]
         headers += self._plan_headers()
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        if response.status_code >= 400:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if status >= 400:
             self.state.telemetry.error(ErrorKind.UPSTREAM_STATUS, self.agent)
-        is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        is_sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         try:
             async for chunk in self.state.upstreams.chunks(opened):
                 if self.first_byte is None:
@@ -203,13 +203,13 @@ class Exchange:
                     if self.bytes_out > KEEP_FRAMES_BYTES:
                         self.frames = None  # too long to be worth predicting from
                 if chunk.endswith(b"data: [DONE]\n\n"):
-                    self._finished(response.status_code)  # before the send: clients close right after [DONE]
+                    self._finished(status)  # before the send: clients close right after [DONE]
                 try:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 finally:  # after the send: the client's bytes are never delayed (even if it left during it)
-                    if self.watch is not None and response.status_code == 200:
+                    if self.watch is not None and status == 200:
                         self.watch.feed(chunk)
-            self._finished(response.status_code)
+            self._finished(status)
         except ProxyError as error:
             self.state.telemetry.error(ErrorKind.STREAM_BROKEN, self.agent)
             log.warning("upstream_stream_broken", reason=error.message, bytes=self.bytes_out)

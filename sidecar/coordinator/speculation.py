@@ -365,11 +365,9 @@ class Speculator:
             opened = await self.upstreams.open(out)
             ok: bool | None = None
             try:
-                call.status = opened.response.status_code
+                call.status = opened.response.status
                 call.headers = [
-                    (k, v)
-                    for k, v in opened.response.headers.raw
-                    if k.lower() in (b"content-type", b"content-encoding")
+                    (k, v) for k, v in opened.response.headers if k.lower() in (b"content-type", b"content-encoding")
                 ]
                 call.changed.set()
                 async for chunk in self.upstreams.chunks(opened):

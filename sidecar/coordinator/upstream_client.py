@@ -9,12 +9,15 @@ It owns, in one place:
   never over the client's own;
 - replica accounting and breaker feedback (`open` picks a replica and counts the call in flight there; `close`
   gives it back and tells the breaker how it went), with retries before any byte reached the client;
-- the translation of httpx's errors into the project's (`upstream_errors`, after httpx's own
-  `map_httpcore_exceptions`): nothing outside this module catches an httpx error from an upstream.
+- the translation of transport errors into the project's (`upstream_errors`): nothing outside this module
+  catches an httpx error from an upstream.
 
-Each replica can have its own httpx client (`replica_clients`, by replica URL; build each with
-`app.make_client(config)` to keep the limits, timeouts and the redirect guard), so one replica's connection
-pool never holds another's calls; replicas without one share `http`.
+Completions (`open` / `chunks` / `close`, real and speculative) go through `relay`, the lean HTTP/1.1 client
+(`h1client.H1Pool`: asyncio protocols and httptools' parser, its errors httpx's classes so they translate the
+same). A redirect answer (Modal answers long calls with 303 to a result URL) is followed by the replica's httpx
+client, whose request hook keeps the upstream's secrets from other origins (`outbound.redirect_guard`). The small
+requests (health, model lists, metrics) use httpx: each replica can have its own client (`replica_clients`, by
+replica URL; build each with `app.make_client(config)`), replicas without one share `http`.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
 from sidecar.coordinator.errors import ErrorKind, ProxyError, translate_upstream_exception
+from sidecar.coordinator.h1client import H1Pool
+from sidecar.coordinator.h1client import Response as H1Response
 from sidecar.coordinator.outbound import merge_headers
 from sidecar.coordinator.upstream import Replica, Upstream, UpstreamPool, parse_vllm_metrics
 from sidecar.core.admission import UpstreamMetrics
@@ -58,6 +64,7 @@ _DROP_HEADERS = frozenset(
     }
 )  # fmt: skip
 RETRY_STATUSES = frozenset({502, 503})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_KINDS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.STREAM_BROKEN})
 
 
@@ -93,11 +100,31 @@ class UpstreamCall:
     retries: int | None = None
 
 
+class Redirected:
+    """The answer at the end of a redirect, read through httpx; the same shape as `h1client.Response`."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.headers: list[tuple[bytes, bytes]] = response.headers.raw
+
+    def header(self, name: bytes) -> bytes | None:
+        value = self.response.headers.get(name.decode("latin-1"))
+        return None if value is None else value.encode("latin-1")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.response.aiter_raw():
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
 @dataclass
 class Opened:
     """A response being read, and the replica it holds a place on until `UpstreamClient.close`."""
 
-    response: httpx.Response
+    response: H1Response | Redirected
     replica: Replica
     reader: AsyncGenerator[bytes, None] | None = None  # the body's iterator, once `UpstreamClient.chunks` made it
     closed: bool = False
@@ -108,6 +135,7 @@ class UpstreamClient:
         self,
         pool: UpstreamPool,
         http: httpx.AsyncClient,
+        relay: H1Pool,
         *,
         retries: int,
         retry_backoff_s: float,
@@ -116,6 +144,7 @@ class UpstreamClient:
     ) -> None:
         self.pool = pool
         self.http = http
+        self.relay = relay
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.replica_clients = dict(replica_clients or {})
@@ -189,12 +218,17 @@ class UpstreamClient:
 
     async def _send(self, call: UpstreamCall, replica: Replica) -> Opened | ProxyError:
         """One attempt; the replica counts it in flight while a response is open."""
-        client = self.http_for(replica.url)
-        request = client.build_request("POST", f"{replica.url}/v1/{call.path}", content=call.body, headers=call.headers)
+        url = f"{replica.url}/v1/{call.path}"
         replica.in_flight += 1
         try:
             with upstream_errors(replica.url):
-                return Opened(await client.send(request, stream=True), replica)
+                response = await self.relay.request("POST", url, call.headers.raw, call.body)
+                if response.status in REDIRECT_STATUSES and self.http_for(replica.url).follow_redirects:
+                    location = response.header(b"location")
+                    if location is not None:
+                        response.close()
+                        return Opened(await self._follow(call, replica, url, response.status, location), replica)
+                return Opened(response, replica)
         except ProxyError as error:
             replica.in_flight -= 1
             return error
@@ -202,19 +236,34 @@ class UpstreamClient:
             replica.in_flight -= 1
             raise
 
+    async def _follow(self, call: UpstreamCall, replica: Replica, url: str, status: int, location: bytes) -> Redirected:
+        """Follow a redirect with the replica's httpx client (it follows any further ones, and its request hook
+        strips the upstream's secrets from a request to another origin). 303, and 301/302 after a POST, become a
+        GET without the body, as browsers and httpx do; 307/308 re-send the POST."""
+        client = self.http_for(replica.url)
+        target = httpx.URL(url).join(location.decode("latin-1"))
+        get = status in (301, 302, 303)
+        headers = call.headers.copy()
+        if get:
+            headers.pop("content-type", None)
+        request = client.build_request(
+            "GET" if get else "POST", target, content=None if get else call.body, headers=headers
+        )
+        return Redirected(await client.send(request, stream=True))
+
     def _retryable(self, outcome: Opened | ProxyError, replica: Replica) -> bool:
         """Breaker feedback for one attempt's outcome, and whether re-sending it may help."""
         if isinstance(outcome, ProxyError):
             self.pool.failed(replica)
             return outcome.kind in RETRY_KINDS
-        if outcome.response.status_code >= 500:
+        if outcome.response.status >= 500:
             self.pool.failed(replica)
-        return outcome.response.status_code in RETRY_STATUSES
+        return outcome.response.status in RETRY_STATUSES
 
     def chunks(self, opened: Opened) -> AsyncIterator[bytes]:
         """The response body's bytes as they arrive, unchanged; a broken stream raises ProxyError. `close`
         finishes the iterator too, however its reader stopped."""
-        opened.reader = _translated(opened.response)
+        opened.reader = _translated(opened.response, urlsplit(opened.replica.url).hostname or "upstream")
         return opened.reader
 
     async def close(self, opened: Opened, *, ok: bool | None) -> None:
@@ -305,9 +354,9 @@ class UpstreamClient:
                 await self.check()
 
 
-async def _translated(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    with upstream_errors(response.request.url.host or "upstream"):
-        async for chunk in response.aiter_raw():
+async def _translated(response: H1Response | Redirected, url: str) -> AsyncGenerator[bytes, None]:
+    with upstream_errors(url):
+        async for chunk in response:
             yield chunk
 
 

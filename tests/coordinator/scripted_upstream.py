@@ -100,6 +100,7 @@ COMPLETION = {
 class Upstream:
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # each request's body bytes, as they arrived
     closed_early: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     in_progress: int = 0
@@ -107,6 +108,7 @@ class Upstream:
     def app(self) -> Starlette:
         async def completions(request: Request) -> Response:
             raw = await request.body()
+            self.bodies.append(raw)
             self.received.append(json.loads(raw) if raw else {})
             self.headers.append(dict(request.headers))
             script = request.headers.get("x-script", "sse")

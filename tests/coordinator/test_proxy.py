@@ -65,6 +65,17 @@ async def test_completions_endpoint_and_paths_without_v1(s: Stack) -> None:
         assert models.json()["data"][0]["id"] == MODEL, path
 
 
+async def test_paths_near_the_completions_routes_answer_as_starlettes_routes_do(s: Stack) -> None:
+    """A POST to a completions path is taken before Starlette's stack (app.CoordinatorApp); anything that is not
+    exactly one still reaches Starlette's router and its JSON error shapes."""
+    for path in ("/agents//v1/chat/completions", "/agents/a/b/v1/chat/completions", "/v1/chat/completions/x"):
+        missing = await s.client.post(path, json=CHAT)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == 404, path
+    wrong = await s.client.get("/agents/a1/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == 405
+    assert s.upstream.received == []
+
+
 async def test_client_disconnect_cancels_upstream_at_once(s: Stack) -> None:
     """The upstream sends nothing (a long prefill); the client leaves; the upstream sees its stream close."""
 
@@ -177,16 +188,8 @@ async def test_coordinator_fields_are_stripped_and_the_rest_forwarded(s: Stack) 
 
 async def test_untouched_body_is_forwarded_byte_for_byte(s: Stack) -> None:
     raw = b'{"model":  "scripted-model", "messages": [{"role":"user","content":"\\u00e9"}], "stream": true}'
-    captured: list[bytes] = []
-    original = s.state.client.send
-
-    async def spy(request: httpx.Request, **kwargs):  # type: ignore[no-untyped-def]
-        captured.append(request.content)
-        return await original(request, **kwargs)
-
-    s.state.client.send = spy  # type: ignore[method-assign]
     await s.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
-    assert captured == [raw]
+    assert s.upstream.bodies == [raw]
 
 
 @pytest.mark.parametrize(

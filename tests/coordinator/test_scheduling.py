@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from sidecar.config import load_config
+from sidecar.coordinator.app import make_dispatcher
 from sidecar.coordinator.state import CoordinatorState
+from sidecar.core.stages import Tier
 from sidecar.sim.settings import SimSettings
 from sidecar.stack import embedded_stack
 from sidecar.testing import wait_until
@@ -247,3 +250,21 @@ async def test_prometheus_has_queue_metrics_per_tier() -> None:
         assert 'goose_sidecar_admitted_total{model="large",tier="hot"} 1.0' in text
         assert 'goose_sidecar_queued{model="large",tier="cold"} 0.0' in text
         assert 'goose_sidecar_window{model="large"}' in text
+
+
+async def test_a_call_cancelled_in_the_instant_a_slot_frees_does_not_take_it() -> None:
+    """The holder releases its slot in the same loop step as the waiter is cancelled (before the waiter's task ran
+    its handler): the slot goes to the next waiter, never to the cancelled one (an error, and a lost slot)."""
+    overrides = {"models": {"large": {"replicas": ["http://127.0.0.1:1"]}}, "scheduling.window": 1}
+    dispatcher = make_dispatcher("large", load_config(env={}, overrides=overrides))
+    held = await dispatcher.acquire("holder", Tier.HOT)
+    leaving = asyncio.create_task(dispatcher.acquire("leaving", Tier.COLD))
+    staying = asyncio.create_task(dispatcher.acquire("staying", Tier.COLD))
+    await wait_until(lambda: len(dispatcher.queue) == 2)
+    leaving.cancel()
+    held.release(0.0)  # in the same step: `leaving`'s future is cancelled, its task has not run yet
+    (await staying).release(0.0)
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert dispatcher.in_flight == 0 and len(dispatcher.queue) == 0
+    assert dispatcher.tiers[Tier.COLD].cancelled_waiting == 1
