@@ -45,7 +45,7 @@ CONDITIONS: tuple[Condition, ...] = (
         "program-level order alone (adaptive window)",
         {"policy": "kv", "kv_admission": False, "kv_program_order": True},
     ),
-    Condition("kv", "working-set admission + program-level order, engaged under KV pressure", {"policy": "kv"}),
+    Condition("kv", "working-set admission + program-level order", {"policy": "kv"}),
     Condition(
         "kv-always",
         "kv with its gates always engaged (kv_engage_ratio = 0)",
