@@ -48,6 +48,7 @@ from sidecar.coordinator.upstream_client import UpstreamClient
 from sidecar.core.admission import DEFAULT_LIMITS, AdmissionLimits, UpstreamMetrics
 from sidecar.core.engine_admission import Phase, peer_limits
 from sidecar.core.hosts import host_patterns
+from sidecar.core.kv_pressure import PressureRule
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import OrderingPolicy, make_policy
 from sidecar.core.partition import Share
@@ -302,6 +303,7 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
         native_priority=native and s.policy != "fcfs",  # fcfs sends no priority, so vLLM cannot order by it
         engine_slots=None if model is None else model.max_num_seqs,
         kv_correction=s.kv_correction,
+        kv_pressure=PressureRule(s.kv_engage_ratio, s.kv_release_ratio, s.kv_active_window_s),
         clock=time.monotonic,
     )
 

@@ -9,6 +9,9 @@ leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `
 will order it ahead of worse work already inside), `working_set` (the `kv` policy: the agents whose KV fits, from
 the `KVLedger` this dispatcher keeps of every call's tokens; its pick decides, no window applies). With
 `kv_correction`, the `kv` policy's capacity follows vLLM's own KV counters at every scrape (`core.kv_estimate`).
+The `kv` policy's gates act only under KV pressure (`core.kv_pressure`, judged before every pick): while they are
+not engaged its calls are picked by the priority policy behind the window, exactly as under `priority`, and
+`gate` says which gate holds calls now.
 `submit` is `acquire` without asyncio: the grant is a callback (the fleet simulation drives the dispatcher so).
 
 Time is read through `clock` (monotonic seconds) so tests can pass a fake clock.
@@ -37,6 +40,7 @@ from sidecar.core.admission import (
 )
 from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits, initial_state, observe
 from sidecar.core.kv_estimate import EngineKV, KVCorrector
+from sidecar.core.kv_pressure import ALWAYS, Pressure, PressureRule, next_pressure
 from sidecar.core.ordering import (
     DEFAULT_HALF_LIFE_S,
     AttainedService,
@@ -45,6 +49,7 @@ from sidecar.core.ordering import (
     Pick,
     Pool,
     PoolUsage,
+    PriorityOrder,
     Waiting,
     WaitQueue,
 )
@@ -99,12 +104,15 @@ class Dispatcher:
         native_priority: bool = False,
         engine_slots: int | None = None,
         kv_correction: bool = False,
+        kv_pressure: PressureRule | None = None,
         clock: Callable[[], float],
     ) -> None:
         """`native_priority`: the upstream orders what it holds by vLLM's `priority` (it runs with
         `--scheduling-policy priority`; configuration says so, nothing detects it). `engine_slots`: its configured
         running capacity (`max_num_seqs`), else learned from its metrics. `kv_correction`: under the `kv` policy,
-        plan with the engine's capacity and correct the estimate from its counters."""
+        plan with the engine's capacity and correct the estimate from its counters. `kv_pressure`: under the `kv`
+        policy, when its gates engage (`core.kv_pressure`; None: always, the policy as constructed; the
+        coordinator passes `[scheduling]`'s rule)."""
         self.name = name
         self.policy = policy
         self.max_queue = max_queue
@@ -139,6 +147,10 @@ class Dispatcher:
         self.kv_corrector: KVCorrector | None = None
         if kv_correction and isinstance(policy, KVAwareOrder):
             self.kv_corrector = KVCorrector(policy.capacity_tokens)
+        # Under the `kv` policy: when its gates engage, and the priority policy that picks while they do not.
+        self.kv_pressure_rule = kv_pressure if kv_pressure is not None else ALWAYS
+        self.kv_pressure = Pressure()
+        self._priority = PriorityOrder(policy.aging_s) if isinstance(policy, KVAwareOrder) else None
         self._prompt_hints: dict[int, int] = {}
 
     # --- the public surface -----------------------------------------------------------------------------
@@ -189,7 +201,7 @@ class Dispatcher:
             self.kv_ledger.queued(agent, now, prompt_tokens)
             if prompt_tokens is not None:
                 self._prompt_hints[item.seq] = prompt_tokens
-        if not self.queue and self._starts_alone(tier):
+        if not self.queue and self._starts_alone(tier, agent):
             # Nothing waits and the gate lets it in: what `_pump` would pick for a queue of this one call, so it
             # starts without the queue's and the policy's work (the common case, every call while the upstream
             # has room).
@@ -204,6 +216,19 @@ class Dispatcher:
             for callback in self.on_queue:
                 callback()
         return item
+
+    @property
+    def gate(self) -> Gate:
+        """The gate that holds calls now: the policy's, except under a `kv` policy whose gates are not engaged
+        (then the window, as under `priority`)."""
+        if self._priority is not None and not self.kv_pressure.engaged:
+            return Gate.WINDOW
+        return self.policy.gate
+
+    @property
+    def kv_engaged(self) -> bool | None:
+        """Whether the `kv` policy's gates are engaged (None under the other policies)."""
+        return None if self._priority is None else self.kv_pressure.engaged
 
     def drain_rate(self, now: float) -> float:
         return rate(self._completions, now, DRAIN_WINDOW_S)
@@ -225,9 +250,11 @@ class Dispatcher:
         return has_spare_capacity(metrics, self.clock(), self._prev_metrics, self.limits)
 
     def forget(self, agent: str) -> None:
-        """Drop what this dispatcher keeps of `agent` between calls (its attained service): the `AgentBook`
-        forgot it."""
+        """Drop what this dispatcher keeps of `agent` between calls (its attained service, and under the `kv`
+        policy its ledger entry): the `AgentBook` forgot it (never while a call of its is in flight)."""
         self.service = self.service.without(agent)
+        if self.kv_ledger is not None:
+            self.kv_ledger.forget(agent)
 
     def observe_metrics(self, scrape: UpstreamMetrics | ScrapeFailure | None) -> None:
         """One scrape's outcome (None: it failed, as UNREACHABLE): adapt the window (adaptive mode) and pump."""
@@ -254,7 +281,7 @@ class Dispatcher:
         queues inside vLLM ahead of real work. True when taken; give it back with `release_speculative`."""
         if self.queue:
             return False
-        if self.policy.gate is Gate.WINDOW:
+        if self.gate is Gate.WINDOW:
             limit = min(self.window, self.admission.slots or self.window)
             if self.in_flight + self.speculative >= limit:
                 return False
@@ -282,14 +309,16 @@ class Dispatcher:
                 "max_wait_ms": round(c.max_wait * 1000, 1),
                 "latency_ms": summary_ms(lat),
             }
-        bounds = getattr(self.policy, "wait_bounds", None)
+        # The aging bounds of the order in effect: under the `kv` policy, priority's while its gates are not engaged.
+        in_effect = self._priority if self._priority is not None and not self.kv_pressure.engaged else self.policy
+        bounds = getattr(in_effect, "wait_bounds", None)
         return {
             "policy": str(self.policy.name),
-            "gate": str(self.policy.gate),
+            "gate": str(self.gate),
             "queued": len(self.queue),
             "in_flight": self.in_flight,
-            "window": None if self.policy.gate is not Gate.WINDOW else self.window,
-            "window_reason": self.window_reason if self.policy.gate is Gate.WINDOW else None,
+            "window": None if self.gate is not Gate.WINDOW else self.window,
+            "window_reason": self.window_reason if self.gate is Gate.WINDOW else None,
             "native_priority": self.native_priority,
             "upstream_state": self._upstream_state(),
             "engine_slots": self.admission.slots,
@@ -297,9 +326,7 @@ class Dispatcher:
             "scrapes": self.scrapes,
             "failed_scrapes": self.failed_scrapes,
             "speculative_held": self.speculative,
-            "pools_in_use": {"hot": self.pools.hot, "cold": self.pools.cold}
-            if self.policy.gate is Gate.POOLS
-            else None,
+            "pools_in_use": {"hot": self.pools.hot, "cold": self.pools.cold} if self.gate is Gate.POOLS else None,
             "aging_wait_bound_s": {str(t): b for t, b in bounds().items()} if bounds else None,
             "drain_per_s": round(self.drain_rate(now), 3),
             "upstream_metrics": None
@@ -334,6 +361,13 @@ class Dispatcher:
             "keep_s": policy.keep_s,
             "admission": policy.working_set,
             "program_order": policy.program_order,
+            "engaged": self.kv_pressure.engaged,
+            "demand_tokens": self.kv_pressure.demand_tokens,
+            "active_agents": self.kv_pressure.active_agents,
+            "pressure_ratio": round(self.kv_pressure.ratio, 3),
+            "engage_ratio": self.kv_pressure_rule.engage_ratio,
+            "release_ratio": self.kv_pressure_rule.release_ratio,
+            "engagement_changes": self.kv_pressure.changes,
             "agents": {
                 agent: {
                     "context_tokens": s.context_tokens,
@@ -371,14 +405,18 @@ class Dispatcher:
             self.policy = replace(self.policy, capacity_tokens=self.kv_corrector.capacity)
 
     def _upstream_state(self) -> str:
-        if self.policy.gate is not Gate.WINDOW:
+        if self.gate is not Gate.WINDOW:
             return "not windowed"
         return "static window" if self.static_window is not None else str(self.admission.phase)
 
-    def _starts_alone(self, tier: Tier) -> bool:
-        """Whether a call of `tier` that would wait alone starts at once: under gates without a pick of their own
-        (none; the window, where `_pump` starts a lone call exactly when `_admits` lets it in)."""
-        gate = self.policy.gate
+    def _starts_alone(self, tier: Tier, agent: str) -> bool:
+        """Whether a call of `agent` and `tier` that would wait alone starts at once: under gates without a pick of
+        their own (none; the window, where `_pump` starts a lone call exactly when `_admits` lets it in). Under the
+        `kv` policy the pressure is judged first, with this call waiting, as `_pump` would: engaged, its pick
+        decides."""
+        if self._priority is not None:
+            self._judge_pressure(self.clock(), (agent,))
+        gate = self.gate
         return gate is Gate.NONE or (gate is Gate.WINDOW and self._admits(tier))
 
     def _admits(self, tier: Tier) -> bool:
@@ -388,14 +426,32 @@ class Dispatcher:
         by_rank[len(TIERS)] = self.speculative  # below every tier
         return admits(tier.rank, by_rank, self.window, native_priority=self.native_priority)
 
+    def _judge_pressure(self, now: float, arriving: tuple[str, ...] = ()) -> None:
+        """Under the `kv` policy: whether its gates are engaged now (`core.kv_pressure.next_pressure`), counting the
+        agents of the waiting calls and of `arriving` (a call not queued yet) as active."""
+        if self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
+            return
+        self.kv_pressure = next_pressure(
+            self.kv_pressure,
+            self.kv_pressure_rule,
+            self.kv_ledger.snapshot(),
+            itertools.chain((item.agent for item in self.queue), arriving),
+            self.policy.capacity_tokens,
+            now,
+            self.policy.new_agent_tokens,
+        )
+
     def _pump(self) -> None:
-        gate = self.policy.gate
+        self._judge_pressure(self.clock())
+        gate = self.gate
         while self.queue:
             if gate is Gate.WINDOW and not self.native_priority and self.in_flight + self.speculative >= self.window:
                 return  # nothing passes a full window without native priority: spare the pick
             now = self.clock()
-            if self.kv_ledger is not None and isinstance(self.policy, KVAwareOrder):
+            if self.kv_ledger is not None and isinstance(self.policy, KVAwareOrder) and self.kv_pressure.engaged:
                 pick = self.policy.pick_kv(self.queue, now, self.service.snapshot(now), self.kv_ledger.snapshot())
+            elif self._priority is not None:  # the `kv` policy, not engaged: exactly the priority policy's pick
+                pick = self._priority.pick(self.queue, now, self.service.snapshot(now), self.pools)
             else:
                 pick = self.policy.pick(self.queue, now, self.service.snapshot(now), self.pools)
             if pick is None:
@@ -410,7 +466,7 @@ class Dispatcher:
 
     def _start_now(self, pick: Pick, now: float) -> None:
         """Start `pick`; past a full window (native priority let it pass) speculation makes room for it."""
-        past_window = self.policy.gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
+        past_window = self.gate is Gate.WINDOW and self.in_flight + self.speculative >= self.window
         self._start(pick, now)
         if past_window:  # the engine is full: make room for it where that loses nothing
             for callback in self.on_queue:

@@ -4,8 +4,10 @@ the dashboard's "KV working set" card.
     add_kv_view(status, dispatchers, now)   `/status` gets `kv` (below) and each agent entry its two fields
     kv_status(dispatchers, now)     per model: the gate that holds waiting calls (and, for the working set, what the
                                     first of them needs against what is planned), the KV capacity and where it
-                                    came from, the working set and the resident estimate against it, the
-                                    correction from vLLM's counters, and per agent its estimated resident KV
+                                    came from, whether the gates are engaged (the active agents' demand against
+                                    the capacity, `core.kv_pressure`), the working set and the resident estimate
+                                    against it, the correction from vLLM's counters, and per agent its estimated
+                                    resident KV
     agent_fields(dispatchers, now)  per agent: its estimated resident KV and the gate its waiting call waits on
     KVCollector(dispatchers)        the same as gauges, read at scrape time
 
@@ -53,9 +55,7 @@ def agent_fields(dispatchers: Mapping[str, Dispatcher], now: float) -> dict[str,
             row = fields.setdefault(agent, {"kv_resident_tokens": 0, "waiting_on": None})
             row["kv_resident_tokens"] += entry["resident_tokens"]
         for item in d.queue:
-            fields.setdefault(item.agent, {"kv_resident_tokens": 0, "waiting_on": None})["waiting_on"] = str(
-                d.policy.gate
-            )
+            fields.setdefault(item.agent, {"kv_resident_tokens": 0, "waiting_on": None})["waiting_on"] = str(d.gate)
     return fields
 
 
@@ -65,7 +65,7 @@ def waiting_on(d: Dispatcher, now: float) -> dict[str, Any] | None:
     plan and the `limit` (fill x usable capacity), all engine tokens."""
     if not d.queue:
         return None
-    gate = d.policy.gate
+    gate = d.gate
     view: dict[str, Any] = {"gate": str(gate), "calls": len(d.queue)}
     if gate is Gate.WINDOW:
         view |= {"in_flight": d.in_flight + d.speculative, "window": d.window}
@@ -98,7 +98,7 @@ def _room(d: Dispatcher, policy: KVAwareOrder, now: float) -> dict[str, Any]:
 
 
 def _model_view(d: Dispatcher, now: float) -> dict[str, Any]:
-    view: dict[str, Any] = {"gate": str(d.policy.gate), "waiting_on": waiting_on(d, now), "working_set": None}
+    view: dict[str, Any] = {"gate": str(d.gate), "waiting_on": waiting_on(d, now), "working_set": None}
     policy = d.policy
     if not isinstance(policy, KVAwareOrder) or d.kv_ledger is None:
         return view
@@ -113,6 +113,12 @@ def _model_view(d: Dispatcher, now: float) -> dict[str, Any]:
         "usable_tokens": round(policy.capacity_tokens * c.scale),
         "working_set_tokens": round(footprint_of(agents, places) * c.scale),
         "resident_tokens": round(footprint_of(agents, resident) * c.scale),
+        "engaged": d.kv_pressure.engaged,
+        "demand_tokens": round(d.kv_pressure.demand_tokens * c.scale),
+        "active_agents": d.kv_pressure.active_agents,
+        "pressure_ratio": round(d.kv_pressure.ratio, 3),
+        "engage_ratio": d.kv_pressure_rule.engage_ratio,
+        "release_ratio": d.kv_pressure_rule.release_ratio,
         "agents_with_place": len(places),
         "agents_resident": len(resident),
         "correction": None if d.kv_corrector is None else _correction_view(c),
@@ -177,6 +183,8 @@ class KVCollector:
                 ("kv_usable_tokens", "KV capacity after the correction from vLLM's counters", ["model"]),
                 ("kv_working_set_tokens", "Estimated KV of the agents holding a working-set place", ["model"]),
                 ("kv_resident_tokens", "Estimated KV of the agents probably resident in the prefix cache", ["model"]),
+                ("kv_demand_tokens", "Estimated KV the active agents need (the engagement's demand)", ["model"]),
+                ("kv_engaged", "1 while the kv policy's gates are engaged (KV pressure), else 0", ["model"]),
                 ("kv_agent_resident_tokens", "Estimated resident KV of one resident agent", ["model", "agent"]),
                 ("kv_correction_scale", "Engine KV tokens per token of the coordinator's accounting", ["model"]),
                 ("kv_correction_residency", "Share of the KV capacity holding what the accounting expects", ["model"]),
@@ -190,12 +198,13 @@ class KVCollector:
 
 def _collect_one(families: dict[str, GaugeMetricFamily], alias: str, d: Dispatcher, now: float) -> None:
     if d.queue:
-        families["queued_by_gate"].add_metric([alias, str(d.policy.gate)], len(d.queue))
+        families["queued_by_gate"].add_metric([alias, str(d.gate)], len(d.queue))
     view = _model_view(d, now)["working_set"]
     if view is None:
         return
-    for key in ("capacity_tokens", "usable_tokens", "working_set_tokens", "resident_tokens"):
+    for key in ("capacity_tokens", "usable_tokens", "working_set_tokens", "resident_tokens", "demand_tokens"):
         families[f"kv_{key}"].add_metric([alias], view[key])
+    families["kv_engaged"].add_metric([alias], 1.0 if view["engaged"] else 0.0)
     for agent, entry in view["agents"].items():
         if entry["resident"]:
             families["kv_agent_resident_tokens"].add_metric([alias, agent], entry["resident_tokens"])

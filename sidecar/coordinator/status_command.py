@@ -2,7 +2,10 @@
 or as JSON for scripts (per-agent usage and cost for charge-back: `agents[].usage`).
 
 The same essentials as `/dashboard`: agents (the dashboard's order: queued longest-waiting first, then running,
-then idle), queues and latency per model and tier, upstream health and saturation, savings and cache rates.
+then idle) with each one's estimated resident KV and the gate its waiting call waits on, queues and latency per
+model and tier, the KV view per model (`/status`'s `kv`: the working set and the active agents' demand against the
+KV capacity, whether the `kv` policy's gates are engaged, what the first waiting call needs), upstream health and
+saturation, savings and cache rates.
 Reads `/status` over HTTP; exits 1 with a clear message when the coordinator cannot be reached or refuses the
 admin token. `--watch` redraws every `--interval` seconds until Ctrl-C and keeps trying through outages.
 """
@@ -161,6 +164,7 @@ def render(status: dict[str, Any], url: str, max_agents: int = 25) -> Renderable
     return Group(
         _summary(status, url),
         _tiers_table(status),
+        _kv_table(status),
         _upstreams_table(status),
         _agents_table(status, max_agents),
     )
@@ -239,6 +243,59 @@ def _tiers_table(status: dict[str, Any]) -> RenderableType:
     return table
 
 
+def _kv_table(status: dict[str, Any]) -> RenderableType:
+    """Per model: the gate holding calls now; under the `kv` policy whether its gates are engaged (the active
+    agents' demand against the capacity, and the thresholds), the capacity and its source, the working set and the
+    resident estimate; what the first waiting call waits on."""
+    from rich.table import Table
+
+    table = Table(title="KV working set per model", title_justify="left")
+    table.add_column("model")
+    table.add_column("gate")
+    table.add_column("kv gates")
+    for name in ("demand", "capacity", "working set", "resident", "places"):
+        table.add_column(name, justify="right")
+    table.add_column("waiting on")
+    for alias, view in (status.get("kv") or {}).items():
+        ws = view.get("working_set")
+        if ws is None:
+            table.add_row(alias, view.get("gate") or DASH, "not kv", DASH, DASH, DASH, DASH, DASH, _waiting_text(view))
+            continue
+        engaged = ws.get("engaged")
+        gates = "engaged" if engaged else "idle" if engaged is False else DASH
+        thresholds = f"on >= {ws.get('engage_ratio', 0):g}x, off <= {ws.get('release_ratio', 0):g}x"
+        table.add_row(
+            alias,
+            view.get("gate") or DASH,
+            f"{gates} ({thresholds})",
+            f"{fmt_tokens(ws.get('demand_tokens'))} = {ws.get('pressure_ratio', 0):.2f}x "
+            f"({ws.get('active_agents', 0)} agents)",
+            f"{fmt_tokens(ws.get('usable_tokens'))} of {fmt_tokens(ws.get('capacity_tokens'))} "
+            f"({ws.get('capacity_source', '?')})",
+            fmt_tokens(ws.get("working_set_tokens")),
+            f"{fmt_tokens(ws.get('resident_tokens'))} ({ws.get('agents_resident', 0)} agents)",
+            str(ws.get("agents_with_place", 0)),
+            _waiting_text(view),
+        )
+    return table
+
+
+def _waiting_text(view: dict[str, Any]) -> str:
+    """The gate the waiting calls wait on, with the room the first one needs under the working set."""
+    waiting = view.get("waiting_on")
+    if not waiting:
+        return "nothing waits"
+    text = f"{waiting.get('calls', 0)} on {waiting.get('gate', '?')}"
+    if "needs_tokens" in waiting:
+        text += (
+            f": {waiting.get('agent')} needs {fmt_tokens(waiting['needs_tokens'])}, "
+            f"{fmt_tokens(waiting.get('planned_tokens'))} planned of {fmt_tokens(waiting.get('limit_tokens'))}"
+        )
+    elif "window" in waiting:
+        text += f": {waiting.get('in_flight')} in flight, window {waiting.get('window')}"
+    return text
+
+
 def _upstreams_table(status: dict[str, Any]) -> RenderableType:
     from rich.table import Table
 
@@ -305,8 +362,9 @@ def _agents_table(status: dict[str, Any], max_agents: int) -> RenderableType:
     table.add_column("stage")
     table.add_column("tier")
     table.add_column("model")
-    for name in ("wait", "calls", "errors", "tools", "cache"):
+    for name in ("wait", "calls", "errors", "tools", "cache", "KV resident"):
         table.add_column(name, justify="right")
+    table.add_column("waits on")
     styles = {"queued": "bold yellow", "running": "green", "idle": "dim"}
     for a in shown:
         state = a.get("state", "?")
@@ -322,6 +380,8 @@ def _agents_table(status: dict[str, Any], max_agents: int) -> RenderableType:
             str(a.get("errors", 0)),
             str(a.get("tool_calls", 0)),
             fmt_pct(a.get("cache_hit_rate")),
+            fmt_tokens(a.get("kv_resident_tokens")),
+            a.get("waiting_on") or DASH,
         )
     if len(agents) > len(shown):
         more = Text(f"... and {len(agents) - len(shown)} more agents (--agents N to show more)", style="dim")
@@ -349,6 +409,16 @@ def fmt_ms(value: float | None) -> str:
     if value < 1000:
         return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
     return f"{value / 1000:.2f} s" if value < 10_000 else f"{value / 1000:.1f} s"
+
+
+def fmt_tokens(value: float | None) -> str:
+    if value is None:
+        return DASH
+    if abs(value) < 1000:
+        return f"{value:.0f}"
+    if abs(value) < 1_000_000:
+        return f"{value / 1000:.1f}K"
+    return f"{value / 1_000_000:.2f}M"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -52,6 +52,7 @@ class Stack:
 SCALED_DURATIONS = (
     "scheduling.aging_s",
     "scheduling.kv_keep_s",  # unscaled, 4 s at 40x is 160 s of tool time: every agent kept its place all task long
+    "scheduling.kv_active_window_s",
     "scheduling.metrics_interval_s",
     "scheduling.service_half_life_s",
     "scheduling.stage_ttl_s",

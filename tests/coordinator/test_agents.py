@@ -35,7 +35,7 @@ async def test_the_book_stays_bounded_with_many_agent_ids() -> None:
     upstream = Upstream()
     book = AgentBook(max_agents=BOUND, max_sessions=BOUND)
     async with serve_app(upstream.app()) as upstream_url:
-        app = build_app(make_config(upstream_url), book=book)
+        app = build_app(make_config(upstream_url, {"policy": "kv"}), book=book)  # kv: its ledger forgets too
         state = app.state.coordinator
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
             for n in range(AGENTS):
@@ -51,8 +51,10 @@ async def test_the_book_stays_bounded_with_many_agent_ids() -> None:
     assert status["totals"]["agents"] == BOUND and status["totals"]["requests"] == AGENTS
     assert len(book.peek_urls()) <= 2 * BOUND and len(book.sidecar_reports()) == BOUND
     assert status["speculation"]["sidecars_known"] == BOUND  # the agents' own and their sessions' are the same
-    for dispatcher in state.dispatchers.values():  # attained service is forgotten with the agent
+    for dispatcher in state.dispatchers.values():  # attained service (and the KV ledger) forgotten with the agent
         assert set(dispatcher.service.entries) <= {f"agent-{n}" for n in range(AGENTS - BOUND, AGENTS)}
+        assert dispatcher.kv_ledger is not None  # the kv policy keeps one
+        assert set(dispatcher.kv_ledger.snapshot()) <= {f"agent-{n}" for n in range(AGENTS - BOUND, AGENTS)}
     newest = book.get(f"agent-{AGENTS - 1}")
     assert newest is not None and newest.requests == 1 and newest.events == 1 and newest.real_calls == 1
     assert newest.cache.tool_calls == 1 and newest.stage == "explore" and newest.usage["default"].calls == 1

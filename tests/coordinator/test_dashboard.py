@@ -574,6 +574,7 @@ async def test_dashboard_in_chromium_matches_status(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)  # Chromium's start-up alone can take most of the default 120 s on a loaded machine
 async def test_dashboard_in_chromium_shows_the_kv_working_set_and_a_call_waiting_for_room() -> None:
     scheduling = {"policy": "kv", "kv_capacity_tokens": 1000, "kv_correction": False, "kv_small_context_tokens": 0}
+    scheduling |= {"kv_engage_ratio": 0.0, "kv_release_ratio": 0.0}  # the gates always engaged
     async with coordinator(scheduling) as (url, client, state), chromium() as browser:
         large = state.dispatchers["large"]
         fleet = Fleet(client, state)

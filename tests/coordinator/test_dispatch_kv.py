@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
+
+from sidecar.config import Config
+from sidecar.coordinator.app import make_dispatcher
 from sidecar.coordinator.dispatcher import Dispatcher, Slot
-from sidecar.core.ordering import PriorityOrder
+from sidecar.coordinator.settings import SchedulingSettings
+from sidecar.core.ordering import Gate, PriorityOrder
 from sidecar.core.stages import Tier
 from sidecar.core.working_set import KVAwareOrder
 from sidecar.testing import FakeClock
@@ -47,3 +54,100 @@ def test_submit_under_another_policy_keeps_no_ledger() -> None:
     assert dispatcher.kv_ledger is None and len(granted) == 1 and dispatcher.status()["working_set"] is None
     granted[0].release(10.0, 100, 0)
     assert len(granted) == 2
+
+
+# --- the engagement rule: the `kv` policy picks exactly as `priority` while the working set fits -------
+
+
+Grant = tuple[float, str, str, float]
+
+
+def drive(
+    scheduling: dict[str, object], seed: int = 7, agents: int = 6, calls: int = 240
+) -> tuple[list[Grant], Dispatcher]:
+    """A small fleet through the production dispatcher (`make_dispatcher` from `[scheduling]`) on a fake clock:
+    each agent asks, waits for its grant, holds the slot for a while, then runs a tool and asks again, with tiers,
+    call lengths and context growth drawn from `seed`; a metrics tick every second pumps as the watcher would.
+    Returns every grant as (time, agent, tier, waited) in grant order, and the dispatcher."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    dispatcher = make_dispatcher("large", Config(scheduling=SchedulingSettings.model_validate(scheduling)))
+    dispatcher.clock = clock.now
+    grants: list[Grant] = []
+    events: list[tuple[float, int, str, object]] = []
+    order = itertools.count()
+    context = {f"agent-{i}": 1500 + 300 * i for i in range(agents)}
+    issued = 0
+
+    def ask(agent: str) -> None:
+        nonlocal issued
+        issued += 1
+        tier = rng.choice([Tier.HOT, Tier.WARM, Tier.COLD])
+        dispatcher.submit(agent, tier, lambda slot: granted(slot), prompt_tokens=context[agent])
+
+    def granted(slot: Slot) -> None:
+        grants.append((round(clock.now(), 6), slot.agent, str(slot.tier), round(slot.waited_s, 6)))
+        heapq.heappush(events, (clock.now() + rng.uniform(1.0, 8.0), next(order), "release", slot))
+
+    for i, agent in enumerate(context):
+        heapq.heappush(events, (0.1 * i, next(order), "ask", agent))
+    heapq.heappush(events, (1.0, next(order), "tick", None))
+    while events and len(grants) < calls:
+        t, _, kind, what = heapq.heappop(events)
+        clock.t = t
+        if kind == "ask":
+            assert isinstance(what, str)
+            ask(what)
+        elif kind == "release":
+            assert isinstance(what, Slot)
+            context[what.agent] += rng.randint(20, 100)
+            what.release(float(context[what.agent]), context_tokens=context[what.agent], cached_tokens=1000)
+            if issued < calls:
+                heapq.heappush(events, (t + rng.uniform(0.1, 20.0), next(order), "ask", what.agent))
+        else:
+            dispatcher.observe_metrics(None)
+            heapq.heappush(events, (t + 1.0, next(order), "tick", None))
+    return grants, dispatcher
+
+
+FITS = {"window": 2, "kv_capacity_tokens": 35_840}  # six agents of 1.5-5K tokens: the working set fits
+
+
+def test_the_default_kv_policy_picks_exactly_as_priority_while_the_working_set_fits() -> None:
+    priority, _ = drive({**FITS, "policy": "priority"})
+    kv, dispatcher = drive({**FITS, "policy": "kv"})
+    assert len(priority) == len(kv) == 240
+    for i, (a, b) in enumerate(zip(priority, kv, strict=True)):
+        assert a == b, f"pick {i}: priority {a}, kv {b}"
+    assert dispatcher.kv_engaged is False and dispatcher.kv_pressure.changes == 0
+    assert 0 < dispatcher.kv_pressure.ratio < dispatcher.kv_pressure_rule.engage_ratio
+    # The comparison says something: calls waited behind the window, and the order was not arrival order.
+    assert sum(1 for g in kv if g[3] > 0) > 50
+    assert [g[1] for g in kv] != [g[1] for g in drive({**FITS, "policy": "fcfs"})[0]]
+
+
+def test_under_kv_pressure_the_default_kv_policy_engages_and_picks_its_own_way() -> None:
+    pressed = {**FITS, "kv_capacity_tokens": 4_000, "kv_correction": False, "kv_small_context_tokens": 0}
+    priority, _ = drive({**pressed, "policy": "priority"})
+    kv, dispatcher = drive({**pressed, "policy": "kv"})
+    assert dispatcher.kv_pressure.changes >= 1 and dispatcher.status()["working_set"]["engagement_changes"] >= 1
+    assert kv != priority
+    always, _ = drive({**pressed, "policy": "kv", "kv_engage_ratio": 0.0, "kv_release_ratio": 0.0})
+    assert always != priority
+
+
+def test_the_gate_follows_the_engagement() -> None:
+    clock = FakeClock()
+    settings = SchedulingSettings(policy="kv", kv_capacity_tokens=10_000, kv_small_context_tokens=0, window=1)
+    dispatcher = make_dispatcher("large", Config(scheduling=settings))
+    dispatcher.clock = clock.now
+    granted: list[Slot] = []
+    dispatcher.submit("a", Tier.HOT, granted.append, prompt_tokens=6000)
+    dispatcher.submit("b", Tier.HOT, granted.append, prompt_tokens=6000)
+    # 12,000 tokens of 10,000: 1.2x, below the engage ratio: the window holds b, as under priority
+    assert [s.agent for s in granted] == ["a"] and dispatcher.gate is Gate.WINDOW and not dispatcher.kv_engaged
+    assert dispatcher.status()["gate"] == "window" and dispatcher.status()["window"] == 1
+    dispatcher.submit("c", Tier.HOT, granted.append, prompt_tokens=30_000)  # 42,000: 4.2x, engaged
+    assert dispatcher.kv_engaged and dispatcher.gate is Gate.WORKING_SET
+    assert dispatcher.status()["gate"] == "working_set" and dispatcher.status()["window"] is None
+    assert [s.agent for s in granted] == ["a"]  # b and c do not fit beside a

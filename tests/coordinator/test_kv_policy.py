@@ -8,7 +8,11 @@ from tests.coordinator.test_scheduling import chat, coordinator
 
 
 async def test_the_kv_policy_admits_accounts_and_shows_each_agents_context() -> None:
-    async with coordinator({"policy": "kv", "kv_capacity_tokens": 20_000, "kv_correction": False}) as (client, state):
+    always = {"kv_engage_ratio": 0.0, "kv_release_ratio": 0.0}  # the gates engaged whatever the load
+    async with coordinator({"policy": "kv", "kv_capacity_tokens": 20_000, "kv_correction": False, **always}) as (
+        client,
+        state,
+    ):
         for agent in ("a", "b"):
             response = await client.post(
                 "/v1/chat/completions", json=chat("fix the failing test " * 20), headers={"x-agent-id": agent}

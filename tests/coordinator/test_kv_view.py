@@ -12,7 +12,9 @@ from tests.coordinator.test_scheduling import chat, coordinator
 
 
 async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere() -> None:
+    # The gates always engaged (two agents at ~1x the KV would not engage them by default, see test_status_command).
     scheduling = {"policy": "kv", "kv_capacity_tokens": 1000, "kv_correction": False, "kv_small_context_tokens": 0}
+    scheduling |= {"kv_engage_ratio": 0.0, "kv_release_ratio": 0.0}
     async with coordinator(scheduling, sim={"fault_stall_s": 60.0}) as (client, state):
         dispatcher = state.dispatchers["large"]
         holder = asyncio.create_task(
@@ -39,6 +41,8 @@ async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere(
         assert sample(text, "goose_sidecar_queued_by_gate", model="large", gate="working_set") == 1
         assert sample(text, "goose_sidecar_kv_capacity_tokens", model="large") == 1000
         assert sample(text, "goose_sidecar_kv_working_set_tokens", model="large") == ws["working_set_tokens"]
+        assert sample(text, "goose_sidecar_kv_engaged", model="large") == 1 and ws["engaged"] is True
+        assert sample(text, "goose_sidecar_kv_demand_tokens", model="large") == ws["demand_tokens"] > 0
         assert sample(text, "goose_sidecar_kv_agent_resident_tokens", model="large", agent="a") > 0
         holder.cancel()  # a leaves: its place frees once its call ends, and b starts
         with contextlib.suppress(asyncio.CancelledError):
@@ -48,7 +52,7 @@ async def test_a_call_that_waits_for_room_in_the_working_set_says_so_everywhere(
 
 
 async def test_a_full_window_is_the_gate_a_priority_call_waits_on() -> None:
-    async with coordinator({"window": 1}, sim={"fault_stall_s": 60.0}) as (client, state):
+    async with coordinator({"policy": "priority", "window": 1}, sim={"fault_stall_s": 60.0}) as (client, state):
         dispatcher = state.dispatchers["large"]
         holder = asyncio.create_task(
             client.post("/v1/chat/completions", json=chat("hold"), headers={"x-sim-fault": "stall"})

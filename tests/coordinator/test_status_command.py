@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from sidecar.config import load_config
-from sidecar.coordinator.status_command import default_url, fmt_duration, fmt_ms, fmt_pct
+from sidecar.coordinator.status_command import DASH, default_url, fmt_duration, fmt_ms, fmt_pct, fmt_tokens
 from sidecar.serving import free_port
-from tests.coordinator.test_dashboard import Fleet, coordinator
+from sidecar.testing import wait_until
+from tests.coordinator.test_dashboard import Fleet, chat, coordinator
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 
@@ -81,7 +82,7 @@ def test_formats_carry_their_units(formatter: Any, value: float | None, text: st
 
 
 async def test_status_shows_agents_queues_and_upstreams_as_status_reports_them() -> None:
-    async with coordinator({"window": 1}) as (url, client, state):
+    async with coordinator({"window": 1, "policy": "kv"}) as (url, client, state):
         fleet = Fleet(client, state)
         await fleet.start()
         try:
@@ -91,7 +92,7 @@ async def test_status_shows_agents_queues_and_upstreams_as_status_reports_them()
             await fleet.stop()
     assert rc == 0, err
     # Queues per model and tier: the numbers /status has.
-    section = out[out.index("Queues and latency per model and tier") : out.index("Upstreams")]
+    section = out[out.index("Queues and latency per model and tier") : out.index("KV working set per model")]
     rows: dict[tuple[str, str], list[str]] = {}
     alias = ""
     for line in section.splitlines():
@@ -104,6 +105,13 @@ async def test_status_shows_agents_queues_and_upstreams_as_status_reports_them()
         counts = status["scheduling"][alias]["tiers"][tier]
         assert cells[2:6] == [str(counts[k]) for k in ("queued", "in_flight", "admitted", "rejected")], cells
     assert rows[("large", "cold")][2] == "1" and rows[("large", "hot")][3] == "1"  # queued cold, held hot
+    # The KV view (the kv policy here): its gates idle (a few small calls), the window holds the queued calls.
+    kv = table_row(out, "large", "window")
+    waiting = status["kv"]["large"]["waiting_on"]
+    assert kv[2] == "idle (on >= 4x, off <= 2x)" and status["kv"]["large"]["working_set"]["engaged"] is False
+    assert (
+        kv[-1] == f"{waiting['calls']} on window: {waiting['in_flight']} in flight, window 1" and waiting["calls"] >= 3
+    )
     # Upstreams: one healthy replica per model, with its window.
     large = table_row(out, "large", status["upstreams"][0]["replicas"][0]["url"])
     assert large[2] == "healthy" and large[-3] == "1"
@@ -118,6 +126,43 @@ async def test_status_shows_agents_queues_and_upstreams_as_status_reports_them()
     assert f"({routed} calls on the small model)" in out and routed == 2
     assert "speculation not enabled" in out
     assert "PROMPT-SECRET" not in out
+
+
+async def test_status_shows_the_kv_view_engaged_under_pressure_and_what_each_agent_waits_on() -> None:
+    # A 500-token KV (configured; the correction off, so the simulator's own capacity is not learned): agent a's
+    # call is held upstream, b's ~2,000-token call arrives: the active agents need over 4x the KV, the kv
+    # policy's gates engage, and b waits for room in the working set.
+    scheduling = {"policy": "kv", "kv_capacity_tokens": 500, "kv_correction": False, "kv_small_context_tokens": 0}
+    async with coordinator(scheduling) as (url, client, state):
+        large = state.dispatchers["large"]
+        fleet = Fleet(client, state)
+        holder = client.post(
+            "/v1/chat/completions",
+            json=chat("hold", model="large"),
+            headers={"x-agent-id": "a", "x-sim-fault": "stall"},
+        )
+        fleet.tasks.append(asyncio.create_task(holder))
+        await wait_until(lambda: large.in_flight == 1)
+        big = client.post("/v1/chat/completions", json=chat("x " * 4000, model="large"), headers={"x-agent-id": "b"})
+        fleet.tasks.append(asyncio.create_task(big))
+        await wait_until(lambda: len(large.queue) == 1)
+        try:
+            rc, out, err = await status_command("--url", url)
+            status = (await client.get("/status")).json()
+        finally:
+            await fleet.stop()
+    assert rc == 0, err
+    ws = status["kv"]["large"]["working_set"]
+    assert status["kv"]["large"]["gate"] == "working_set" and ws["engaged"] is True  # the kv policy, engaged
+    row = table_row(out, "large", "working_set")
+    assert row[2] == "engaged (on >= 4x, off <= 2x)"
+    assert row[3] == f"{fmt_tokens(ws['demand_tokens'])} = {ws['pressure_ratio']:.2f}x (2 agents)"
+    assert ws["pressure_ratio"] >= 4 and row[4] == "500 of 500 (configured)"
+    assert row[7] == "1" and row[8].startswith("1 on working_set: b needs")  # a holds the one place
+    assert table_row(out, "small", "window")[2] == "idle (on >= 4x, off <= 2x)"  # the 7B: no pressure
+    agents = {a["agent_id"]: a for a in status["agents"]}
+    assert table_row(out, "b")[-1] == "working_set" and table_row(out, "a")[-1] == DASH
+    assert table_row(out, "a")[-2] == fmt_tokens(agents["a"]["kv_resident_tokens"]) != "0"
 
 
 async def test_status_needs_the_admin_token_when_the_coordinator_has_one() -> None:

@@ -49,6 +49,11 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition("kv", "working-set admission + program-level order", {"policy": "kv"}),
     Condition(
+        "kv-always",
+        "kv with its gates always engaged (kv_engage_ratio = 0)",
+        {"policy": "kv", "kv_engage_ratio": 0.0, "kv_release_ratio": 0.0},
+    ),
+    Condition(
         "kv-backfill",
         "kv + backfill: a younger call that fits may pass one waiting for room for up to 120 s",
         {"policy": "kv", "kv_backfill_s": 120.0},
