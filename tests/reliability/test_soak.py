@@ -55,7 +55,7 @@ from tests.reliability.streams import (
 
 AGENTS = 300
 PHASES = 5
-CALLS_PER_PHASE = 4  # per agent: a phase is a number of calls, not seconds, so a busy machine measures the same
+CALLS_PER_PHASE = 3  # per agent: a phase is a number of calls, not seconds, so a busy machine measures the same
 # work (with phases of fixed seconds it made fewer calls, and the warm-up's fixed growth weighed more per call)
 TURNS_PER_EPISODE = 6
 THINK_S = (0.05, 0.5)

@@ -120,8 +120,12 @@ async def run_fleet(server: VllmServer, policy: str) -> tuple[Counters, dict[str
     # kv_small_context_tokens (contexts that never wait, 4,096 by default: a 32B's cheap re-prefill) is above this
     # whole 3,072-token cache, so every agent here would count as small: 0 lets the working set apply.
     overrides: dict[str, Any] = {"scheduling.policy": policy}
+    # The four agents need ~2x this KV, below the engagement rule's 4x (`kv_engage_ratio`, set for latency on the
+    # real-process bench): 0 keeps the gates engaged, so what is checked is the mechanism on the real engine.
     if policy == "kv":
         overrides["scheduling.kv_small_context_tokens"] = 0
+        overrides["scheduling.kv_engage_ratio"] = 0.0
+        overrides["scheduling.kv_release_ratio"] = 0.0
     async with httpx.AsyncClient(timeout=60) as probe, coordinator(server.url, **overrides) as (client, _):
         if policy == "kv":  # the policy plans with what vLLM reports (cache_config_info), once it has scraped it
 
