@@ -40,7 +40,7 @@ import httpx
 
 from sidecar.config import Config, load_config
 from sidecar.coordinator.app import build_state, make_dispatcher
-from sidecar.coordinator.dispatcher import Dispatcher, Slot
+from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.endpoint import run_until_disconnect
 from sidecar.coordinator.guard import CoordinatorGuard
 from sidecar.coordinator.telemetry import Answer
