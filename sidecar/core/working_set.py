@@ -481,9 +481,12 @@ class KVAwareOrder:
         """Without the ledger: `pick_kv` with nothing known about any agent."""
         return self.pick_kv(queue, now, service, MappingProxyType({}))
 
-    def places(self, agents: Mapping[str, AgentKV], now: float) -> frozenset[str]:
+    def places(self, agents: Mapping[str, AgentKV], now: float, ledger: KVLedger | None = None) -> frozenset[str]:
         """Agents holding a place in the working set at `now`: a call in flight, or back from one at most `keep_s`
-        ago and still resident."""
+        ago and still resident. `ledger`: the ledger `agents` is the snapshot of, whose incremental answer is the
+        same (`KVLedger.places`) without scanning every agent."""
+        if ledger is not None:
+            return ledger.places(self.capacity_tokens, self.keep_s, now)
         resident = resident_agents(agents, self.capacity_tokens)
         return frozenset(
             a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self.keep_s and a in resident)
@@ -515,19 +518,31 @@ class KVAwareOrder:
         now: float,
         service: Mapping[str, float],
         agents: Mapping[str, AgentKV],
+        ledger: KVLedger | None = None,
     ) -> Pick | None:
         """The call to start now (`key` order), or None: the queue is empty, or under `working_set` the first call in
         order whose agent holds no place does not fit yet. Calls of agents with a place always start; no call
         skips ahead of a call that waits for room (so big contexts do not starve behind small ones). Any call fits
-        when no agent holds a place."""
+        when no agent holds a place. `ledger`: the ledger `agents` is the snapshot of (its incremental resident
+        set and places, the same answers, without scanning every agent). Without `backfill_s` one pass over the
+        heads finds the call (no sort): O(heads + in flight + resident)."""
         heads = list(queue.heads())
         if not heads:
             return None
-        resident = resident_agents(agents, self.capacity_tokens) if self.program_order else frozenset()
-        ordered_heads = sorted(heads, key=lambda item: self.key(item, now, agents, resident, service))
-        best: Waiting | None = ordered_heads[0]
-        if self.working_set:
-            best = self._admissible(ordered_heads, agents, now)
+        if not self.program_order:
+            resident: frozenset[str] = frozenset()
+        elif ledger is not None:
+            resident = ledger.resident(self.capacity_tokens)
+        else:
+            resident = resident_agents(agents, self.capacity_tokens)
+        keys = {item.seq: self.key(item, now, agents, resident, service) for item in heads}
+        best: Waiting | None
+        if not self.working_set:
+            best = min(heads, key=lambda item: keys[item.seq])
+        elif self.backfill_s == 0:
+            best = self._first_admissible(heads, keys, agents, now, ledger)
+        else:
+            best = self._admissible(sorted(heads, key=lambda item: keys[item.seq]), agents, now, ledger)
         if best is None:
             return None
         level = effective_level(best.tier, now - best.arrived_at, self.aging_s)
@@ -574,8 +589,32 @@ class KVAwareOrder:
         known = agents.get(agent)
         return known.first_seen if known is not None else math.inf
 
-    def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
-        places = self.places(agents, now)
+    def _first_admissible(
+        self,
+        heads: list[Waiting],
+        keys: Mapping[int, tuple[float, ...]],
+        agents: Mapping[str, AgentKV],
+        now: float,
+        ledger: KVLedger | None,
+    ) -> Waiting | None:
+        """`_admissible` over the heads in `keys` order when `backfill_s` is 0, in one pass: the first head holding a
+        place, else the first head if the working set is empty, small or it fits, else None (it has waited its
+        share of 0 s, so nothing behind it may start). Sorts only for a head that arrived after `now`."""
+        places = self.places(agents, now, ledger)
+        placed = [item for item in heads if item.agent in places]
+        if placed:
+            return min(placed, key=lambda item: keys[item.seq])
+        first = min(heads, key=lambda item: keys[item.seq])
+        if not places or self._small(first.agent, agents) or self.fits(first.agent, places, agents):
+            return first
+        if now - first.arrived_at >= self.backfill_s:
+            return None
+        return self._admissible(sorted(heads, key=lambda item: keys[item.seq]), agents, now, ledger)
+
+    def _admissible(
+        self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float, ledger: KVLedger | None = None
+    ) -> Waiting | None:
+        places = self.places(agents, now, ledger)
         reserved_for = math.inf  # under a reservation: no younger program may start beside the places (small may)
         if self.backfill_s > 0:
             places, reserved_for = self._reserved(ordered_heads, places, agents, now)
