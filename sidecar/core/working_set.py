@@ -242,11 +242,14 @@ class KVLedger:
         agents = self._agents
         own = shared = 0
         resident: list[str] = []
-        for agent in self._by_residency():
+        for agent in self._by_residency():  # `resident_agents`' loop, with min, max and `footprint` written out
             state = agents[agent]
-            share = min(state.shared_tokens, state.context_tokens)
-            own += state.footprint - share
-            shared = max(shared, share)
+            context, share = state.context_tokens, state.shared_tokens
+            if share > context:
+                share = context
+            own += context + state.growth_tokens - share
+            if share > shared:
+                shared = share
             if own + shared > capacity_tokens and resident:
                 break
             resident.append(agent)
@@ -298,20 +301,27 @@ class KVLedger:
     def _by_residency(self) -> Iterator[str]:
         """The agents in `resident_agents`' order: in flight first, then by `last_active`, newest first, ties by
         name (never active ones last), lazily."""
-        agents = self._agents
-        yield from sorted(self._flying, key=lambda a: (-agents[a].last_active, a))
+        agents, flying = self._agents, self._flying
+        if flying:
+            yield from sorted(flying, key=lambda a: (-agents[a].last_active, a))
         if not self._lru_sorted:
             self._lru = dict.fromkeys(sorted(self._lru, key=lambda a: agents[a].last_active))
             self._lru_sorted = True
-        group: list[str] = []
+        group: list[str] = []  # a run of agents out of flight with one `last_active` (contiguous in `_lru`)
         at = math.nan
         for agent in reversed(self._lru):
+            if agent in flying:
+                continue
             last = agents[agent].last_active
-            if last != at:
-                yield from sorted(a for a in group if a not in self._flying)
-                group, at = [], last
-            group.append(agent)
-        yield from sorted(a for a in group if a not in self._flying)
+            if last == at:
+                group.append(agent)
+                continue
+            if len(group) == 1:
+                yield group[0]
+            elif group:
+                yield from sorted(group)
+            group, at = [agent], last
+        yield from sorted(group)
         yield from self._never  # never active, so never in flight
 
 
