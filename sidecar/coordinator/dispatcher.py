@@ -7,7 +7,8 @@ leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `
 `window` (an in-flight window per upstream, static or adapted from the upstream's /metrics by
 `core.engine_admission`, which also decides when a call may pass a full window because vLLM's native priority
 will order it ahead of worse work already inside), `working_set` (the `kv` policy: the agents whose KV fits, from
-the `KVLedger` this dispatcher keeps of every call's tokens; its pick decides, no window applies). With
+the `KVLedger` this dispatcher keeps of every call's tokens and of the calls waiting, which answers the pressure, the
+resident set and the places incrementally; its pick decides, no window applies). With
 `kv_correction`, the `kv` policy's capacity follows vLLM's own KV counters at every scrape (`core.kv_estimate`).
 The `kv` policy's gates act only under KV pressure (`core.kv_pressure`, judged before every pick): while they are
 not engaged its calls are picked by the priority policy behind the window, exactly as under `priority`, and

@@ -6,7 +6,10 @@ prefix is evicted between its turns and re-prefilled on the next (DESIGN.md, "KV
 module decides, outside the engine, when each agent's next call may reach it:
 
     KVLedger           per agent: its context (prompt + output tokens of its last call), how much it grew, calls in
-                       flight, when it was last active. Mutable, owned by one dispatcher; callers pass `now`.
+                       flight, when it was last active. Mutable, owned by one dispatcher; callers pass `now`. It
+                       also keeps, as calls are queued, start, end and leave, the answers the policy needs on every
+                       call (in-flight agents, resident set, places, the pressure's demand), so a call's cost does
+                       not grow with the agents it knows; the pure functions below stay their specification.
     resident_agents    the LRU estimate of whose context is still in the prefix cache: in-flight agents first, then
                        the most recently active, while their footprints fit the KV capacity (vLLM evicts least
                        recently used blocks first, `reference/vllm.md`).

@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.core.kv_pressure import active_agents, demand_tokens
+from sidecar.core.ordering import Waiting, WaitQueue
+from sidecar.core.stages import Tier
 from sidecar.core.working_set import KVAwareOrder, KVLedger, resident_agents
 
 NAMES = st.sampled_from(["a", "b", "c", "d", "e", "f"])
@@ -115,3 +117,36 @@ def test_expiry_and_the_cache_in_a_plain_sequence() -> None:
     assert ledger.demand(32.0, 30.0) == (2400, 2)
     ledger.dequeued("a")
     assert ledger.demand(32.0, 30.0) == (1200, 1)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(OP, STEP), max_size=40),
+    st.lists(st.tuples(NAMES, st.sampled_from(list(Tier)), st.floats(0.0, 30.0)), min_size=1, max_size=8),
+    st.sampled_from([0, 150]),
+    st.booleans(),
+    st.sampled_from([200, 700]),
+)
+def test_pick_kv_in_one_pass_with_the_ledger_picks_as_the_sorted_walk_over_the_snapshot(
+    steps: list[tuple[tuple[str, str, int | None, int | None], float]],
+    calls: list[tuple[str, Tier, float]],
+    small_context_tokens: int,
+    program_order: bool,
+    capacity: int,
+) -> None:
+    ledger, waiting, now = KVLedger(), Counter[str](), 100.0
+    for op, step in steps:
+        now += step
+        apply(ledger, waiting, op, now)
+    queue = WaitQueue()
+    for seq, (agent, tier, waited) in enumerate(calls, start=1):
+        queue.push(Waiting(seq, agent, tier, now - waited))
+    policy = KVAwareOrder(
+        capacity_tokens=capacity, small_context_tokens=small_context_tokens, program_order=program_order
+    )
+    agents = ledger.snapshot()
+    picked = policy.pick_kv(queue, now, {}, agents, ledger)
+    resident = resident_agents(agents, policy.capacity_tokens) if program_order else frozenset()
+    ordered = sorted(queue.heads(), key=lambda item: policy.key(item, now, agents, resident))
+    assert (picked.item if picked else None) == policy._admissible(ordered, agents, now)
+    assert picked == policy.pick_kv(queue, now, {}, agents)  # without the ledger: the same pick
