@@ -213,3 +213,47 @@ async def test_a_call_cancelled_in_the_instant_it_would_start_leaves_as_a_waitin
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert dispatcher.in_flight == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_dispatchers_incremental_demand_equals_the_reference_over_its_queue(seed: int) -> None:
+    # Random calls through `submit` (some agents forgotten between tasks), the engagement flipping on and off:
+    # after every step the demand the dispatcher judges equals `demand_tokens` over `active_agents` of the
+    # ledger's snapshot and the queue's agents, so the ledger's waiting calls are exactly the queue's.
+    from sidecar.core.kv_pressure import active_agents, demand_tokens
+
+    rng = random.Random(seed)
+    clock = FakeClock()
+    scheduling = SchedulingSettings(
+        policy="kv", kv_capacity_tokens=20_000, kv_engage_ratio=1.0, kv_release_ratio=0.5, kv_active_window_s=5.0
+    )
+    dispatcher = make_dispatcher("large", Config(scheduling=scheduling))
+    dispatcher.clock = clock.now
+    ledger = dispatcher.kv_ledger
+    assert ledger is not None
+    flying: list[Slot] = []
+    engaged = set()
+    for _ in range(400):
+        clock.advance(rng.choice([0.0, 0.2, 1.0, 3.0]))
+        move = rng.random()
+        if move < 0.5:
+            agent = f"agent-{rng.randrange(12)}"
+            dispatcher.submit(agent, rng.choice(list(Tier)), flying.append, rng.choice([None, 2000, 6000, 12_000]))
+        elif move < 0.9 and flying:
+            slot = flying.pop(rng.randrange(len(flying)))
+            slot.release(100.0, rng.choice([None, 3000, 9000]), rng.choice([None, 0, 1000]))
+        elif move < 0.95:
+            agent = f"agent-{rng.randrange(12)}"
+            if all(s.agent != agent for s in flying):  # the AgentBook forgets only agents without a call in flight
+                dispatcher.forget(agent)
+        else:
+            dispatcher.observe_metrics(None)
+        now = clock.now()
+        dispatcher._judge_pressure(now)
+        snapshot, queued = ledger.snapshot(), [item.agent for item in dispatcher.queue]
+        active = active_agents(snapshot, queued, now, scheduling.kv_active_window_s)
+        assert dispatcher.kv_pressure.demand_tokens == demand_tokens(snapshot, active)
+        assert dispatcher.kv_pressure.active_agents == len(active)
+        assert all(ledger.waiting_calls(a) == queued.count(a) for a in {*queued, *snapshot})
+        engaged.add(dispatcher.kv_pressure.engaged)
+    assert engaged == {True, False}  # the run saw both orders
