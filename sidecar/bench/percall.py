@@ -8,6 +8,21 @@ watch around the exchange. Each runs `--calls` times in this process on the app 
 `build_state` wires for one upstream (nothing is sent anywhere); the figure is the process's CPU time per call
 (`time.process_time`, so other processes on a busy machine count little), the median of `--rounds` rounds. Run
 it on two checkouts back to back to compare them; `scripts/bench proxy` measures the whole path over real sockets.
+
+`--policy` picks the scheduling policy (default: the configuration's). The fleet steps on a virtual clock run a
+fresh dispatcher (`make_dispatcher`, as the coordinator builds it) whose clock advances `VIRTUAL_STEP_S` per call,
+so every checkout and machine sees the same ledger states however fast it runs; calls go through `submit` (the
+fleet simulation's path) and each must start at once. (Under `kv` the step `slot, 2,000 agents` on the real clock
+is left out: how many agents its gates count active, and whether a call then waits for good, would depend on how
+fast the machine runs.)
+
+    slot, N agents, virtual clock       N agents known, cycled, 120-token contexts: 600 of them active within the
+                                        `kv` policy's 30 s window, demand 2x its capacity, below the 4x at which
+                                        its gates engage (`kv`: the gates idle)
+    slot, kv engaged, N agents,         `kv` only, `kv_engage_ratio` 0 (always engaged): one call of 12,000 tokens
+      W waiting                         holds a place in flight, W calls of 24,000-token agents wait for room
+                                        (they do not fit beside it), and the N known agents' calls (small
+                                        contexts, so they never wait) start beside them
 """
 
 from __future__ import annotations
@@ -23,8 +38,9 @@ from typing import Any
 
 import httpx
 
-from sidecar.config import load_config
-from sidecar.coordinator.app import build_state
+from sidecar.config import Config, load_config
+from sidecar.coordinator.app import build_state, make_dispatcher
+from sidecar.coordinator.dispatcher import Slot
 from sidecar.coordinator.endpoint import run_until_disconnect
 from sidecar.coordinator.guard import CoordinatorGuard
 from sidecar.coordinator.telemetry import Answer
@@ -37,6 +53,9 @@ from sidecar.obs import bind_request, clear_request, configure_logging, get_logg
 
 MODEL = "default"
 FLEET = 2000  # agents in the fleet step: the dispatcher's per-agent state is that large
+VIRTUAL_STEP_S = 0.05  # virtual seconds per call in the fleet steps on a virtual clock
+HOLDER_TOKENS = 12_000  # the engaged steps' call in flight
+WAITING_TOKENS = 24_000  # the engaged steps' waiting calls: do not fit beside the holder in 35,840 x 0.9 tokens
 BODY = json.dumps(
     {"model": MODEL, "messages": [{"role": "user", "content": "benchmark " * 40}], "stream": True, "max_tokens": 20}
 ).encode()  # fmt: skip  (scripts/bench proxy's request)
@@ -68,10 +87,72 @@ async def _per_call_us_async(step: Callable[[], Awaitable[object]], calls: int, 
     return statistics.median(samples)
 
 
-async def measure(calls: int, rounds: int) -> list[tuple[str, float]]:
-    """(step, CPU µs per call) for every step in the module docstring, in the order of a call."""
+class VirtualClock:
+    """A clock that moves only when told to (the fleet steps' ledger states do not depend on the machine)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def virtual_fleet_step(
+    config: Config, agents: int, calls: int, rounds: int, *, engaged: bool = False, waiting: int = 0
+) -> float:
+    """CPU µs per call (submit + release) of a fresh dispatcher with `agents` known agents, cycled, on a virtual
+    clock (module docstring); `engaged`: the `kv` policy's gates always engaged, a holder in flight and `waiting`
+    calls that wait for room. Raises RuntimeError when the dispatcher is not in the state the step names."""
+    if engaged:
+        scheduling = config.scheduling.model_copy(update={"kv_engage_ratio": 0.0, "kv_release_ratio": 0.0})
+        config = config.model_copy(update={"scheduling": scheduling})
+    clock = VirtualClock()
+    dispatcher = make_dispatcher(MODEL, config)
+    dispatcher.clock = clock
+    granted: list[Slot] = []
+    if engaged:
+        dispatcher.submit("holder", Tier.WARM, granted.append, HOLDER_TOKENS)
+        if not granted:
+            raise RuntimeError("the engaged step's holder did not start")
+        granted.clear()
+    names = itertools.cycle([f"agent-{i}" for i in range(agents)])
+
+    def call() -> None:
+        clock.now += VIRTUAL_STEP_S
+        dispatcher.submit(next(names), Tier.WARM, granted.append)
+        if not granted:
+            raise RuntimeError(f"a call waited in a step where every call starts at once ({dispatcher.gate} gate)")
+        granted.pop().release(120.0, 120, 0)
+
+    for _ in range(agents):  # every agent known before the rounds
+        call()
+    for i in range(waiting):
+        dispatcher.submit(f"waiting-{i}", Tier.WARM, granted.append, WAITING_TOKENS)
+    if granted or len(dispatcher.queue) != waiting:
+        raise RuntimeError(f"{len(dispatcher.queue)} calls wait, {waiting} should")
+    us = _per_call_us(call, calls, rounds)
+    if dispatcher.kv_engaged is not None and dispatcher.kv_engaged != engaged:
+        raise RuntimeError(f"the kv gates are {'' if dispatcher.kv_engaged else 'not '}engaged in this step")
+    return us
+
+
+def _fleet_steps(config: Config, calls: int, rounds: int) -> list[tuple[str, float]]:
+    steps = [(f"slot, {FLEET:,} agents, virtual clock", virtual_fleet_step(config, FLEET, calls, rounds))]
+    if config.scheduling.policy == "kv":
+        for agents, waiting in ((FLEET, 8), (FLEET, 64), (FLEET // 10, 64)):
+            us = virtual_fleet_step(config, agents, calls, rounds, engaged=True, waiting=waiting)
+            steps.append((f"slot, kv engaged, {agents:,} agents, {waiting} waiting", us))
+    return steps
+
+
+async def measure(calls: int, rounds: int, policy: str | None = None) -> list[tuple[str, float]]:
+    """(step, CPU µs per call) for every step in the module docstring, in the order of a call. `policy`: the
+    scheduling policy (None: the configuration's default)."""
     configure_logging("warning", "json")
-    config = load_config(env={}, overrides={"models": {MODEL: {"replicas": ["http://127.0.0.1:9"]}}})
+    overrides: dict[str, Any] = {"models": {MODEL: {"replicas": ["http://127.0.0.1:9"]}}}
+    if policy is not None:
+        overrides["scheduling"] = {"policy": policy}
+    config = load_config(env={}, overrides=overrides)
     async with httpx.AsyncClient() as http:
         state = build_state(config, http)
         parsed = parse_request(BODY, Endpoint.CHAT)
@@ -129,9 +210,11 @@ async def measure(calls: int, rounds: int) -> list[tuple[str, float]]:
         now = time.monotonic()
         results.append(("plan", _per_call_us(lambda: state.planner.plan(parsed, identity, None, now), calls, rounds)))
         results.append(("slot (acquire + release)", await _per_call_us_async(slot, calls, rounds)))
-        for _ in range(FLEET):  # every agent known before the rounds
-            await fleet_slot()
-        results.append((f"slot, {FLEET:,} agents", await _per_call_us_async(fleet_slot, calls, rounds)))
+        if config.scheduling.policy != "kv":  # kv's gates would engage at a rate set by this machine's speed
+            for _ in range(FLEET):  # every agent known before the rounds
+                await fleet_slot()
+            results.append((f"slot, {FLEET:,} agents", await _per_call_us_async(fleet_slot, calls, rounds)))
+        results += _fleet_steps(config, calls, rounds)
         results.append(("telemetry hooks", _per_call_us(hooks, calls, rounds)))
         results.append(("logging at warning", _per_call_us(logging_off, calls, rounds)))
         watch = await _per_call_us_async(lambda: run_until_disconnect(receive, send, respond), calls, rounds)
@@ -151,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar.bench.percall", description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5000, help="calls per round and step")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per step (the median is reported)")
+    parser.add_argument(
+        "--policy", choices=("priority", "kv"), default=None, help="scheduling policy (default: the configuration's)"
+    )
     args = parser.parse_args(argv)
-    print(report(asyncio.run(measure(args.calls, args.rounds))))
+    print(f"policy: {args.policy or load_config(env={}).scheduling.policy}")
+    print(report(asyncio.run(measure(args.calls, args.rounds, args.policy))))
     return 0
 
 

@@ -7,7 +7,8 @@ leaves the queue at once. Gates (from the policy): `none` (fcfs: vLLM orders), `
 `window` (an in-flight window per upstream, static or adapted from the upstream's /metrics by
 `core.engine_admission`, which also decides when a call may pass a full window because vLLM's native priority
 will order it ahead of worse work already inside), `working_set` (the `kv` policy: the agents whose KV fits, from
-the `KVLedger` this dispatcher keeps of every call's tokens; its pick decides, no window applies). With
+the `KVLedger` this dispatcher keeps of every call's tokens and of the calls waiting, which answers the pressure, the
+resident set and the places incrementally; its pick decides, no window applies). With
 `kv_correction`, the `kv` policy's capacity follows vLLM's own KV counters at every scrape (`core.kv_estimate`).
 The `kv` policy's gates act only under KV pressure (`core.kv_pressure`, judged before every pick): while they are
 not engaged its calls are picked by the priority policy behind the window, exactly as under `priority`, and
@@ -40,7 +41,7 @@ from sidecar.core.admission import (
 )
 from sidecar.core.engine_admission import AdmissionState, ScrapeFailure, admits, initial_state, observe
 from sidecar.core.kv_estimate import EngineKV, KVCorrector
-from sidecar.core.kv_pressure import ALWAYS, Pressure, PressureRule, next_pressure
+from sidecar.core.kv_pressure import ALWAYS, Pressure, PressureRule, engagement
 from sidecar.core.ordering import (
     DEFAULT_HALF_LIFE_S,
     AttainedService,
@@ -166,6 +167,8 @@ class Dispatcher:
             if self.queue.remove(item.seq) is not None:
                 self._waiters.pop(item.seq, None)
                 self._prompt_hints.pop(item.seq, None)
+                if self.kv_ledger is not None:
+                    self.kv_ledger.dequeued(agent)
                 self.tiers[tier].cancelled_waiting += 1
             elif future.done() and not future.cancelled():
                 future.result().release()  # granted in the same instant the caller left: give it back
@@ -415,7 +418,7 @@ class Dispatcher:
         `kv` policy the pressure is judged first, with this call waiting, as `_pump` would: engaged, its pick
         decides."""
         if self._priority is not None:
-            self._judge_pressure(self.clock(), (agent,))
+            self._judge_pressure(self.clock())  # the ledger counts this call waiting since `queued`
         gate = self.gate
         return gate is Gate.NONE or (gate is Gate.WINDOW and self._admits(tier))
 
@@ -426,20 +429,17 @@ class Dispatcher:
         by_rank[len(TIERS)] = self.speculative  # below every tier
         return admits(tier.rank, by_rank, self.window, native_priority=self.native_priority)
 
-    def _judge_pressure(self, now: float, arriving: tuple[str, ...] = ()) -> None:
-        """Under the `kv` policy: whether its gates are engaged now (`core.kv_pressure.next_pressure`), counting the
-        agents of the waiting calls and of `arriving` (a call not queued yet) as active."""
+    def _judge_pressure(self, now: float) -> None:
+        """Under the `kv` policy: whether its gates are engaged now (`core.kv_pressure.engagement`), counting the
+        agents of the waiting calls (the ledger's, from `queued` until `started` or `dequeued`, so a call about to
+        start alone counts too) as active. The ledger keeps the demand as a running sum (`KVLedger.demand`, the
+        same answer as `next_pressure` over its snapshot and the queue's agents), so this does not grow with the
+        agents it knows."""
         if self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
             return
-        self.kv_pressure = next_pressure(
-            self.kv_pressure,
-            self.kv_pressure_rule,
-            self.kv_ledger.snapshot(),
-            itertools.chain((item.agent for item in self.queue), arriving),
-            self.policy.capacity_tokens,
-            now,
-            self.policy.new_agent_tokens,
-        )
+        rule = self.kv_pressure_rule
+        demand, active = self.kv_ledger.demand(now, rule.window_s, self.policy.new_agent_tokens)
+        self.kv_pressure = engagement(self.kv_pressure, rule, demand, active, self.policy.capacity_tokens, now)
 
     def _pump(self) -> None:
         self._judge_pressure(self.clock())
@@ -449,7 +449,8 @@ class Dispatcher:
                 return  # nothing passes a full window without native priority: spare the pick
             now = self.clock()
             if self.kv_ledger is not None and isinstance(self.policy, KVAwareOrder) and self.kv_pressure.engaged:
-                pick = self.policy.pick_kv(self.queue, now, self.service.snapshot(now), self.kv_ledger.snapshot())
+                service = self.service.snapshot(now)
+                pick = self.policy.pick_kv(self.queue, now, service, self.kv_ledger.snapshot(), self.kv_ledger)
             elif self._priority is not None:  # the `kv` policy, not engaged: exactly the priority policy's pick
                 pick = self._priority.pick(self.queue, now, self.service.snapshot(now), self.pools)
             else:
@@ -490,12 +491,14 @@ class Dispatcher:
         if isinstance(waiter, asyncio.Future) and waiter.done():
             # Cancelled in this same instant (its `acquire` has not run its handler yet): it left while waiting.
             self._prompt_hints.pop(item.seq, None)
+            if self.kv_ledger is not None:
+                self.kv_ledger.dequeued(item.agent)
             self.tiers[item.tier].cancelled_waiting += 1
             return
         hint = self._prompt_hints.pop(item.seq, None)
         if self.kv_ledger is not None:
             if self.kv_corrector is not None:
-                self.kv_corrector.started(self.kv_ledger.snapshot(), item.agent, hint)
+                self.kv_corrector.started(self.kv_ledger.snapshot(), item.agent, hint, self.kv_ledger)
             self.kv_ledger.started(item.agent, now, hint)
         waited = now - item.arrived_at
         counters = self.tiers[item.tier]

@@ -117,8 +117,8 @@ class SchedulingSettings(BaseModel):
     # fcfs = pure passthrough (vLLM orders); pools = the seed's semaphores (hot 4, cold 2, warm either);
     # priority = strict tiers with aging, least attained service within a tier, in-flight window per upstream.
     # kv = priority while the agents' contexts fit the KV; under KV pressure (`kv_engage_ratio`) working-set
-    # admission and program-level order from each agent's KV (sidecar/core/working_set.py). Not the default: its
-    # per-call cost grows with the agents the ledger knows (6.8 ms per call at 2,000 agents, 48 us under priority).
+    # admission and program-level order from each agent's KV (sidecar/core/working_set.py). Not the default (its
+    # per-call cost no longer grows with the agents known: docs/benchmarks.md, "The kv policy per call").
     policy: Literal["fcfs", "pools", "priority", "kv"] = "priority"
     # The `kv` policy: the upstream model's KV capacity in tokens (vLLM: num_gpu_blocks x block_size). 35,840 is the
     # simulator's Qwen2.5-Coder-32B on one A100-80GB (~30-40K tokens: 256 KiB per token of BF16 KV next to ~65 GB

@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from sidecar.core.working_set import AgentKV, footprint_of, resident_agents
+from sidecar.core.working_set import AgentKV, KVLedger, footprint_of, resident_agents
 
 MIN_SCALE, MAX_SCALE = 0.5, 4.0
 """Bounds of `scale`. Block rounding alone gives up to one block per agent over its tokens; a value outside these
@@ -190,14 +190,20 @@ class KVCorrector:
         """The policy's capacity in ledger tokens (`KVCorrection.effective_capacity`)."""
         return self.correction.effective_capacity(self.configured_tokens)
 
-    def started(self, agents: Mapping[str, AgentKV], agent: str, prompt_tokens: int | None) -> None:
+    def started(
+        self, agents: Mapping[str, AgentKV], agent: str, prompt_tokens: int | None, ledger: KVLedger | None = None
+    ) -> None:
         """A call of `agent` starts; `agents` is the ledger before it, `prompt_tokens` the caller's estimate of its
         prompt (None: its last context). Counted only once the engine's capacity is known (before that the next
-        scrape starts the count afresh anyway)."""
+        scrape starts the count afresh anyway). `ledger`: the ledger `agents` is the snapshot of, whose
+        incremental resident set is the same answer (`KVLedger.resident`) without scanning every agent."""
         if self.correction.capacity_tokens is None:
             return
         state = agents.get(agent)
-        resident = agent in resident_agents(agents, self.capacity)
+        if ledger is not None:
+            resident = agent in ledger.resident(self.capacity)
+        else:
+            resident = agent in resident_agents(agents, self.capacity)
         queried = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else None
         if queried is None and state is not None:
             queried = state.context_tokens

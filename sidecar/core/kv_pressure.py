@@ -11,6 +11,7 @@ with the priority policy (tiers, aging, least attained service, the adaptive in-
     demand         the KV the fleet is asking for now: the footprints (`working_set.footprint_of`: context plus one
                    turn's growth, a shared prefix once) of the agents that are active: a call in flight or waiting,
                    or one that ended at most `window_s` ago (an agent in its tool call between two turns)
+                   (the dispatcher keeps this sum incrementally: `working_set.KVLedger.demand`)
     ratio          demand / the capacity the policy plans with (configured, or vLLM's `cache_config_info`
                    corrected by `kv_estimate`)
     engaged        with hysteresis: it engages when the ratio reaches `engage_ratio` and releases only when it
@@ -135,6 +136,14 @@ def next_pressure(
     `rule.always`."""
     active = active_agents(agents, waiting, now, rule.window_s)
     demand = demand_tokens(agents, active, new_agent_tokens)
+    return engagement(previous, rule, demand, len(active), capacity_tokens, now)
+
+
+def engagement(
+    previous: Pressure, rule: PressureRule, demand: int, active: int, capacity_tokens: int, now: float
+) -> Pressure:
+    """`next_pressure` from the demand already summed: `demand` tokens of `active` agents (what `demand_tokens`
+    and `active_agents` give; the dispatcher keeps them incrementally, `working_set.KVLedger.demand`)."""
     capacity = max(capacity_tokens, 1)
     if rule.always:
         engaged = True
@@ -147,7 +156,7 @@ def next_pressure(
         engaged=engaged,
         demand_tokens=demand,
         capacity_tokens=capacity,
-        active_agents=len(active),
+        active_agents=active,
         changes=previous.changes + changed,
         since=now if changed else previous.since,
     )

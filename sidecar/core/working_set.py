@@ -6,7 +6,10 @@ prefix is evicted between its turns and re-prefilled on the next (DESIGN.md, "KV
 module decides, outside the engine, when each agent's next call may reach it:
 
     KVLedger           per agent: its context (prompt + output tokens of its last call), how much it grew, calls in
-                       flight, when it was last active. Mutable, owned by one dispatcher; callers pass `now`.
+                       flight, when it was last active. Mutable, owned by one dispatcher; callers pass `now`. It
+                       also keeps, as calls are queued, start, end and leave, the answers the policy needs on every
+                       call (in-flight agents, resident set, places, the pressure's demand), so a call's cost does
+                       not grow with the agents it knows; the pure functions below stay their specification.
     resident_agents    the LRU estimate of whose context is still in the prefix cache: in-flight agents first, then
                        the most recently active, while their footprints fit the KV capacity (vLLM evicts least
                        recently used blocks first, `reference/vllm.md`).
@@ -37,8 +40,10 @@ Pure: no I/O, no clock reads.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
@@ -107,37 +112,73 @@ def footprint_of(agents: Mapping[str, AgentKV], names: Iterable[str]) -> int:
 
 
 class KVLedger:
-    """Per-agent token accounting for one upstream. Not thread-safe; no clock reads (every method takes `now`)."""
+    """Per-agent token accounting for one upstream. Not thread-safe; no clock reads (every method takes `now`).
+
+    Beside the accounting it keeps, incrementally as calls are queued, start, end or leave the queue and agents
+    are forgotten, what the `kv` policy asks about on every call, so that no answer scans every agent it knows:
+    the agents with a call in flight (`in_flight_agents`), the calls waiting per agent, the agents in order of
+    last activity, the resident set (`resident`, the same answer as `resident_agents` over `snapshot`, in
+    O(in flight + resident), cached until the ledger changes) and the KV the active agents ask for (`demand`,
+    the same answer as `kv_pressure.demand_tokens` over `kv_pressure.active_agents`, kept as a running sum).
+    Both rely on `now` never going backwards between calls (a monotonic or virtual clock); a `now` earlier than
+    one seen before is handled by rebuilding what it invalidates, at O(agents) once.
+    """
 
     def __init__(self) -> None:
         self._agents: dict[str, AgentKV] = {}
+        self._waiting: dict[str, int] = {}  # calls queued and neither started nor dequeued, per agent
+        self._flying: dict[str, None] = {}  # agents with a call in flight, in the order their first one started
+        self._lru: dict[str, None] = {}  # agents with a finite `last_active`, oldest first (re-inserted when touched)
+        self._lru_sorted = True  # False once a touch went back in time: sort `_lru` before walking it
+        self._never: list[str] = []  # agents never active (`last_active` -inf), sorted by name
+        self._last_touch = -math.inf
+        self._version = 0  # bumped whenever an agent's accounting changes
+        self._resident_key: tuple[int, int] | None = None
+        self._resident: frozenset[str] = frozenset()
+        self._demand = _ActiveDemand()
+
+    # --- the accounting -------------------------------------------------------------------------------------
 
     def queued(self, agent: str, now: float, prompt_tokens: int | None = None) -> None:
-        """A call of `agent` arrived (not yet admitted). An agent seen for the first time is recorded with its prompt
+        """A call of `agent` arrived (not yet admitted): it counts as waiting until it starts (`started`) or leaves
+        the queue without starting (`dequeued`). An agent seen for the first time is recorded with its prompt
         estimate as its context, never active and not started (`first_seen` infinite); a known agent is unchanged."""
+        self._waiting[agent] = self._waiting.get(agent, 0) + 1
         if agent not in self._agents:
             size = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else 0
             self._agents[agent] = AgentKV(size, 0, 0, -math.inf, math.inf)
+            bisect.insort(self._never, agent)
+            self._version += 1
+        self._demand.update(self, agent)
+
+    def dequeued(self, agent: str) -> None:
+        """A waiting call of `agent` left the queue without starting (its client went away)."""
+        self._unwait(agent)
+        self._demand.update(self, agent)
 
     def started(self, agent: str, now: float, prompt_tokens: int | None = None) -> None:
-        """A call of `agent` was admitted; `prompt_tokens` is the caller's estimate of its prompt, when known."""
+        """A call of `agent` was admitted (it no longer waits, if it was queued); `prompt_tokens` is the caller's
+        estimate of its prompt, when known."""
+        self._unwait(agent)
         state = self._agents.get(agent)
         hint = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else None
         if state is None:
             self._agents[agent] = AgentKV(hint or 0, 0, 1, now, now)
-            return
-        context, growth = state.context_tokens, state.growth_tokens
-        if hint is not None:
-            growth = max(hint - context, 0)
-            context = max(context, hint)
-        self._agents[agent] = replace(
-            state,
-            context_tokens=context,
-            growth_tokens=growth,
-            in_flight=state.in_flight + 1,
-            last_active=now,
-            first_seen=min(state.first_seen, now),
-        )
+        else:
+            context, growth = state.context_tokens, state.growth_tokens
+            if hint is not None:
+                growth = max(hint - context, 0)
+                context = max(context, hint)
+            self._agents[agent] = replace(
+                state,
+                context_tokens=context,
+                growth_tokens=growth,
+                in_flight=state.in_flight + 1,
+                last_active=now,
+                first_seen=min(state.first_seen, now),
+            )
+        self._flying[agent] = None
+        self._touch(agent, now)
 
     def finished(
         self, agent: str, now: float, context_tokens: int | None = None, cached_tokens: int | None = None
@@ -153,23 +194,232 @@ class KVLedger:
             context = context_tokens
         if state.calls == 0 and cached_tokens is not None and cached_tokens > 0:
             shared = cached_tokens  # its first call: whatever was cached came from other agents
+        in_flight = max(state.in_flight - 1, 0)
         self._agents[agent] = replace(
             state,
             context_tokens=context,
             growth_tokens=growth,
-            in_flight=max(state.in_flight - 1, 0),
+            in_flight=in_flight,
             last_active=now,
             shared_tokens=shared,
             calls=state.calls + 1,
         )
+        if in_flight == 0:
+            self._flying.pop(agent, None)
+        self._touch(agent, now)
 
     def forget(self, agent: str) -> None:
-        """Drop an agent (its task ended)."""
-        self._agents.pop(agent, None)
+        """Drop an agent (its task ended). Its calls still waiting, if any, keep counting as waiting."""
+        state = self._agents.pop(agent, None)
+        if state is None:
+            return
+        self._flying.pop(agent, None)
+        if agent in self._lru:
+            del self._lru[agent]
+        else:
+            self._drop_never(agent)
+        self._version += 1
+        self._demand.update(self, agent)
 
     def snapshot(self) -> Mapping[str, AgentKV]:
         """agent -> its accounting now (a read-only view; copy it to keep it)."""
         return MappingProxyType(self._agents)
+
+    # --- the incremental answers ----------------------------------------------------------------------------
+
+    def in_flight_agents(self) -> Iterable[str]:
+        """The agents with a call in flight (a read-only view)."""
+        return self._flying.keys()
+
+    def waiting_calls(self, agent: str) -> int:
+        """How many calls of `agent` wait (queued, neither started nor dequeued)."""
+        return self._waiting.get(agent, 0)
+
+    def resident(self, capacity_tokens: int) -> frozenset[str]:
+        """`resident_agents(snapshot(), capacity_tokens)`, walking the agents in flight, then the others from the
+        most recently active, and stopping at the first that does not fit: O(in flight + resident), cached until
+        the ledger changes or the capacity differs."""
+        key = (self._version, capacity_tokens)
+        if self._resident_key == key:
+            return self._resident
+        agents = self._agents
+        own = shared = 0
+        resident: list[str] = []
+        for agent in self._by_residency():  # `resident_agents`' loop, with min, max and `footprint` written out
+            state = agents[agent]
+            context, share = state.context_tokens, state.shared_tokens
+            if share > context:
+                share = context
+            own += context + state.growth_tokens - share
+            if share > shared:
+                shared = share
+            if own + shared > capacity_tokens and resident:
+                break
+            resident.append(agent)
+        self._resident_key, self._resident = key, frozenset(resident)
+        return self._resident
+
+    def places(self, capacity_tokens: int, keep_s: float, now: float) -> frozenset[str]:
+        """`KVAwareOrder.places` over `snapshot()` for a policy of this capacity and `keep_s`: the agents in flight,
+        and the resident ones back from a call at most `keep_s` before `now`. O(in flight + resident)."""
+        agents = self._agents
+        kept = (a for a in self.resident(capacity_tokens) if now - agents[a].last_active <= keep_s)
+        return frozenset(self._flying).union(kept)
+
+    def demand(self, now: float, window_s: float, new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS) -> tuple[int, int]:
+        """(KV tokens, agents) of the agents active at `now`: `kv_pressure.demand_tokens` over
+        `kv_pressure.active_agents(snapshot(), waiting, now, window_s)`, where `waiting` are the agents of the calls
+        waiting here. A running sum, updated as agents change and expired lazily from the oldest activity: O(1)
+        amortized per call while `now` does not go backwards and `window_s`, `new_agent_tokens` stay the same."""
+        return self._demand.judge(self, now, window_s, new_agent_tokens)
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _unwait(self, agent: str) -> None:
+        count = self._waiting.get(agent, 0)
+        if count > 1:
+            self._waiting[agent] = count - 1
+        else:
+            self._waiting.pop(agent, None)
+
+    def _touch(self, agent: str, now: float) -> None:
+        """`agent`'s accounting changed and it was active at `now`: it moves to the newest end of the order."""
+        backwards = now < self._last_touch
+        if backwards:
+            self._lru_sorted = False
+        self._last_touch = max(self._last_touch, now)
+        if agent in self._lru:
+            del self._lru[agent]
+        else:  # its first activity
+            self._drop_never(agent)
+        self._lru[agent] = None
+        self._version += 1
+        self._demand.touched(self, agent, backwards)
+
+    def _drop_never(self, agent: str) -> None:
+        index = bisect.bisect_left(self._never, agent)
+        if index < len(self._never) and self._never[index] == agent:
+            del self._never[index]
+
+    def _by_residency(self) -> Iterator[str]:
+        """The agents in `resident_agents`' order: in flight first, then by `last_active`, newest first, ties by
+        name (never active ones last), lazily."""
+        agents, flying = self._agents, self._flying
+        if flying:
+            yield from sorted(flying, key=lambda a: (-agents[a].last_active, a))
+        if not self._lru_sorted:
+            self._lru = dict.fromkeys(sorted(self._lru, key=lambda a: agents[a].last_active))
+            self._lru_sorted = True
+        group: list[str] = []  # a run of agents out of flight with one `last_active` (contiguous in `_lru`)
+        at = math.nan
+        for agent in reversed(self._lru):
+            if agent in flying:
+                continue
+            last = agents[agent].last_active
+            if last == at:
+                group.append(agent)
+                continue
+            if len(group) == 1:
+                yield group[0]
+            elif group:
+                yield from sorted(group)
+            group, at = [agent], last
+        yield from sorted(group)
+        yield from self._never  # never active, so never in flight
+
+
+class _ActiveDemand:
+    """`KVLedger.demand`'s running sums: the agents counted active, each one's (own tokens, shared prefix), the sum
+    of the own tokens and the shared prefixes by value (the largest counts once). Built at the first judgement, and
+    rebuilt when `window_s` or `new_agent_tokens` differ from the last or `now` went backwards."""
+
+    def __init__(self) -> None:
+        self.window_s: float | None = None  # None: not built
+        self.new_agent_tokens = DEFAULT_NEW_AGENT_TOKENS
+        self.recent: dict[str, None] = {}  # agents active within the window at the last judgement, oldest first
+        self.counted: dict[str, tuple[int, int]] = {}
+        self.own = 0
+        self.shares: dict[int, int] = {}  # shared prefix -> agents counted with it (> 0 only)
+        self.share_heap: list[int] = []  # negated shares, lazily cleaned
+        self.judged = -math.inf
+        self.stale = False  # a touch went back in time: `recent` is out of order
+
+    def judge(self, ledger: KVLedger, now: float, window_s: float, new_agent_tokens: int) -> tuple[int, int]:
+        if self.window_s != window_s or self.new_agent_tokens != new_agent_tokens or self.stale or now < self.judged:
+            self._build(ledger, now, window_s, new_agent_tokens)
+        agents = ledger._agents
+        recent = self.recent
+        while recent:
+            oldest = next(iter(recent))
+            if now - agents[oldest].last_active <= window_s:
+                break
+            del recent[oldest]
+            self.update(ledger, oldest)
+        self.judged = now
+        return self.own + self._largest_share(), len(self.counted)
+
+    def touched(self, ledger: KVLedger, agent: str, backwards: bool) -> None:
+        """`agent` was active just now (`backwards`: earlier than an activity before it)."""
+        if self.window_s is None:
+            return
+        self.stale = self.stale or backwards
+        self.recent.pop(agent, None)
+        self.recent[agent] = None
+        self.update(ledger, agent)
+
+    def update(self, ledger: KVLedger, agent: str) -> None:
+        """Count `agent` as it is now: active (a call in flight or waiting, or within the window at the last
+        judgement) with its footprint's parts, or not at all."""
+        if self.window_s is None:
+            return
+        if agent not in ledger._agents:
+            self.recent.pop(agent, None)
+        old = self.counted.pop(agent, None)
+        if old is not None:
+            self.own -= old[0]
+            self._drop_share(old[1])
+        if not (agent in ledger._flying or agent in ledger._waiting or agent in self.recent):
+            return
+        state = ledger._agents.get(agent)
+        if state is None or state.footprint <= 0:
+            part = (self.new_agent_tokens, 0)
+        else:
+            share = min(state.shared_tokens, state.context_tokens)
+            part = (state.footprint - share, share)
+        self.counted[agent] = part
+        self.own += part[0]
+        if part[1] > 0:
+            count = self.shares.get(part[1], 0)
+            self.shares[part[1]] = count + 1
+            if count == 0:
+                heapq.heappush(self.share_heap, -part[1])
+
+    def _drop_share(self, share: int) -> None:
+        if share <= 0:
+            return
+        count = self.shares[share] - 1
+        if count:
+            self.shares[share] = count
+        else:
+            del self.shares[share]
+            if len(self.share_heap) > 2 * len(self.shares) + 16:  # the heap's stale entries: keep it small
+                self.share_heap = [-s for s in self.shares]
+                heapq.heapify(self.share_heap)
+
+    def _largest_share(self) -> int:
+        heap = self.share_heap
+        while heap and -heap[0] not in self.shares:
+            heapq.heappop(heap)
+        return -heap[0] if heap else 0
+
+    def _build(self, ledger: KVLedger, now: float, window_s: float, new_agent_tokens: int) -> None:
+        agents = ledger._agents
+        self.window_s, self.new_agent_tokens, self.stale = window_s, new_agent_tokens, False
+        within = [a for a, s in agents.items() if now - s.last_active <= window_s]
+        self.recent = dict.fromkeys(sorted(within, key=lambda a: agents[a].last_active))
+        self.counted, self.own, self.shares, self.share_heap = {}, 0, {}, []
+        for agent in {**ledger._waiting, **ledger._flying, **self.recent}:
+            self.update(ledger, agent)
 
 
 def resident_agents(agents: Mapping[str, AgentKV], capacity_tokens: int) -> frozenset[str]:
@@ -244,9 +494,12 @@ class KVAwareOrder:
         """Without the ledger: `pick_kv` with nothing known about any agent."""
         return self.pick_kv(queue, now, service, MappingProxyType({}))
 
-    def places(self, agents: Mapping[str, AgentKV], now: float) -> frozenset[str]:
+    def places(self, agents: Mapping[str, AgentKV], now: float, ledger: KVLedger | None = None) -> frozenset[str]:
         """Agents holding a place in the working set at `now`: a call in flight, or back from one at most `keep_s`
-        ago and still resident."""
+        ago and still resident. `ledger`: the ledger `agents` is the snapshot of, whose incremental answer is the
+        same (`KVLedger.places`) without scanning every agent."""
+        if ledger is not None:
+            return ledger.places(self.capacity_tokens, self.keep_s, now)
         resident = resident_agents(agents, self.capacity_tokens)
         return frozenset(
             a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self.keep_s and a in resident)
@@ -278,19 +531,31 @@ class KVAwareOrder:
         now: float,
         service: Mapping[str, float],
         agents: Mapping[str, AgentKV],
+        ledger: KVLedger | None = None,
     ) -> Pick | None:
         """The call to start now (`key` order), or None: the queue is empty, or under `working_set` the first call in
         order whose agent holds no place does not fit yet. Calls of agents with a place always start; no call
         skips ahead of a call that waits for room (so big contexts do not starve behind small ones). Any call fits
-        when no agent holds a place."""
+        when no agent holds a place. `ledger`: the ledger `agents` is the snapshot of (its incremental resident
+        set and places, the same answers, without scanning every agent). Without `backfill_s` one pass over the
+        heads finds the call (no sort): O(heads + in flight + resident)."""
         heads = list(queue.heads())
         if not heads:
             return None
-        resident = resident_agents(agents, self.capacity_tokens) if self.program_order else frozenset()
-        ordered_heads = sorted(heads, key=lambda item: self.key(item, now, agents, resident, service))
-        best: Waiting | None = ordered_heads[0]
-        if self.working_set:
-            best = self._admissible(ordered_heads, agents, now)
+        if not self.program_order:
+            resident: frozenset[str] = frozenset()
+        elif ledger is not None:
+            resident = ledger.resident(self.capacity_tokens)
+        else:
+            resident = resident_agents(agents, self.capacity_tokens)
+        keys = {item.seq: self.key(item, now, agents, resident, service) for item in heads}
+        best: Waiting | None
+        if not self.working_set:
+            best = min(heads, key=lambda item: keys[item.seq])
+        elif self.backfill_s == 0:
+            best = self._first_admissible(heads, keys, agents, now, ledger)
+        else:
+            best = self._admissible(sorted(heads, key=lambda item: keys[item.seq]), agents, now, ledger)
         if best is None:
             return None
         level = effective_level(best.tier, now - best.arrived_at, self.aging_s)
@@ -337,8 +602,32 @@ class KVAwareOrder:
         known = agents.get(agent)
         return known.first_seen if known is not None else math.inf
 
-    def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
-        places = self.places(agents, now)
+    def _first_admissible(
+        self,
+        heads: list[Waiting],
+        keys: Mapping[int, tuple[float, ...]],
+        agents: Mapping[str, AgentKV],
+        now: float,
+        ledger: KVLedger | None,
+    ) -> Waiting | None:
+        """`_admissible` over the heads in `keys` order when `backfill_s` is 0, in one pass: the first head holding a
+        place, else the first head if the working set is empty, small or it fits, else None (it has waited its
+        share of 0 s, so nothing behind it may start). Sorts only for a head that arrived after `now`."""
+        places = self.places(agents, now, ledger)
+        placed = [item for item in heads if item.agent in places]
+        if placed:
+            return min(placed, key=lambda item: keys[item.seq])
+        first = min(heads, key=lambda item: keys[item.seq])
+        if not places or self._small(first.agent, agents) or self.fits(first.agent, places, agents):
+            return first
+        if now - first.arrived_at >= self.backfill_s:
+            return None
+        return self._admissible(sorted(heads, key=lambda item: keys[item.seq]), agents, now, ledger)
+
+    def _admissible(
+        self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float, ledger: KVLedger | None = None
+    ) -> Waiting | None:
+        places = self.places(agents, now, ledger)
         reserved_for = math.inf  # under a reservation: no younger program may start beside the places (small may)
         if self.backfill_s > 0:
             places, reserved_for = self._reserved(ordered_heads, places, agents, now)

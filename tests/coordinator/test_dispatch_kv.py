@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import random
+
+import pytest
 
 from sidecar.config import Config
 from sidecar.coordinator.app import make_dispatcher
@@ -151,3 +154,106 @@ def test_the_gate_follows_the_engagement() -> None:
     assert dispatcher.kv_engaged and dispatcher.gate is Gate.WORKING_SET
     assert dispatcher.status()["gate"] == "working_set" and dispatcher.status()["window"] is None
     assert [s.agent for s in granted] == ["a"]  # b and c do not fit beside a
+
+
+# --- the ledger's waiting calls: a call that leaves the queue without starting stops counting -----------
+
+
+def kv_dispatcher(clock: FakeClock) -> Dispatcher:
+    """Gates always engaged; 10,000 tokens of KV, so a 6,000-token agent beside another waits for room."""
+    dispatcher = make_dispatcher(
+        "large",
+        Config(
+            scheduling=SchedulingSettings(
+                policy="kv", kv_capacity_tokens=10_000, kv_engage_ratio=0, kv_release_ratio=0, kv_small_context_tokens=0
+            )
+        ),
+    )
+    dispatcher.clock = clock.now
+    return dispatcher
+
+
+async def test_a_waiting_call_cancelled_by_its_client_stops_counting_as_demand() -> None:
+    clock = FakeClock()
+    dispatcher = kv_dispatcher(clock)
+    holder = await dispatcher.acquire("a", Tier.HOT, prompt_tokens=6000)
+    waiting = asyncio.create_task(dispatcher.acquire("b", Tier.HOT, prompt_tokens=6000))
+    await asyncio.sleep(0)
+    ledger = dispatcher.kv_ledger
+    assert ledger is not None and ledger.waiting_calls("b") == 1 and len(dispatcher.queue) == 1
+    dispatcher._judge_pressure(clock.now())
+    assert dispatcher.kv_pressure.demand_tokens == 12_000 and dispatcher.kv_pressure.active_agents == 2
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert ledger.waiting_calls("b") == 0 and len(dispatcher.queue) == 0
+    clock.advance(100.0)  # past the window: b never started, so nothing keeps it active
+    dispatcher._judge_pressure(clock.now())
+    assert dispatcher.kv_pressure.demand_tokens == 6000 and dispatcher.kv_pressure.active_agents == 1
+    holder.release(10.0, 6100, 0)
+
+
+async def test_a_call_cancelled_in_the_instant_it_would_start_leaves_as_a_waiting_one() -> None:
+    # Its future is cancelled, then a pump picks it before its `acquire` handles the cancellation: `_start` finds
+    # the waiter done and counts it as a call that left waiting (`dequeued`), not one that started.
+    clock = FakeClock()
+    dispatcher = kv_dispatcher(clock)
+    holder = await dispatcher.acquire("a", Tier.HOT, prompt_tokens=6000)
+    waiting = asyncio.create_task(dispatcher.acquire("b", Tier.HOT, prompt_tokens=6000))
+    await asyncio.sleep(0)
+    holder.release(10.0, 6100, 0)  # a keeps its place for keep_s: b still waits
+    assert len(dispatcher.queue) == 1
+    clock.advance(10.0)  # a's place has expired: the next pump starts b
+    waiting.cancel()  # cancels the future it awaits at once; its handler runs at the next await
+    dispatcher.observe_metrics(None)  # the metrics watcher's tick pumps
+    ledger = dispatcher.kv_ledger
+    assert ledger is not None and ledger.waiting_calls("b") == 0 and len(dispatcher.queue) == 0
+    assert dispatcher.tiers[Tier.HOT].cancelled_waiting == 1 and "b" not in ledger.in_flight_agents()
+    assert ledger.snapshot()["b"].in_flight == 0
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert dispatcher.in_flight == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_dispatchers_incremental_demand_equals_the_reference_over_its_queue(seed: int) -> None:
+    # Random calls through `submit` (some agents forgotten between tasks), the engagement flipping on and off:
+    # after every step the demand the dispatcher judges equals `demand_tokens` over `active_agents` of the
+    # ledger's snapshot and the queue's agents, so the ledger's waiting calls are exactly the queue's.
+    from sidecar.core.kv_pressure import active_agents, demand_tokens
+
+    rng = random.Random(seed)
+    clock = FakeClock()
+    scheduling = SchedulingSettings(
+        policy="kv", kv_capacity_tokens=20_000, kv_engage_ratio=1.0, kv_release_ratio=0.5, kv_active_window_s=5.0
+    )
+    dispatcher = make_dispatcher("large", Config(scheduling=scheduling))
+    dispatcher.clock = clock.now
+    ledger = dispatcher.kv_ledger
+    assert ledger is not None
+    flying: list[Slot] = []
+    engaged = set()
+    for _ in range(400):
+        clock.advance(rng.choice([0.0, 0.2, 1.0, 3.0]))
+        move = rng.random()
+        if move < 0.5:
+            agent = f"agent-{rng.randrange(12)}"
+            dispatcher.submit(agent, rng.choice(list(Tier)), flying.append, rng.choice([None, 2000, 6000, 12_000]))
+        elif move < 0.9 and flying:
+            slot = flying.pop(rng.randrange(len(flying)))
+            slot.release(100.0, rng.choice([None, 3000, 9000]), rng.choice([None, 0, 1000]))
+        elif move < 0.95:
+            agent = f"agent-{rng.randrange(12)}"
+            if all(s.agent != agent for s in flying):  # the AgentBook forgets only agents without a call in flight
+                dispatcher.forget(agent)
+        else:
+            dispatcher.observe_metrics(None)
+        now = clock.now()
+        dispatcher._judge_pressure(now)
+        snapshot, queued = ledger.snapshot(), [item.agent for item in dispatcher.queue]
+        active = active_agents(snapshot, queued, now, scheduling.kv_active_window_s)
+        assert dispatcher.kv_pressure.demand_tokens == demand_tokens(snapshot, active)
+        assert dispatcher.kv_pressure.active_agents == len(active)
+        assert all(ledger.waiting_calls(a) == queued.count(a) for a in {*queued, *snapshot})
+        engaged.add(dispatcher.kv_pressure.engaged)
+    assert engaged == {True, False}  # the run saw both orders
