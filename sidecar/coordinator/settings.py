@@ -139,6 +139,10 @@ class SchedulingSettings(BaseModel):
     # The `kv` policy: an agent whose context (+ one turn's growth) is below this many tokens never waits for room:
     # re-prefilling it costs less than waiting (4,096 tokens: ~1.6 s at GPUStack's ~2.5K tok/s for a 32B on an A100).
     kv_small_context_tokens: int = Field(4096, ge=0)
+    # The `kv` policy's program order after residency (docs/fleet-sim.md, "Policy experiments"): age = oldest program
+    # first (Continuum's program-level FCFS); progress = most calls finished first (the program nearest its end).
+    # Age is the default: progress measured no better (SIMULATED).
+    kv_program_rank: Literal["age", "progress"] = "age"
     # The `kv` policy's gates act only under KV pressure (sidecar/core/kv_pressure.py): they engage when the active
     # agents' contexts (a call in flight or waiting, or one ended at most `kv_active_window_s` ago) need this many
     # times the KV capacity, and release at `kv_release_ratio`; until then calls are ordered and admitted exactly as

@@ -189,6 +189,17 @@ def resident_agents(agents: Mapping[str, AgentKV], capacity_tokens: int) -> froz
     return frozenset(resident)
 
 
+class ProgramRank(StrEnum):
+    """How `program_order` ranks the programs after residency (`KVAwareOrder.program_rank`)."""
+
+    AGE = "age"  # oldest program first (by its first call): Continuum's program-level FCFS
+    PROGRESS = "progress"  # most calls finished first (ties: oldest): the program nearest its end, when a task's
+    # chance of ending grows with its turns (SWE-agent's turn counts); an estimate of shortest-remaining-work-first.
+    # Its own aging: a waiting program's rank is fixed while it waits, and a program that starts later has fewer
+    # calls, so, as under AGE, nothing that arrives after it passes it. (Fewest calls first, Autellix's least
+    # attained service, has no such bound: it starves a long program behind a stream of new ones; not offered.)
+
+
 @dataclass(frozen=True)
 class KVAwareOrder:
     """Working-set admission and program-level order (module docstring). Gate WORKING_SET when `working_set`, else
@@ -204,6 +215,8 @@ class KVAwareOrder:
     new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS
     backfill_s: float = 0.0
     small_context_tokens: int = 0
+    program_rank: ProgramRank = ProgramRank.AGE
+    gap_fill_s: float = 0.0
 
     def __post_init__(self) -> None:
         errors = []
@@ -215,6 +228,8 @@ class KVAwareOrder:
             errors.append(f"keep_s must be >= 0, got {self.keep_s}")
         if self.backfill_s < 0:
             errors.append(f"backfill_s must be >= 0, got {self.backfill_s}")
+        if self.gap_fill_s < 0:
+            errors.append(f"gap_fill_s must be >= 0, got {self.gap_fill_s}")
         if self.small_context_tokens < 0:
             errors.append(f"small_context_tokens must be >= 0, got {self.small_context_tokens}")
         if not 0 < self.fill <= 1:
@@ -270,7 +285,11 @@ class KVAwareOrder:
         known = agents.get(item.agent)
         age = known.first_seen if known is not None else math.inf  # not started yet: after every started program
         level = effective_level(item.tier, now - item.arrived_at, self.aging_s)
-        return (0 if item.agent in resident else 1, age, level, item.seq)
+        here = 0 if item.agent in resident else 1
+        if self.program_rank is ProgramRank.AGE:
+            return (here, age, level, item.seq)
+        calls = known.calls if known is not None else 0  # PROGRESS
+        return (here, -calls, age, level, item.seq)
 
     def pick_kv(
         self,
@@ -303,7 +322,12 @@ class KVAwareOrder:
         return footprint_of(agents, places) + self.new_agent_tokens <= self.fill * self.capacity_tokens
 
     def _reserved(
-        self, ordered_heads: list[Waiting], places: frozenset[str], agents: Mapping[str, AgentKV], now: float
+        self,
+        ordered_heads: list[Waiting],
+        places: frozenset[str],
+        agents: Mapping[str, AgentKV],
+        now: float,
+        after_s: float | None = None,
     ) -> tuple[frozenset[str], float]:
         """Backfill's reservation: the places left, and the reserving program's age (infinite: none). Once a program's
         call has waited `backfill_s` for room (the oldest such program, unless it fits now), every younger agent
@@ -315,7 +339,7 @@ class KVAwareOrder:
             item
             for item in ordered_heads
             if item.agent not in places
-            and now - item.arrived_at >= self.backfill_s
+            and now - item.arrived_at >= (self.backfill_s if after_s is None else after_s)
             and not self._small(item.agent, agents)
         ]
         if not starved:
@@ -340,23 +364,54 @@ class KVAwareOrder:
     def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
         places = self.places(agents, now)
         reserved_for = math.inf  # under a reservation: no younger program may start beside the places (small may)
-        if self.backfill_s > 0:
+        if self.gap_fill_s > 0:
+            places, reserved_for = self._reserved(ordered_heads, places, agents, now, after_s=0.0)
+        elif self.backfill_s > 0:
             places, reserved_for = self._reserved(ordered_heads, places, agents, now)
         for item in ordered_heads:
             if item.agent in places:
                 return item
         if not places:  # anything fits an empty working set; under a reservation, the oldest first
             return next(i for i in ordered_heads if self._age(i.agent, agents) <= reserved_for)
+        gap: frozenset[str] | None = None  # under gap filling: the KV a filler must leave alone
+        if self.gap_fill_s > 0 and reserved_for < math.inf:
+            gap = self._gap(ordered_heads, places, agents, now, reserved_for)
         for item in ordered_heads:
             if self._small(item.agent, agents):
                 return item
             if self._age(item.agent, agents) > reserved_for:
+                if gap is not None and self.fits(item.agent, gap, agents):
+                    return item  # a filler: it fits the room no older program can use now
                 continue
             if self.fits(item.agent, places, agents):
                 return item
+            if gap is not None:
+                continue  # the reserving program waits; younger fillers behind it may still use the gap
             if now - item.arrived_at >= self.backfill_s:
                 return None  # it has waited its share: nothing behind it may take the room it waits for
         return None
+
+    def _gap(
+        self,
+        ordered_heads: list[Waiting],
+        places: frozenset[str],
+        agents: Mapping[str, AgentKV],
+        now: float,
+        reserved_for: float,
+    ) -> frozenset[str] | None:
+        """Gap filling (`gap_fill_s`): while the oldest program waiting for room (age `reserved_for`) has waited less
+        than `gap_fill_s`, the agents a younger filler must fit beside: the places (younger agents out of flight
+        already lost theirs, `_reserved`) and every older program's context still resident, so a filler evicts
+        no one older. None once it has waited `gap_fill_s`: then no younger call starts beside the places."""
+        head = min(
+            (i for i in ordered_heads if self._age(i.agent, agents) == reserved_for and i.agent not in places),
+            key=lambda i: i.seq,
+            default=None,
+        )
+        if head is None or now - head.arrived_at >= self.gap_fill_s:
+            return None
+        resident = resident_agents(agents, self.capacity_tokens)
+        return places | frozenset(a for a in resident if self._age(a, agents) <= reserved_for)
 
 
 DEFAULT_WARM_SHARE = 0.1

@@ -58,6 +58,11 @@ CONDITIONS: tuple[Condition, ...] = (
         "kv + backfill: a younger call that fits may pass one waiting for room for up to 120 s",
         {"policy": "kv", "kv_backfill_s": 120.0},
     ),
+    Condition(
+        "kv-progress",
+        "kv with the program order by progress: most calls finished first (an estimate of shortest remaining work)",
+        {"policy": "kv", "kv_program_rank": "progress"},
+    ),
     Condition("kv-warm", "kv + prefix warming before long tool runs end (budgeted)", {"policy": "kv"}, warming=True),
     Condition("kv-prerun", "kv + test pre-runs after each edit", {"policy": "kv"}, test_preruns=True),
     Condition(
