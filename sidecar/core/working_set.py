@@ -216,7 +216,6 @@ class KVAwareOrder:
     backfill_s: float = 0.0
     small_context_tokens: int = 0
     program_rank: ProgramRank = ProgramRank.AGE
-    gap_fill_s: float = 0.0
 
     def __post_init__(self) -> None:
         errors = []
@@ -228,8 +227,6 @@ class KVAwareOrder:
             errors.append(f"keep_s must be >= 0, got {self.keep_s}")
         if self.backfill_s < 0:
             errors.append(f"backfill_s must be >= 0, got {self.backfill_s}")
-        if self.gap_fill_s < 0:
-            errors.append(f"gap_fill_s must be >= 0, got {self.gap_fill_s}")
         if self.small_context_tokens < 0:
             errors.append(f"small_context_tokens must be >= 0, got {self.small_context_tokens}")
         if not 0 < self.fill <= 1:
@@ -322,12 +319,7 @@ class KVAwareOrder:
         return footprint_of(agents, places) + self.new_agent_tokens <= self.fill * self.capacity_tokens
 
     def _reserved(
-        self,
-        ordered_heads: list[Waiting],
-        places: frozenset[str],
-        agents: Mapping[str, AgentKV],
-        now: float,
-        after_s: float | None = None,
+        self, ordered_heads: list[Waiting], places: frozenset[str], agents: Mapping[str, AgentKV], now: float
     ) -> tuple[frozenset[str], float]:
         """Backfill's reservation: the places left, and the reserving program's age (infinite: none). Once a program's
         call has waited `backfill_s` for room (the oldest such program, unless it fits now), every younger agent
@@ -339,7 +331,7 @@ class KVAwareOrder:
             item
             for item in ordered_heads
             if item.agent not in places
-            and now - item.arrived_at >= (self.backfill_s if after_s is None else after_s)
+            and now - item.arrived_at >= self.backfill_s
             and not self._small(item.agent, agents)
         ]
         if not starved:
@@ -364,54 +356,23 @@ class KVAwareOrder:
     def _admissible(self, ordered_heads: list[Waiting], agents: Mapping[str, AgentKV], now: float) -> Waiting | None:
         places = self.places(agents, now)
         reserved_for = math.inf  # under a reservation: no younger program may start beside the places (small may)
-        if self.gap_fill_s > 0:
-            places, reserved_for = self._reserved(ordered_heads, places, agents, now, after_s=0.0)
-        elif self.backfill_s > 0:
+        if self.backfill_s > 0:
             places, reserved_for = self._reserved(ordered_heads, places, agents, now)
         for item in ordered_heads:
             if item.agent in places:
                 return item
         if not places:  # anything fits an empty working set; under a reservation, the oldest first
             return next(i for i in ordered_heads if self._age(i.agent, agents) <= reserved_for)
-        gap: frozenset[str] | None = None  # under gap filling: the KV a filler must leave alone
-        if self.gap_fill_s > 0 and reserved_for < math.inf:
-            gap = self._gap(ordered_heads, places, agents, now, reserved_for)
         for item in ordered_heads:
             if self._small(item.agent, agents):
                 return item
             if self._age(item.agent, agents) > reserved_for:
-                if gap is not None and self.fits(item.agent, gap, agents):
-                    return item  # a filler: it fits the room no older program can use now
                 continue
             if self.fits(item.agent, places, agents):
                 return item
-            if gap is not None:
-                continue  # the reserving program waits; younger fillers behind it may still use the gap
             if now - item.arrived_at >= self.backfill_s:
                 return None  # it has waited its share: nothing behind it may take the room it waits for
         return None
-
-    def _gap(
-        self,
-        ordered_heads: list[Waiting],
-        places: frozenset[str],
-        agents: Mapping[str, AgentKV],
-        now: float,
-        reserved_for: float,
-    ) -> frozenset[str] | None:
-        """Gap filling (`gap_fill_s`): while the oldest program waiting for room (age `reserved_for`) has waited less
-        than `gap_fill_s`, the agents a younger filler must fit beside: the places (younger agents out of flight
-        already lost theirs, `_reserved`) and every older program's context still resident, so a filler evicts
-        no one older. None once it has waited `gap_fill_s`: then no younger call starts beside the places."""
-        head = min(
-            (i for i in ordered_heads if self._age(i.agent, agents) == reserved_for and i.agent not in places),
-            key=lambda i: i.seq,
-            default=None,
-        )
-        if head is None or now - head.arrived_at >= self.gap_fill_s:
-            return None
-        resident = resident_agents(agents, self.capacity_tokens)
-        return places | frozenset(a for a in resident if self._age(a, agents) <= reserved_for)
 
 
 DEFAULT_WARM_SHARE = 0.1
