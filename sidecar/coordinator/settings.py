@@ -146,7 +146,7 @@ class SchedulingSettings(BaseModel):
     # The `kv` policy's gates act only under KV pressure (sidecar/core/kv_pressure.py): they engage when the active
     # agents' contexts (a call in flight or waiting, or one ended at most `kv_active_window_s` ago) need this many
     # times the KV capacity, and release at `kv_release_ratio`; until then calls are ordered and admitted exactly as
-    # under `priority`. 0 = always engaged. Why 4 and 2: the comments on the defaults in that module.
+    # under `priority`. 0 = always engaged. Why 4 and 0.5: the comments on the defaults in that module.
     kv_engage_ratio: float = Field(DEFAULT_ENGAGE_RATIO, ge=0)
     kv_release_ratio: float = Field(DEFAULT_RELEASE_RATIO, ge=0)
     kv_active_window_s: float = Field(DEFAULT_ACTIVE_WINDOW_S, ge=0)

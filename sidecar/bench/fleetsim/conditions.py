@@ -54,6 +54,11 @@ CONDITIONS: tuple[Condition, ...] = (
         {"policy": "kv", "kv_engage_ratio": 0.0, "kv_release_ratio": 0.0},
     ),
     Condition(
+        "kv-release-2x",
+        "kv with the gates released at 2x the KV (the first rule) instead of 0.5x",
+        {"policy": "kv", "kv_release_ratio": 2.0},
+    ),
+    Condition(
         "kv-backfill",
         "kv + backfill: a younger call that fits may pass one waiting for room for up to 120 s",
         {"policy": "kv", "kv_backfill_s": 120.0},
