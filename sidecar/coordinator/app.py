@@ -286,6 +286,7 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
             backfill_s=s.kv_backfill_s,
             small_context_tokens=s.kv_small_context_tokens,
             program_rank=ProgramRank(s.kv_program_rank),
+            long_tool_keep_s=s.kv_long_tool_keep_s,
         )
     else:
         policy = make_policy(

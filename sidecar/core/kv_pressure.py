@@ -45,7 +45,7 @@ first setting), the gates let go while a fleet's last tasks, two or three large 
 the KV, and under `priority` they evicted each other on every turn. In the fleet simulation (SIMULATED, against
 vLLM alone, medians) `default` seeds 1-3 then recomputed 1,907 GPU-s of prompt tokens instead of 1,477, for 1.23x
 tasks per GPU-hour and 1.70x mean completion instead of 1.26x and 1.73x (seeds 4-6: 1.22x and 1.71x instead of
-1.24x and 1.72x; `h200` seed 1: 1.28x and 1.99x instead of 1.33x and 2.05x); fleets that never engage (`tiny`,
+1.24x and 1.72x; `h200` seeds 1-2: 1.27x and 1.93x instead of 1.35x and 2.00x); fleets that never engage (`tiny`,
 `arrivals`, the real bench's `small`) are unchanged (docs/fleet-sim.md, "When the KV gates engage"). The band from
 4x to 0.5x is wider than one agent moves the ratio (an agent's context is at most the capacity: by at most 1)."""
 

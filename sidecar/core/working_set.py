@@ -79,7 +79,8 @@ class AgentKV:
     two calls (the next call's new prompt tokens, roughly); `shared_tokens`: prompt tokens its first call found
     already cached (a prefix it shares with other agents: a recipe's system prompt and tools, held once);
     `last_active`: when a call of its last started or ended; `first_seen`: when its first call started (infinite
-    while none has: its program has not begun)."""
+    while none has: its program has not begun); `long_tool`: the answer of its last call runs a long tool (a test
+    run), as the caller of `KVLedger.finished` saw it (False: no such tool, or not known)."""
 
     context_tokens: int
     growth_tokens: int
@@ -88,6 +89,7 @@ class AgentKV:
     first_seen: float = 0.0
     shared_tokens: int = 0
     calls: int = 0  # calls finished
+    long_tool: bool = False
 
     @property
     def footprint(self) -> int:
@@ -137,13 +139,20 @@ class KVLedger:
             in_flight=state.in_flight + 1,
             last_active=now,
             first_seen=min(state.first_seen, now),
+            long_tool=False,
         )
 
     def finished(
-        self, agent: str, now: float, context_tokens: int | None = None, cached_tokens: int | None = None
+        self,
+        agent: str,
+        now: float,
+        context_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        long_tool: bool = False,
     ) -> None:
         """A call of `agent` ended; `context_tokens` = its prompt + output tokens, `cached_tokens` = its prompt tokens
-        served from the prefix cache (usage's `cached_tokens`); None or <= 0 when unknown."""
+        served from the prefix cache (usage's `cached_tokens`); None or <= 0 when unknown. `long_tool`: its answer
+        runs a long tool (a test run) before the agent calls again (`KVAwareOrder.long_tool_keep_s`)."""
         state = self._agents.get(agent)
         if state is None:
             return
@@ -161,6 +170,7 @@ class KVLedger:
             last_active=now,
             shared_tokens=shared,
             calls=state.calls + 1,
+            long_tool=long_tool,
         )
 
     def forget(self, agent: str) -> None:
@@ -216,6 +226,7 @@ class KVAwareOrder:
     backfill_s: float = 0.0
     small_context_tokens: int = 0
     program_rank: ProgramRank = ProgramRank.AGE
+    long_tool_keep_s: float | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -227,6 +238,8 @@ class KVAwareOrder:
             errors.append(f"keep_s must be >= 0, got {self.keep_s}")
         if self.backfill_s < 0:
             errors.append(f"backfill_s must be >= 0, got {self.backfill_s}")
+        if self.long_tool_keep_s is not None and self.long_tool_keep_s < 0:
+            errors.append(f"long_tool_keep_s must be >= 0 or None, got {self.long_tool_keep_s}")
         if self.small_context_tokens < 0:
             errors.append(f"small_context_tokens must be >= 0, got {self.small_context_tokens}")
         if not 0 < self.fill <= 1:
@@ -258,11 +271,20 @@ class KVAwareOrder:
 
     def places(self, agents: Mapping[str, AgentKV], now: float) -> frozenset[str]:
         """Agents holding a place in the working set at `now`: a call in flight, or back from one at most `keep_s`
-        ago and still resident."""
+        ago (`long_tool_keep_s` when set and its answer runs a long tool) and still resident."""
         resident = resident_agents(agents, self.capacity_tokens)
         return frozenset(
-            a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self.keep_s and a in resident)
+            a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self._keep(s) and a in resident)
         )
+
+    def _keep(self, state: AgentKV) -> float:
+        """How long `state`'s agent keeps its place after a call: a test run (median 10 s, p90 60 s in the fleet
+        simulation's workload) outlasts a 4 s hold anyway, so holding the KV through its first seconds only idles
+        it; `long_tool_keep_s` frees it sooner for the agents waiting for room (0: as the call ends, in the same
+        pick, where a `keep_s` of 0 still holds the place through the instant its call ends)."""
+        if state.long_tool and self.long_tool_keep_s is not None:
+            return self.long_tool_keep_s if self.long_tool_keep_s > 0 else -math.inf
+        return self.keep_s
 
     def key(
         self,

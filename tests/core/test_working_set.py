@@ -211,6 +211,7 @@ def test_pick_without_a_ledger_still_picks() -> None:
         {"capacity_tokens": 1, "keep_s": -1},
         {"capacity_tokens": 1, "backfill_s": -1},
         {"capacity_tokens": 1, "small_context_tokens": -1},
+        {"capacity_tokens": 1, "long_tool_keep_s": -1},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
@@ -301,3 +302,19 @@ def test_no_program_waits_beyond_its_bound_under_any_program_rank(rank: ProgramR
     waits = drive_fleet(policy, programs)
     assert max(waits["long"]) > 1.0  # the KV was contended: the long program did wait for room
     assert max(waits["long"]) <= 4 * (1.0 + policy.keep_s)
+
+
+def test_an_agent_whose_answer_runs_a_long_tool_keeps_its_place_only_for_long_tool_keep_s() -> None:
+    ledger = KVLedger()
+    ledger.started("t", 0.0, 2000)
+    ledger.finished("t", 1.0, 2500, 0, long_tool=True)  # its answer runs the tests
+    ledger.started("s", 0.0, 2000)
+    ledger.finished("s", 1.0, 2500, 0)  # a short tool call
+    agents = ledger.snapshot()
+    assert agents["t"].long_tool and not agents["s"].long_tool
+    assert POLICY.places(agents, 2.0) == {"t", "s"}  # unset: keep_s for both
+    at_once = KVAwareOrder(capacity_tokens=CAP, keep_s=4.0, fill=1.0, long_tool_keep_s=0.0)
+    assert at_once.places(agents, 2.0) == {"s"}  # the test run frees its room at once
+    assert KVAwareOrder(capacity_tokens=CAP, keep_s=4.0, long_tool_keep_s=8.0).places(agents, 6.0) == {"t"}
+    ledger.started("t", 12.0, 2600)  # back from the test run: the next answer's tool is not known yet
+    assert not ledger.snapshot()["t"].long_tool

@@ -68,6 +68,11 @@ CONDITIONS: tuple[Condition, ...] = (
         "kv with the program order by progress: most calls finished first (an estimate of shortest remaining work)",
         {"policy": "kv", "kv_program_rank": "progress"},
     ),
+    Condition(
+        "kv-tool-hold",
+        "kv holding no place through a test run its answer calls, 3 s through any other tool call",
+        {"policy": "kv", "kv_long_tool_keep_s": 0.0, "kv_keep_s": 3.0},
+    ),
     Condition("kv-warm", "kv + prefix warming before long tool runs end (budgeted)", {"policy": "kv"}, warming=True),
     Condition("kv-prerun", "kv + test pre-runs after each edit", {"policy": "kv"}, test_preruns=True),
     Condition(
