@@ -52,7 +52,7 @@ from sidecar.core.kv_pressure import PressureRule
 from sidecar.core.openai_request import Endpoint
 from sidecar.core.ordering import OrderingPolicy, make_policy
 from sidecar.core.partition import Share
-from sidecar.core.working_set import KVAwareOrder
+from sidecar.core.working_set import KVAwareOrder, ProgramRank
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.app")
@@ -285,6 +285,8 @@ def make_dispatcher(alias: str, config: Config) -> Dispatcher:
             keep_s=s.kv_keep_s,
             backfill_s=s.kv_backfill_s,
             small_context_tokens=s.kv_small_context_tokens,
+            program_rank=ProgramRank(s.kv_program_rank),
+            long_tool_keep_s=s.kv_long_tool_keep_s,
         )
     else:
         policy = make_policy(

@@ -84,12 +84,19 @@ class Slot:
     started_at: float
     released: bool = False
 
-    def release(self, tokens: float = 0.0, context_tokens: int | None = None, cached_tokens: int | None = None) -> None:
+    def release(
+        self,
+        tokens: float = 0.0,
+        context_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        long_tool: bool = False,
+    ) -> None:
         """`tokens`: the call's GPU work (uncached prompt + output); `context_tokens` (prompt + output tokens) and
-        `cached_tokens` (prompt tokens served from the prefix cache) feed the `kv` policy's ledger (None: unknown)."""
+        `cached_tokens` (prompt tokens served from the prefix cache) feed the `kv` policy's ledger (None: unknown);
+        `long_tool`: the answer runs a long tool (a test run) before the agent calls again (False: not known)."""
         if not self.released:
             self.released = True
-            self.dispatcher._release(self, tokens, context_tokens, cached_tokens)
+            self.dispatcher._release(self, tokens, context_tokens, cached_tokens, long_tool)
 
 
 class Dispatcher:
@@ -520,11 +527,16 @@ class Dispatcher:
             waiter(slot)
 
     def _release(
-        self, slot: Slot, tokens: float, context_tokens: int | None = None, cached_tokens: int | None = None
+        self,
+        slot: Slot,
+        tokens: float,
+        context_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        long_tool: bool = False,
     ) -> None:
         now = self.clock()
         if self.kv_ledger is not None:
-            self.kv_ledger.finished(slot.agent, now, context_tokens, cached_tokens)
+            self.kv_ledger.finished(slot.agent, now, context_tokens, cached_tokens, long_tool)
         self.in_flight -= 1
         self.in_flight_by_tier[slot.tier] -= 1
         if slot.pool is Pool.HOT:

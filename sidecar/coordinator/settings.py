@@ -139,10 +139,18 @@ class SchedulingSettings(BaseModel):
     # The `kv` policy: an agent whose context (+ one turn's growth) is below this many tokens never waits for room:
     # re-prefilling it costs less than waiting (4,096 tokens: ~1.6 s at GPUStack's ~2.5K tok/s for a 32B on an A100).
     kv_small_context_tokens: int = Field(4096, ge=0)
+    # The `kv` policy's program order after residency (docs/fleet-sim.md, "Policy experiments"): age = oldest program
+    # first (Continuum's program-level FCFS); progress = most calls finished first (the program nearest its end).
+    # Age is the default: progress measured no better (SIMULATED).
+    kv_program_rank: Literal["age", "progress"] = "age"
+    # The `kv` policy: seconds an agent whose last answer runs a long tool (a test run) keeps its place, instead of
+    # `kv_keep_s`; unset = `kv_keep_s`. The proxy does not detect such answers yet (only the fleet simulation
+    # reports them), so this changes nothing in the coordinator today (docs/fleet-sim.md, "Policy experiments").
+    kv_long_tool_keep_s: float | None = Field(None, ge=0)
     # The `kv` policy's gates act only under KV pressure (sidecar/core/kv_pressure.py): they engage when the active
     # agents' contexts (a call in flight or waiting, or one ended at most `kv_active_window_s` ago) need this many
     # times the KV capacity, and release at `kv_release_ratio`; until then calls are ordered and admitted exactly as
-    # under `priority`. 0 = always engaged. Why 4 and 2: the comments on the defaults in that module.
+    # under `priority`. 0 = always engaged. Why 4 and 0.5: the comments on the defaults in that module.
     kv_engage_ratio: float = Field(DEFAULT_ENGAGE_RATIO, ge=0)
     kv_release_ratio: float = Field(DEFAULT_RELEASE_RATIO, ge=0)
     kv_active_window_s: float = Field(DEFAULT_ACTIVE_WINDOW_S, ge=0)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
@@ -84,7 +84,8 @@ class AgentKV:
     two calls (the next call's new prompt tokens, roughly); `shared_tokens`: prompt tokens its first call found
     already cached (a prefix it shares with other agents: a recipe's system prompt and tools, held once);
     `last_active`: when a call of its last started or ended; `first_seen`: when its first call started (infinite
-    while none has: its program has not begun)."""
+    while none has: its program has not begun); `long_tool`: the answer of its last call runs a long tool (a test
+    run), as the caller of `KVLedger.finished` saw it (False: no such tool, or not known)."""
 
     context_tokens: int
     growth_tokens: int
@@ -93,6 +94,7 @@ class AgentKV:
     first_seen: float = 0.0
     shared_tokens: int = 0
     calls: int = 0  # calls finished
+    long_tool: bool = False
 
     @property
     def footprint(self) -> int:
@@ -176,15 +178,22 @@ class KVLedger:
                 in_flight=state.in_flight + 1,
                 last_active=now,
                 first_seen=min(state.first_seen, now),
+                long_tool=False,
             )
         self._flying[agent] = None
         self._touch(agent, now)
 
     def finished(
-        self, agent: str, now: float, context_tokens: int | None = None, cached_tokens: int | None = None
+        self,
+        agent: str,
+        now: float,
+        context_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        long_tool: bool = False,
     ) -> None:
         """A call of `agent` ended; `context_tokens` = its prompt + output tokens, `cached_tokens` = its prompt tokens
-        served from the prefix cache (usage's `cached_tokens`); None or <= 0 when unknown."""
+        served from the prefix cache (usage's `cached_tokens`); None or <= 0 when unknown. `long_tool`: its answer
+        runs a long tool (a test run) before the agent calls again (`KVAwareOrder.long_tool_keep_s`)."""
         state = self._agents.get(agent)
         if state is None:
             return
@@ -203,6 +212,7 @@ class KVLedger:
             last_active=now,
             shared_tokens=shared,
             calls=state.calls + 1,
+            long_tool=long_tool,
         )
         if in_flight == 0:
             self._flying.pop(agent, None)
@@ -259,11 +269,12 @@ class KVLedger:
         self._resident_key, self._resident = key, frozenset(resident)
         return self._resident
 
-    def places(self, capacity_tokens: int, keep_s: float, now: float) -> frozenset[str]:
-        """`KVAwareOrder.places` over `snapshot()` for a policy of this capacity and `keep_s`: the agents in flight,
-        and the resident ones back from a call at most `keep_s` before `now`. O(in flight + resident)."""
+    def places(self, capacity_tokens: int, keep: Callable[[AgentKV], float], now: float) -> frozenset[str]:
+        """`KVAwareOrder.places` over `snapshot()` for a policy of this capacity whose places are kept `keep(state)`
+        seconds after a call (the policy's `_keep`): the agents in flight, and the resident ones back from a call at
+        most that long before `now`. O(in flight + resident)."""
         agents = self._agents
-        kept = (a for a in self.resident(capacity_tokens) if now - agents[a].last_active <= keep_s)
+        kept = (a for a in self.resident(capacity_tokens) if now - agents[a].last_active <= keep(agents[a]))
         return frozenset(self._flying).union(kept)
 
     def demand(self, now: float, window_s: float, new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS) -> tuple[int, int]:
@@ -439,6 +450,17 @@ def resident_agents(agents: Mapping[str, AgentKV], capacity_tokens: int) -> froz
     return frozenset(resident)
 
 
+class ProgramRank(StrEnum):
+    """How `program_order` ranks the programs after residency (`KVAwareOrder.program_rank`)."""
+
+    AGE = "age"  # oldest program first (by its first call): Continuum's program-level FCFS
+    PROGRESS = "progress"  # most calls finished first (ties: oldest): the program nearest its end, when a task's
+    # chance of ending grows with its turns (SWE-agent's turn counts); an estimate of shortest-remaining-work-first.
+    # Its own aging: a waiting program's rank is fixed while it waits, and a program that starts later has fewer
+    # calls, so, as under AGE, nothing that arrives after it passes it. (Fewest calls first, Autellix's least
+    # attained service, has no such bound: it starves a long program behind a stream of new ones; not offered.)
+
+
 @dataclass(frozen=True)
 class KVAwareOrder:
     """Working-set admission and program-level order (module docstring). Gate WORKING_SET when `working_set`, else
@@ -454,6 +476,8 @@ class KVAwareOrder:
     new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS
     backfill_s: float = 0.0
     small_context_tokens: int = 0
+    program_rank: ProgramRank = ProgramRank.AGE
+    long_tool_keep_s: float | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -465,6 +489,8 @@ class KVAwareOrder:
             errors.append(f"keep_s must be >= 0, got {self.keep_s}")
         if self.backfill_s < 0:
             errors.append(f"backfill_s must be >= 0, got {self.backfill_s}")
+        if self.long_tool_keep_s is not None and self.long_tool_keep_s < 0:
+            errors.append(f"long_tool_keep_s must be >= 0 or None, got {self.long_tool_keep_s}")
         if self.small_context_tokens < 0:
             errors.append(f"small_context_tokens must be >= 0, got {self.small_context_tokens}")
         if not 0 < self.fill <= 1:
@@ -496,14 +522,24 @@ class KVAwareOrder:
 
     def places(self, agents: Mapping[str, AgentKV], now: float, ledger: KVLedger | None = None) -> frozenset[str]:
         """Agents holding a place in the working set at `now`: a call in flight, or back from one at most `keep_s`
-        ago and still resident. `ledger`: the ledger `agents` is the snapshot of, whose incremental answer is the
-        same (`KVLedger.places`) without scanning every agent."""
+        ago (`long_tool_keep_s` when set and its answer runs a long tool) and still resident. `ledger`: the ledger
+        `agents` is the snapshot of, whose incremental answer is the same (`KVLedger.places`) without scanning every
+        agent."""
         if ledger is not None:
-            return ledger.places(self.capacity_tokens, self.keep_s, now)
+            return ledger.places(self.capacity_tokens, self._keep, now)
         resident = resident_agents(agents, self.capacity_tokens)
         return frozenset(
-            a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self.keep_s and a in resident)
+            a for a, s in agents.items() if s.in_flight > 0 or (now - s.last_active <= self._keep(s) and a in resident)
         )
+
+    def _keep(self, state: AgentKV) -> float:
+        """How long `state`'s agent keeps its place after a call: a test run (median 10 s, p90 60 s in the fleet
+        simulation's workload) outlasts a 4 s hold anyway, so holding the KV through its first seconds only idles
+        it; `long_tool_keep_s` frees it sooner for the agents waiting for room (0: as the call ends, in the same
+        pick, where a `keep_s` of 0 still holds the place through the instant its call ends)."""
+        if state.long_tool and self.long_tool_keep_s is not None:
+            return self.long_tool_keep_s if self.long_tool_keep_s > 0 else -math.inf
+        return self.keep_s
 
     def key(
         self,
@@ -523,7 +559,11 @@ class KVAwareOrder:
         known = agents.get(item.agent)
         age = known.first_seen if known is not None else math.inf  # not started yet: after every started program
         level = effective_level(item.tier, now - item.arrived_at, self.aging_s)
-        return (0 if item.agent in resident else 1, age, level, item.seq)
+        here = 0 if item.agent in resident else 1
+        if self.program_rank is ProgramRank.AGE:
+            return (here, age, level, item.seq)
+        calls = known.calls if known is not None else 0  # PROGRESS
+        return (here, -calls, age, level, item.seq)
 
     def pick_kv(
         self,

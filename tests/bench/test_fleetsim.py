@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from sidecar.bench.fleetsim.bound import schedule_bounds, throughput_bound
-from sidecar.bench.fleetsim.conditions import BY_NAME, CONDITIONS, select
+from sidecar.bench.fleetsim.conditions import BY_NAME, CONDITIONS, Condition, select
 from sidecar.bench.fleetsim.fleet import FleetSim
 from sidecar.bench.fleetsim.profiles import fleet_profile
 from sidecar.bench.fleetsim.program import Program
@@ -213,3 +213,43 @@ def test_routing_sends_simple_work_to_the_small_model_and_pins_agents_to_the_lar
     assert small == simple and small
     two = FleetSim(tiny, BY_NAME["kv-2x32b"], profile, programs, 1).run()
     assert two.replicas == 2 and {c.replica for c in two.calls} == {0, 1}
+
+
+def test_the_kv_gates_hold_through_a_fleets_last_large_tasks(tiny) -> None:  # type: ignore[no-untyped-def]
+    # 12 agents whose contexts grow to 5-7K tokens of tiny's 8,192: the gates engage, and the last tasks, two or
+    # three large contexts, still need 1-2x the KV. Released at 2x they evict each other under `priority`; the
+    # default rule (released at 0.5x) holds the working set to the end: fewer preemptions, more prefix-cache hits.
+    fleet = tiny.fleet.model_copy(
+        update={"agents": 12, "context_min_tokens": 5000, "context_max_tokens": 7000, "turns_mean": 10, "turns_max": 16}
+    )
+    scenario = tiny.model_copy(update={"fleet": fleet})
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    programs = programs_for(scenario, profile, 1)
+    result = {}
+    for name in ("kv", "kv-release-2x"):
+        sim = FleetSim(scenario, BY_NAME[name], profile, programs, 1)
+        run = sim.run()
+        result[name] = (sim.replicas[0].dispatcher.kv_pressure.changes, run.preemptions, run.prefix_hits)
+    (held_changes, held_preempted, held_hits), (let_changes, let_preempted, let_hits) = result.values()
+    assert held_changes == 1 and let_changes == 2  # engaged once; the 2x rule also released before the end
+    assert held_preempted < let_preempted and held_hits > let_hits
+
+
+def test_the_fleet_reports_test_runs_to_the_ledger_and_long_tool_keep_s_acts_on_them(tiny) -> None:  # type: ignore[no-untyped-def]
+    # The same contended fleet as above: with `kv_long_tool_keep_s = 0` (keep_s unchanged) an agent whose answer
+    # runs the tests yields its place at once. Were the simulation not reporting test runs at release, the two runs
+    # would be identical call for call.
+    fleet = tiny.fleet.model_copy(
+        update={"agents": 12, "context_min_tokens": 5000, "context_max_tokens": 7000, "turns_mean": 10, "turns_max": 16}
+    )
+    scenario = tiny.model_copy(update={"fleet": fleet})
+    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
+    programs = programs_for(scenario, profile, 1)
+    assert any(t.action is Action.RUN_TESTS for p in programs for t in p.turns)
+    held = Condition("kv-long-tool-0", "test", {"policy": "kv", "kv_long_tool_keep_s": 0.0})
+    sims = [FleetSim(scenario, c, profile, programs, 1) for c in (BY_NAME["kv"], held)]
+    runs = [sim.run() for sim in sims]
+    policy = sims[1].replicas[0].dispatcher.policy
+    assert isinstance(policy, KVAwareOrder) and policy.long_tool_keep_s == 0.0
+    starts = [[c.first_scheduled for c in run.calls] for run in runs]
+    assert starts[0] != starts[1]

@@ -48,6 +48,21 @@ def test_submit_grants_through_the_working_set_and_the_ledger_follows_usage() ->
     assert view["agents"]["a"]["has_place"] is False
 
 
+def test_a_release_that_reports_a_long_tool_frees_the_place_at_once_under_long_tool_keep_s() -> None:
+    clock = FakeClock()
+    policy = KVAwareOrder(capacity_tokens=10_000, keep_s=4.0, fill=1.0, long_tool_keep_s=0.0)
+    dispatcher = Dispatcher("m", policy, clock=clock.now)
+    granted: list[Slot] = []
+    dispatcher.submit("a", Tier.HOT, granted.append, prompt_tokens=6000)
+    dispatcher.submit("b", Tier.HOT, granted.append, prompt_tokens=6000)
+    assert [s.agent for s in granted] == ["a"]
+    clock.advance(2.0)
+    granted[0].release(100.0, context_tokens=6200, cached_tokens=0, long_tool=True)  # a's answer runs the tests
+    assert [s.agent for s in granted] == ["a", "b"]  # no 4 s hold: b starts in the same instant
+    ledger = dispatcher.kv_ledger
+    assert ledger is not None and ledger.snapshot()["a"].long_tool
+
+
 def test_submit_under_another_policy_keeps_no_ledger() -> None:
     clock = FakeClock()
     dispatcher = Dispatcher("m", PriorityOrder(), static_window=1, clock=clock.now)

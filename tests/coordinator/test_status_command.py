@@ -108,7 +108,7 @@ async def test_status_shows_agents_queues_and_upstreams_as_status_reports_them()
     # The KV view (the kv policy here): its gates idle (a few small calls), the window holds the queued calls.
     kv = table_row(out, "large", "window")
     waiting = status["kv"]["large"]["waiting_on"]
-    assert kv[2] == "idle (on >= 4x, off <= 2x)" and status["kv"]["large"]["working_set"]["engaged"] is False
+    assert kv[2] == "idle (on >= 4x, off <= 0.5x)" and status["kv"]["large"]["working_set"]["engaged"] is False
     assert (
         kv[-1] == f"{waiting['calls']} on window: {waiting['in_flight']} in flight, window 1" and waiting["calls"] >= 3
     )
@@ -155,11 +155,11 @@ async def test_status_shows_the_kv_view_engaged_under_pressure_and_what_each_age
     ws = status["kv"]["large"]["working_set"]
     assert status["kv"]["large"]["gate"] == "working_set" and ws["engaged"] is True  # the kv policy, engaged
     row = table_row(out, "large", "working_set")
-    assert row[2] == "engaged (on >= 4x, off <= 2x)"
+    assert row[2] == "engaged (on >= 4x, off <= 0.5x)"
     assert row[3] == f"{fmt_tokens(ws['demand_tokens'])} = {ws['pressure_ratio']:.2f}x (2 agents)"
     assert ws["pressure_ratio"] >= 4 and row[4] == "500 of 500 (configured)"
     assert row[7] == "1" and row[8].startswith("1 on working_set: b needs")  # a holds the one place
-    assert table_row(out, "small", "window")[2] == "idle (on >= 4x, off <= 2x)"  # the 7B: no pressure
+    assert table_row(out, "small", "window")[2] == "idle (on >= 4x, off <= 0.5x)"  # the 7B: no pressure
     agents = {a["agent_id"]: a for a in status["agents"]}
     assert table_row(out, "b")[-1] == "working_set" and table_row(out, "a")[-1] == DASH
     assert table_row(out, "a")[-2] == fmt_tokens(agents["a"]["kv_resident_tokens"]) != "0"

@@ -42,7 +42,8 @@ def apply(ledger: KVLedger, waiting: Counter[str], op: tuple[str, str, int | Non
         if waiting[agent]:
             waiting[agent] -= 1
     elif kind == "finished":
-        ledger.finished(agent, now, tokens, cached)  # also for an agent with no call in flight, or unknown
+        # also for an agent with no call in flight, or unknown; every other answer runs a long tool (a test run)
+        ledger.finished(agent, now, tokens, cached, long_tool=tokens is not None and tokens % 2 == 0)
     elif kind == "dequeued" and waiting[agent]:  # only a call that waits can leave the queue
         ledger.dequeued(agent)
         waiting[agent] -= 1
@@ -54,9 +55,9 @@ def check(ledger: KVLedger, waiting: Counter[str], now: float, window_s: float, 
     snapshot = ledger.snapshot()
     for capacity in (400, *CAPACITIES):  # 400 first: the capacity `places` asked last, so its cache answers
         assert ledger.resident(capacity) == resident_agents(snapshot, capacity)
-    for keep_s in (0.0, 4.0):
-        policy = KVAwareOrder(capacity_tokens=400, keep_s=keep_s)
-        assert ledger.places(400, keep_s, now) == policy.places(snapshot, now)
+    for keep_s, long_tool_keep_s in ((0.0, None), (4.0, None), (4.0, 0.0), (4.0, 1.0)):
+        policy = KVAwareOrder(capacity_tokens=400, keep_s=keep_s, long_tool_keep_s=long_tool_keep_s)
+        assert ledger.places(400, policy._keep, now) == policy.places(snapshot, now)
     assert set(ledger.in_flight_agents()) == {a for a, s in snapshot.items() if s.in_flight > 0}
     active = active_agents(snapshot, +waiting, now, window_s)
     expected = (demand_tokens(snapshot, active, new_agent_tokens), len(active))

@@ -9,6 +9,8 @@ import pytest
 
 from sidecar.core.kv_pressure import (
     ALWAYS,
+    DEFAULT_ENGAGE_RATIO,
+    DEFAULT_RELEASE_RATIO,
     Pressure,
     PressureRule,
     active_agents,
@@ -106,3 +108,16 @@ def test_always_is_engaged_whatever_the_demand() -> None:
 def test_bad_rules_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         PressureRule(**kwargs)
+
+
+def test_the_default_rule_holds_the_gates_until_the_active_contexts_fit_with_room() -> None:
+    # A fleet's last tasks: engaged at 4x, then two or three large contexts need 1-2x the KV. Released there, they
+    # would evict each other on every turn under `priority` (docs/fleet-sim.md); the default holds until 0.5x.
+    rule, capacity, pressure = PressureRule(), 1000, Pressure()
+    assert (rule.engage_ratio, rule.release_ratio) == (DEFAULT_ENGAGE_RATIO, DEFAULT_RELEASE_RATIO) == (4.0, 0.5)
+    seen = []
+    for t, demand in enumerate([4.0, 2.0, 1.5, 1.0, 0.6, 0.5, 1.0]):
+        agents = {"a": agent(round(demand * capacity), in_flight=1)}
+        pressure = next_pressure(pressure, rule, agents, [], capacity, float(t))
+        seen.append(pressure.engaged)
+    assert seen == [True, True, True, True, True, False, False]

@@ -12,6 +12,7 @@ from sidecar.core.working_set import (
     AgentKV,
     KVAwareOrder,
     KVLedger,
+    ProgramRank,
     WarmDecision,
     footprint_of,
     resident_agents,
@@ -210,8 +211,110 @@ def test_pick_without_a_ledger_still_picks() -> None:
         {"capacity_tokens": 1, "keep_s": -1},
         {"capacity_tokens": 1, "backfill_s": -1},
         {"capacity_tokens": 1, "small_context_tokens": -1},
+        {"capacity_tokens": 1, "long_tool_keep_s": -1},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         KVAwareOrder(**kwargs)  # type: ignore[arg-type]
+
+
+def test_program_rank_orders_the_programs_waiting_for_room() -> None:
+    # Neither is resident (r holds the KV); "old" started first with 3 calls done, "far" later with 9 done.
+    agents = {
+        "r": kv(9000, 1, 10.0, 0.0),
+        "old": AgentKV(2000, 0, 0, 0.0, 1.0, calls=3),
+        "far": AgentKV(2000, 0, 0, 0.0, 2.0, calls=9),
+    }
+    queue = queue_of(w(1, "old", HOT, 1.0), w(2, "far", HOT, 2.0))
+    resident = resident_agents(agents, CAP)
+    assert "old" not in resident and "far" not in resident
+
+    def first(rank: ProgramRank) -> str:
+        policy = KVAwareOrder(capacity_tokens=CAP, program_rank=rank)
+        heads = sorted(queue.heads(), key=lambda i: policy.key(i, 10.0, agents, resident))
+        return heads[0].agent
+
+    assert first(ProgramRank.AGE) == "old"
+    assert first(ProgramRank.PROGRESS) == "far"  # nearer its end
+    # residency still comes first under every rank: a resident agent with no calls done goes before both
+    agents["fresh"] = AgentKV(500, 0, 0, 9.9, 5.0, calls=0)
+    resident = resident_agents(agents, CAP)
+    queue.push(w(3, "fresh", COLD, 3.0))
+    for rank in ProgramRank:
+        assert first(rank) == "fresh"
+
+
+def drive_fleet(policy: KVAwareOrder, programs: dict[str, tuple[float, int]]) -> dict[str, list[float]]:
+    """A fleet on a virtual clock, driven through `pick_kv` and a real `KVLedger`: `programs` maps agent -> (when it
+    starts, its calls); a call takes 1 s, a tool call 0.5 s, every third 6 s (past keep_s); a context starts at 1,000
+    tokens and grows 250 per call. Returns each agent's waits, in order; fails if the fleet does not finish."""
+    import heapq
+
+    ledger, queue, seq = KVLedger(), WaitQueue(), 0
+    done = dict.fromkeys(programs, 0)
+    context = dict.fromkeys(programs, 1000)
+    waits: dict[str, list[float]] = {a: [] for a in programs}
+    asked: dict[str, float] = {}
+    events = [(start, i, "ask", agent) for i, (agent, (start, _)) in enumerate(programs.items())]
+    heapq.heapify(events)
+    order = len(events)
+    for _ in range(100_000):
+        if not events:
+            break
+        now, _, kind, agent = heapq.heappop(events)
+        if kind == "ask":
+            seq += 1
+            queue.push(Waiting(seq, agent, HOT, now))
+            ledger.queued(agent, now, context[agent])
+            asked[agent] = now
+        else:
+            context[agent] += 250
+            ledger.finished(agent, now, context[agent])
+            done[agent] += 1
+            order += 1
+            if done[agent] < programs[agent][1]:
+                tool = 6.0 if done[agent] % 3 == 0 else 0.5
+                heapq.heappush(events, (now + tool, order, "ask", agent))
+            else:
+                ledger.forget(agent)
+        while (pick := policy.pick_kv(queue, now, {}, ledger.snapshot())) is not None:
+            queue.remove(pick.item.seq)
+            waits[pick.item.agent].append(now - asked.pop(pick.item.agent))
+            ledger.started(pick.item.agent, now, context[pick.item.agent])
+            order += 1
+            heapq.heappush(events, (now + 1.0, order, "end", pick.item.agent))
+        assert events or not queue, "calls wait with nothing in flight or due"
+    assert done == {a: calls for a, (_, calls) in programs.items()}, "the fleet did not finish"
+    return waits
+
+
+@pytest.mark.parametrize("rank", list(ProgramRank))
+def test_no_program_waits_beyond_its_bound_under_any_program_rank(rank: ProgramRank) -> None:
+    # One long program (24 calls: its context grows to 7,000 of the 9,000 tokens the working set plans with) and a
+    # stream of short ones (4 calls each, one arriving every second for 150 s) that keeps the KV busy throughout.
+    # Under either rank the long one is first among the programs waiting for room (the oldest, the most calls
+    # done), so nothing that arrives later passes it; the short programs already there when it began to wait may
+    # (resident agents go first), each for at most its 4 calls of 1 s in flight plus keep_s held: 4 x (1 + keep_s).
+    # A least-attained-service rank (fewest calls first) would starve it: measured 160 s, until the stream stops.
+    policy = KVAwareOrder(capacity_tokens=CAP, keep_s=2.0, fill=0.9, program_rank=rank)
+    programs = {"long": (0.0, 24)} | {f"s{i:03d}": (0.5 + 1.0 * i, 4) for i in range(150)}
+    waits = drive_fleet(policy, programs)
+    assert max(waits["long"]) > 1.0  # the KV was contended: the long program did wait for room
+    assert max(waits["long"]) <= 4 * (1.0 + policy.keep_s)
+
+
+def test_an_agent_whose_answer_runs_a_long_tool_keeps_its_place_only_for_long_tool_keep_s() -> None:
+    ledger = KVLedger()
+    ledger.started("t", 0.0, 2000)
+    ledger.finished("t", 1.0, 2500, 0, long_tool=True)  # its answer runs the tests
+    ledger.started("s", 0.0, 2000)
+    ledger.finished("s", 1.0, 2500, 0)  # a short tool call
+    agents = ledger.snapshot()
+    assert agents["t"].long_tool and not agents["s"].long_tool
+    assert POLICY.places(agents, 2.0) == {"t", "s"}  # unset: keep_s for both
+    at_once = KVAwareOrder(capacity_tokens=CAP, keep_s=4.0, fill=1.0, long_tool_keep_s=0.0)
+    assert at_once.places(agents, 2.0) == {"s"}  # the test run frees its room at once
+    assert KVAwareOrder(capacity_tokens=CAP, keep_s=4.0, long_tool_keep_s=8.0).places(agents, 6.0) == {"t"}
+    ledger.started("t", 12.0, 2600)  # back from the test run: the next answer's tool is not known yet
+    assert not ledger.snapshot()["t"].long_tool

@@ -54,9 +54,24 @@ CONDITIONS: tuple[Condition, ...] = (
         {"policy": "kv", "kv_engage_ratio": 0.0, "kv_release_ratio": 0.0},
     ),
     Condition(
+        "kv-release-2x",
+        "kv with the gates released at 2x the KV (the first rule) instead of 0.5x",
+        {"policy": "kv", "kv_release_ratio": 2.0},
+    ),
+    Condition(
         "kv-backfill",
         "kv + backfill: a younger call that fits may pass one waiting for room for up to 120 s",
         {"policy": "kv", "kv_backfill_s": 120.0},
+    ),
+    Condition(
+        "kv-progress",
+        "kv with the program order by progress: most calls finished first (an estimate of shortest remaining work)",
+        {"policy": "kv", "kv_program_rank": "progress"},
+    ),
+    Condition(
+        "kv-tool-hold",
+        "kv holding no place through a test run its answer calls, 3 s through any other tool call",
+        {"policy": "kv", "kv_long_tool_keep_s": 0.0, "kv_keep_s": 3.0},
     ),
     Condition("kv-warm", "kv + prefix warming before long tool runs end (budgeted)", {"policy": "kv"}, warming=True),
     Condition("kv-prerun", "kv + test pre-runs after each edit", {"policy": "kv"}, test_preruns=True),

@@ -445,15 +445,16 @@ class FleetSim:
         record.preemptions = request.num_preemptions
         self.calls.append(record)
         prompt = len(request.prompt)
+        turn = state.program.turns[state.turn]
         if slot is not None:
             slot.release(
                 float(prompt - record.cached_tokens + record.output_tokens),
                 prompt + record.output_tokens,
                 record.cached_tokens,
+                long_tool=turn.action is Action.RUN_TESTS,  # the tool the answer calls, as the proxy relays it
             )
         self.computed[record.replica] += prompt - record.cached_tokens
         state.tokens.extend(request.output)
-        turn = state.program.turns[state.turn]
         if self.prefetcher is not None:
             self._prefetch_next(state, record.replica)
         if turn.action is None:
