@@ -445,7 +445,8 @@ class Dispatcher:
         if self.kv_ledger is None or not isinstance(self.policy, KVAwareOrder):
             return
         rule = self.kv_pressure_rule
-        demand, active = self.kv_ledger.demand(now, rule.window_s, self.policy.new_agent_tokens)
+        policy = self.policy
+        demand, active = self.kv_ledger.demand(now, rule.window_s, policy.new_agent_tokens, policy.small_context_tokens)
         self.kv_pressure = engagement(self.kv_pressure, rule, demand, active, self.policy.capacity_tokens, now)
 
     def _pump(self) -> None:

@@ -117,9 +117,10 @@ class SchedulingSettings(BaseModel):
     # fcfs = pure passthrough (vLLM orders); pools = the seed's semaphores (hot 4, cold 2, warm either);
     # priority = strict tiers with aging, least attained service within a tier, in-flight window per upstream.
     # kv = priority while the agents' contexts fit the KV; under KV pressure (`kv_engage_ratio`) working-set
-    # admission and program-level order from each agent's KV (sidecar/core/working_set.py). Not the default (its
-    # per-call cost no longer grows with the agents known: docs/benchmarks.md, "The kv policy per call").
-    policy: Literal["fcfs", "pools", "priority", "kv"] = "priority"
+    # admission and program-level order from each agent's KV (sidecar/core/working_set.py). The default: where
+    # the gates do not engage it orders call for call as priority does, at ~25 us per call for 2,000 agents
+    # (docs/benchmarks.md, "The kv policy per call"; docs/fleet-sim.md for where it wins).
+    policy: Literal["fcfs", "pools", "priority", "kv"] = "kv"
     # The `kv` policy: the upstream model's KV capacity in tokens (vLLM: num_gpu_blocks x block_size). 35,840 is the
     # simulator's Qwen2.5-Coder-32B on one A100-80GB (~30-40K tokens: 256 KiB per token of BF16 KV next to ~65 GB
     # of weights at 0.9 memory utilisation, an estimate from the model's shape and NVIDIA's A100 datasheet).
@@ -138,6 +139,7 @@ class SchedulingSettings(BaseModel):
     kv_backfill_s: float = Field(0.0, ge=0)
     # The `kv` policy: an agent whose context (+ one turn's growth) is below this many tokens never waits for room:
     # re-prefilling it costs less than waiting (4,096 tokens: ~1.6 s at GPUStack's ~2.5K tok/s for a 32B on an A100).
+    # Nor does it count toward the KV pressure that engages the gates: a fleet of small contexts keeps priority.
     kv_small_context_tokens: int = Field(4096, ge=0)
     # The `kv` policy's program order after residency (docs/fleet-sim.md, "Policy experiments"): age = oldest program
     # first (Continuum's program-level FCFS); progress = most calls finished first (the program nearest its end).

@@ -112,15 +112,23 @@ def active_agents(agents: Mapping[str, AgentKV], waiting: Iterable[str], now: fl
 
 
 def demand_tokens(
-    agents: Mapping[str, AgentKV], active: Iterable[str], new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS
+    agents: Mapping[str, AgentKV],
+    active: Iterable[str],
+    new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS,
+    small_context_tokens: int = 0,
 ) -> int:
     """KV tokens the `active` agents need together: each one's footprint (`AgentKV.footprint`), the largest shared
-    prefix once (as `working_set.footprint_of` counts it), and `new_agent_tokens` for one whose size is unknown."""
+    prefix once (as `working_set.footprint_of` counts it), and `new_agent_tokens` for one whose size is unknown.
+    An agent whose known footprint is below `small_context_tokens` adds nothing: the gates never hold its calls
+    (`KVAwareOrder.small_context_tokens`), so it is not the pressure they relieve, and a fleet of small contexts
+    keeps `priority`'s tiers and in-flight window however many agents it has."""
     own = shared = 0
     for name in active:
         state = agents.get(name)
         if state is None or state.footprint <= 0:
             own += new_agent_tokens
+            continue
+        if state.footprint < small_context_tokens:
             continue
         share = min(state.shared_tokens, state.context_tokens)
         own += state.footprint - share
@@ -136,12 +144,13 @@ def next_pressure(
     capacity_tokens: int,
     now: float,
     new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS,
+    small_context_tokens: int = 0,
 ) -> Pressure:
     """The engagement at `now` after `previous` (module docstring): engaged once demand >= `engage_ratio` x
     capacity, released once it is <= `release_ratio` x capacity, unchanged in between; always engaged under
     `rule.always`."""
     active = active_agents(agents, waiting, now, rule.window_s)
-    demand = demand_tokens(agents, active, new_agent_tokens)
+    demand = demand_tokens(agents, active, new_agent_tokens, small_context_tokens)
     return engagement(previous, rule, demand, len(active), capacity_tokens, now)
 
 

@@ -277,12 +277,19 @@ class KVLedger:
         kept = (a for a in self.resident(capacity_tokens) if now - agents[a].last_active <= keep(agents[a]))
         return frozenset(self._flying).union(kept)
 
-    def demand(self, now: float, window_s: float, new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS) -> tuple[int, int]:
-        """(KV tokens, agents) of the agents active at `now`: `kv_pressure.demand_tokens` over
-        `kv_pressure.active_agents(snapshot(), waiting, now, window_s)`, where `waiting` are the agents of the calls
-        waiting here. A running sum, updated as agents change and expired lazily from the oldest activity: O(1)
-        amortized per call while `now` does not go backwards and `window_s`, `new_agent_tokens` stay the same."""
-        return self._demand.judge(self, now, window_s, new_agent_tokens)
+    def demand(
+        self,
+        now: float,
+        window_s: float,
+        new_agent_tokens: int = DEFAULT_NEW_AGENT_TOKENS,
+        small_context_tokens: int = 0,
+    ) -> tuple[int, int]:
+        """(KV tokens, agents) of the agents active at `now`: `kv_pressure.demand_tokens` (with `new_agent_tokens`
+        and `small_context_tokens`) over `kv_pressure.active_agents(snapshot(), waiting, now, window_s)`, where
+        `waiting` are the agents of the calls waiting here. A running sum, updated as agents change and expired
+        lazily from the oldest activity: O(1) amortized per call while `now` does not go backwards and the other
+        arguments stay the same."""
+        return self._demand.judge(self, now, window_s, new_agent_tokens, small_context_tokens)
 
     # --- internals ------------------------------------------------------------------------------------------
 
@@ -342,11 +349,13 @@ class KVLedger:
 class _ActiveDemand:
     """`KVLedger.demand`'s running sums: the agents counted active, each one's (own tokens, shared prefix), the sum
     of the own tokens and the shared prefixes by value (the largest counts once). Built at the first judgement, and
-    rebuilt when `window_s` or `new_agent_tokens` differ from the last or `now` went backwards."""
+    rebuilt when `window_s`, `new_agent_tokens` or `small_context_tokens` differ from the last or `now` went
+    backwards."""
 
     def __init__(self) -> None:
         self.window_s: float | None = None  # None: not built
         self.new_agent_tokens = DEFAULT_NEW_AGENT_TOKENS
+        self.small_context_tokens = 0
         self.recent: dict[str, None] = {}  # agents active within the window at the last judgement, oldest first
         self.counted: dict[str, tuple[int, int]] = {}
         self.own = 0
@@ -355,9 +364,13 @@ class _ActiveDemand:
         self.judged = -math.inf
         self.stale = False  # a touch went back in time: `recent` is out of order
 
-    def judge(self, ledger: KVLedger, now: float, window_s: float, new_agent_tokens: int) -> tuple[int, int]:
-        if self.window_s != window_s or self.new_agent_tokens != new_agent_tokens or self.stale or now < self.judged:
-            self._build(ledger, now, window_s, new_agent_tokens)
+    def judge(
+        self, ledger: KVLedger, now: float, window_s: float, new_agent_tokens: int, small_context_tokens: int
+    ) -> tuple[int, int]:
+        settings = (window_s, new_agent_tokens, small_context_tokens)
+        built = (self.window_s, self.new_agent_tokens, self.small_context_tokens)
+        if settings != built or self.stale or now < self.judged:
+            self._build(ledger, now, *settings)
         agents = ledger._agents
         recent = self.recent
         while recent:
@@ -394,6 +407,8 @@ class _ActiveDemand:
         state = ledger._agents.get(agent)
         if state is None or state.footprint <= 0:
             part = (self.new_agent_tokens, 0)
+        elif state.footprint < self.small_context_tokens:
+            part = (0, 0)  # active, but not what the gates relieve (`kv_pressure.demand_tokens`)
         else:
             share = min(state.shared_tokens, state.context_tokens)
             part = (state.footprint - share, share)
@@ -423,9 +438,12 @@ class _ActiveDemand:
             heapq.heappop(heap)
         return -heap[0] if heap else 0
 
-    def _build(self, ledger: KVLedger, now: float, window_s: float, new_agent_tokens: int) -> None:
+    def _build(
+        self, ledger: KVLedger, now: float, window_s: float, new_agent_tokens: int, small_context_tokens: int
+    ) -> None:
         agents = ledger._agents
         self.window_s, self.new_agent_tokens, self.stale = window_s, new_agent_tokens, False
+        self.small_context_tokens = small_context_tokens
         within = [a for a, s in agents.items() if now - s.last_active <= window_s]
         self.recent = dict.fromkeys(sorted(within, key=lambda a: agents[a].last_active))
         self.counted, self.own, self.shares, self.share_heap = {}, 0, {}, []

@@ -21,7 +21,7 @@ def _values(table: str) -> list[float]:
 
 
 def test_every_step_is_measured_and_reported(capsys: pytest.CaptureFixture[str]) -> None:
-    table = _table(["--calls", "20", "--rounds", "1"], capsys)
+    table = _table(["--calls", "20", "--rounds", "1", "--policy", "priority"], capsys)
     steps = ("guard", "parse", "plan", "slot (acquire + release)", "slot, 2,000 agents", "telemetry hooks")
     for step in (*steps, "slot, 2,000 agents, virtual clock", "logging at warning", "disconnect watch"):
         assert f"| {step} |" in table
@@ -31,9 +31,10 @@ def test_every_step_is_measured_and_reported(capsys: pytest.CaptureFixture[str])
 
 
 def test_the_kv_policy_gets_its_idle_and_engaged_fleet_steps(capsys: pytest.CaptureFixture[str]) -> None:
-    # Each fleet step raises when its dispatcher is not in the state it names (a call waited, the gates engaged
-    # or not, fewer calls waiting): the table is only printed when every step ran as named.
-    table = _table(["--calls", "5", "--rounds", "1", "--policy", "kv"], capsys)
+    # `kv` is the default policy: no --policy runs it. Each fleet step raises when its dispatcher is not in the
+    # state it names (a call waited, the gates engaged or not, fewer calls waiting): the table is only printed
+    # when every step ran as named.
+    table = _table(["--calls", "5", "--rounds", "1"], capsys)
     assert "policy: kv" in table
     for step in ("slot, 2,000 agents, virtual clock", "slot, kv engaged, 2,000 agents, 64 waiting"):
         assert f"| {step} |" in table

@@ -267,7 +267,8 @@ def test_the_dispatchers_incremental_demand_equals_the_reference_over_its_queue(
         dispatcher._judge_pressure(now)
         snapshot, queued = ledger.snapshot(), [item.agent for item in dispatcher.queue]
         active = active_agents(snapshot, queued, now, scheduling.kv_active_window_s)
-        assert dispatcher.kv_pressure.demand_tokens == demand_tokens(snapshot, active)
+        small = scheduling.kv_small_context_tokens  # 4,096: the 2,000-token agents add no demand
+        assert dispatcher.kv_pressure.demand_tokens == demand_tokens(snapshot, active, 8192, small)
         assert dispatcher.kv_pressure.active_agents == len(active)
         assert all(ledger.waiting_calls(a) == queued.count(a) for a in {*queued, *snapshot})
         engaged.add(dispatcher.kv_pressure.engaged)

@@ -51,7 +51,14 @@ def apply(ledger: KVLedger, waiting: Counter[str], op: tuple[str, str, int | Non
         ledger.forget(agent)
 
 
-def check(ledger: KVLedger, waiting: Counter[str], now: float, window_s: float, new_agent_tokens: int = 8192) -> None:
+def check(
+    ledger: KVLedger,
+    waiting: Counter[str],
+    now: float,
+    window_s: float,
+    new_agent_tokens: int = 8192,
+    small_context_tokens: int = 0,
+) -> None:
     snapshot = ledger.snapshot()
     for capacity in (400, *CAPACITIES):  # 400 first: the capacity `places` asked last, so its cache answers
         assert ledger.resident(capacity) == resident_agents(snapshot, capacity)
@@ -60,8 +67,8 @@ def check(ledger: KVLedger, waiting: Counter[str], now: float, window_s: float, 
         assert ledger.places(400, policy._keep, now) == policy.places(snapshot, now)
     assert set(ledger.in_flight_agents()) == {a for a, s in snapshot.items() if s.in_flight > 0}
     active = active_agents(snapshot, +waiting, now, window_s)
-    expected = (demand_tokens(snapshot, active, new_agent_tokens), len(active))
-    assert ledger.demand(now, window_s, new_agent_tokens) == expected
+    expected = (demand_tokens(snapshot, active, new_agent_tokens, small_context_tokens), len(active))
+    assert ledger.demand(now, window_s, new_agent_tokens, small_context_tokens) == expected
 
 
 @settings(max_examples=400)
@@ -70,12 +77,14 @@ def check(ledger: KVLedger, waiting: Counter[str], now: float, window_s: float, 
     st.sampled_from(WINDOWS),
     st.integers(0, 3),
     st.sampled_from([8192, 77]),
+    st.sampled_from([0, 150]),  # 150: some known contexts below it (they add no demand), some above
 )
 def test_incremental_answers_equal_the_reference_after_every_step(
     steps: list[tuple[tuple[str, str, int | None, int | None], float]],
     window_s: float,
     judge_every: int,
     new_agent_tokens: int,
+    small: int,
 ) -> None:
     # `judge_every`: how often the answers are asked for (0: after every step), so expiry catches up lazily over
     # several steps too
@@ -84,9 +93,10 @@ def test_incremental_answers_equal_the_reference_after_every_step(
         now += step
         apply(ledger, waiting, op, now)
         if judge_every == 0 or i % (judge_every + 1) == 0:
-            check(ledger, waiting, now, window_s, new_agent_tokens)
-    check(ledger, waiting, now + 1000.0, window_s, new_agent_tokens)  # all expired but what flies or waits
-    check(ledger, waiting, now + 1000.0, window_s, 8192 + 77 - new_agent_tokens)  # another size: rebuilt
+            check(ledger, waiting, now, window_s, new_agent_tokens, small)
+    check(ledger, waiting, now + 1000.0, window_s, new_agent_tokens, small)  # all expired but what flies or waits
+    check(ledger, waiting, now + 1000.0, window_s, 8192 + 77 - new_agent_tokens, small)  # another size: rebuilt
+    check(ledger, waiting, now + 1000.0, window_s, new_agent_tokens, 150 - small)  # another threshold: rebuilt
 
 
 @settings(max_examples=400)

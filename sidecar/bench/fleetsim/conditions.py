@@ -36,7 +36,9 @@ CONDITIONS: tuple[Condition, ...] = (
         native_priority=True,
     ),
     Condition("pools", "the seed's pools (hot 4, cold 2, warm either)", {"policy": "pools"}),
-    Condition("priority", "today's default: tiers + aging + LAS, adaptive window", {"policy": "priority"}),
+    Condition(
+        "priority", "tiers + aging + LAS, adaptive window (kv's order while its gates are idle)", {"policy": "priority"}
+    ),
     Condition(
         "kv-admission",
         "working-set admission alone",
