@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -215,19 +216,29 @@ def test_routing_sends_simple_work_to_the_small_model_and_pins_agents_to_the_lar
     assert two.replicas == 2 and {c.replica for c in two.calls} == {0, 1}
 
 
-def test_the_kv_gates_hold_through_a_fleets_last_large_tasks(tiny) -> None:  # type: ignore[no-untyped-def]
-    # 12 agents whose contexts grow to 5-7K tokens of tiny's 8,192: the gates engage, and the last tasks, two or
-    # three large contexts, still need 1-2x the KV. Released at 2x they evict each other under `priority`; the
-    # default rule (released at 0.5x) holds the working set to the end: fewer preemptions, more prefix-cache hits.
+def _contended(tiny):  # type: ignore[no-untyped-def]
+    """`tiny` cut to 12 agents whose contexts grow to 5-7K tokens of its 8,192: the KV gates engage. (scenario,
+    profile, programs of seed 1)."""
     fleet = tiny.fleet.model_copy(
         update={"agents": 12, "context_min_tokens": 5000, "context_max_tokens": 7000, "turns_mean": 10, "turns_max": 16}
     )
     scenario = tiny.model_copy(update={"fleet": fleet})
     profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
-    programs = programs_for(scenario, profile, 1)
+    return scenario, profile, programs_for(scenario, profile, 1)
+
+
+def test_the_kv_gates_hold_through_a_fleets_last_large_tasks(tiny) -> None:  # type: ignore[no-untyped-def]
+    # 12 agents whose contexts grow to 5-7K tokens of tiny's 8,192: the gates engage, and the last tasks, two or
+    # three large contexts, still need 1-2x the KV. Released at 2x they evict each other under `priority`; the
+    # default rule (released at 0.5x) holds the working set to the end: fewer preemptions, more prefix-cache hits.
+    # Small contexts scaled as the KV is (4,096 of an A100's 35,840 tokens, ~1,024 of tiny's 8,192): at 4,096 most
+    # of these contexts' lives are "small", adding no demand and never waiting, and the tail is another fleet's.
+    scenario, profile, programs = _contended(tiny)
     result = {}
     for name in ("kv", "kv-release-2x"):
-        sim = FleetSim(scenario, BY_NAME[name], profile, programs, 1)
+        base = BY_NAME[name]
+        condition = dataclasses.replace(base, scheduling={**base.scheduling, "kv_small_context_tokens": 1024})
+        sim = FleetSim(scenario, condition, profile, programs, 1)
         run = sim.run()
         result[name] = (sim.replicas[0].dispatcher.kv_pressure.changes, run.preemptions, run.prefix_hits)
     (held_changes, held_preempted, held_hits), (let_changes, let_preempted, let_hits) = result.values()
@@ -239,12 +250,7 @@ def test_the_fleet_reports_test_runs_to_the_ledger_and_long_tool_keep_s_acts_on_
     # The same contended fleet as above: with `kv_long_tool_keep_s = 0` (keep_s unchanged) an agent whose answer
     # runs the tests yields its place at once. Were the simulation not reporting test runs at release, the two runs
     # would be identical call for call.
-    fleet = tiny.fleet.model_copy(
-        update={"agents": 12, "context_min_tokens": 5000, "context_max_tokens": 7000, "turns_mean": 10, "turns_max": 16}
-    )
-    scenario = tiny.model_copy(update={"fleet": fleet})
-    profile = fleet_profile(scenario.gpu.profile, scenario.gpu.profile_overrides)
-    programs = programs_for(scenario, profile, 1)
+    scenario, profile, programs = _contended(tiny)
     assert any(t.action is Action.RUN_TESTS for p in programs for t in p.turns)
     held = Condition("kv-long-tool-0", "test", {"policy": "kv", "kv_long_tool_keep_s": 0.0})
     sims = [FleetSim(scenario, c, profile, programs, 1) for c in (BY_NAME["kv"], held)]
