@@ -50,6 +50,7 @@ from sidecar.core.openai_request import Endpoint, parse_request
 from sidecar.core.stages import Tier
 from sidecar.core.usage import Usage
 from sidecar.obs import bind_request, clear_request, configure_logging, get_logger
+from sidecar.testing import FakeClock
 
 MODEL = "default"
 FLEET = 2000  # agents in the fleet step: the dispatcher's per-agent state is that large
@@ -87,16 +88,6 @@ async def _per_call_us_async(step: Callable[[], Awaitable[object]], calls: int, 
     return statistics.median(samples)
 
 
-class VirtualClock:
-    """A clock that moves only when told to (the fleet steps' ledger states do not depend on the machine)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def virtual_fleet_step(
     config: Config, agents: int, calls: int, rounds: int, *, engaged: bool = False, waiting: int = 0
 ) -> float:
@@ -106,9 +97,9 @@ def virtual_fleet_step(
     if engaged:
         scheduling = config.scheduling.model_copy(update={"kv_engage_ratio": 0.0, "kv_release_ratio": 0.0})
         config = config.model_copy(update={"scheduling": scheduling})
-    clock = VirtualClock()
+    clock = FakeClock(1000.0)  # moves only when told to: the ledger's states do not depend on the machine
     dispatcher = make_dispatcher(MODEL, config)
-    dispatcher.clock = clock
+    dispatcher.clock = clock.now
     granted: list[Slot] = []
     if engaged:
         dispatcher.submit("holder", Tier.WARM, granted.append, HOLDER_TOKENS)
@@ -118,7 +109,7 @@ def virtual_fleet_step(
     names = itertools.cycle([f"agent-{i}" for i in range(agents)])
 
     def call() -> None:
-        clock.now += VIRTUAL_STEP_S
+        clock.advance(VIRTUAL_STEP_S)
         dispatcher.submit(next(names), Tier.WARM, granted.append)
         if not granted:
             raise RuntimeError(f"a call waited in a step where every call starts at once ({dispatcher.gate} gate)")
