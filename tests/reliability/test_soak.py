@@ -218,6 +218,9 @@ async def quiet_logs() -> AsyncIterator[None]:
 async def checkpoint(state: CoordinatorState, fleet: Fleet, tasks_before: int) -> Checkpoint:
     await assert_released(state)
     await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before)
+    # The coordinator's own /metrics scrapes and health checks share the upstream pool and run every second, so a
+    # connection may be busy with one of them at any instant: wait for that to pass (a leaked one never does).
+    await wait_until(lambda: upstream_connections(state)[1] == 0, "every upstream connection idle")
     total, busy = upstream_connections(state)
     exchanges = live(Exchange) + live(Slot) + live(httpx.Response)
     gc.collect()
