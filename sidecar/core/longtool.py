@@ -23,8 +23,9 @@ Never raises: unparseable arguments (not JSON, not an object, no command string)
 else unexpected make the call not long (False: the agent keeps its place for `kv_keep_s`, as before).
 
 `AnswerToolCalls` reads one relayed answer as it goes by (streamed SSE: the tool calls assembled by
-`toolstream.ToolCallStream`; a JSON body: `choices[0].message.tool_calls`, the body kept up to `MAX_BODY_BYTES`)
-and says at the end whether it runs a long tool. Pure: bytes and strings in, booleans out; no I/O, no clock.
+`toolstream.ToolCallStream`, counted only when the answer finished without an error frame; a JSON body:
+`choices[0].message.tool_calls`, the body kept up to `MAX_BODY_BYTES`) and says at the end whether it runs a long
+tool. Pure: bytes and strings in, booleans out; no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -242,23 +243,25 @@ class AnswerToolCalls:
 
     def feed(self, chunk: bytes) -> None:
         if self.stream is not None:
-            if self.long or self.stream.broken or self.stream.finished:
+            if self.stream.broken or self.stream.finished:
                 return
             try:
                 calls = self.stream.feed(chunk)
             except Exception:  # a frame shaped in a way the parser did not expect: stop reading
                 self.stream.broken = True
                 return
-            self.long = any(call_runs_long_tool(c.name, c.arguments) for c in calls)
+            if not self.long:
+                self.long = any(call_runs_long_tool(c.name, c.arguments) for c in calls)
         elif self.body is not None:
             self.body += chunk
             if len(self.body) > MAX_BODY_BYTES:
                 self.body = None
 
     def runs_long_tool(self) -> bool:
-        """The answer runs a long tool, as far as what was fed shows (a cut or unreadable answer: False)."""
+        """The answer runs a long tool. Streamed: one of its calls is a test run and the answer finished (its
+        `finish_reason` seen, no in-band error or unreadable frame before it). A cut or unreadable answer: False."""
         if self.stream is not None:
-            return self.long
+            return self.long and self.stream.finished and not self.stream.broken
         try:
             return self.body is not None and body_runs_long_tool(bytes(self.body))
         except Exception:  # never: the caller releases the call's slot right after asking

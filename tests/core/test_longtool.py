@@ -305,5 +305,9 @@ def test_a_streamed_answer_cut_or_broken_before_its_call_completes_is_not_long()
     assert not read(cut)
     error = [*sse(call_delta(0, "sidecar__run_tests", "{}"))[:-1], b'data: {"error": {"message": "boom"}}\n\n']
     assert not read(error)
+    # the first call (the tests) is complete when the second starts, but the answer ends in an error: not long
+    after = [*sse(call_delta(0, "sidecar__run_tests", "{}"), call_delta(1, "sidecar__read_file", "{}"))[:-1]]
+    assert not read([*after, b'data: {"error": {"message": "boom"}}\n\n', b"data: [DONE]\n\n"])
+    assert read([*after, *sse(finish("tool_calls"))])
     odd = [b'data: {"choices": [{"index": 0, "delta": {"tool_calls": 5}}]}\n\n']  # the parser cannot iterate it
     assert not read(odd + sse(call_delta(0, "sidecar__run_tests", "{}"), finish("tool_calls")))
