@@ -152,6 +152,9 @@ class Dispatcher:
         self.on_queue: list[Callable[[], None]] = []
         # The `kv` policy's accounting of every agent's context (None under the other policies).
         self.kv_ledger: KVLedger | None = KVLedger() if isinstance(policy, KVAwareOrder) else None
+        # The `kv` policy frees a test run's place sooner (`kv_long_tool_keep_s`): only then does a call read its
+        # answer's tool calls to tell `Slot.release(long_tool=...)` (`core.longtool`).
+        self.reads_long_tools = isinstance(policy, KVAwareOrder) and policy.long_tool_keep_s is not None
         self.kv_corrector: KVCorrector | None = None
         if kv_correction and isinstance(policy, KVAwareOrder):
             self.kv_corrector = KVCorrector(policy.capacity_tokens)
@@ -369,6 +372,7 @@ class Dispatcher:
             "planned_tokens": footprint_of(agents, places),
             "fill": policy.fill,
             "keep_s": policy.keep_s,
+            "long_tool_keep_s": policy.long_tool_keep_s,
             "admission": policy.working_set,
             "program_order": policy.program_order,
             "engaged": self.kv_pressure.engaged,
@@ -385,6 +389,7 @@ class Dispatcher:
                     "in_flight": s.in_flight,
                     "resident": agent in resident,
                     "has_place": agent in places,
+                    "long_tool": s.long_tool,
                 }
                 for agent, s in sorted(agents.items())
             },

@@ -24,6 +24,7 @@ from sidecar.coordinator.planner import CallPlan
 from sidecar.coordinator.telemetry import Answer, model_label
 from sidecar.coordinator.upstream_client import Opened, UpstreamCall, UpstreamClient, forward_headers
 from sidecar.core.identity import Identity
+from sidecar.core.longtool import AnswerToolCalls
 from sidecar.core.openai_request import ParsedRequest
 from sidecar.core.stages import native_priority
 from sidecar.core.usage import Usage, parse_usage
@@ -87,6 +88,11 @@ class Exchange:
         speculator = state.speculator
         keep = speculator is not None and speculator.settings.enabled and parsed.stream
         self.frames: list[bytes] | None = [] if keep and parsed.endpoint == "chat/completions" else None
+        # Whether the answer runs a test run, for the `kv` policy's `kv_long_tool_keep_s` (None when unset: the
+        # relay then reads nothing). Fed the relayed bytes after each is sent, as the watch below.
+        self.answer_tools: AnswerToolCalls | None = None
+        if plan.dispatcher.reads_long_tools and parsed.endpoint == "chat/completions":
+            self.answer_tools = AnswerToolCalls(streamed=parsed.stream)
         # Streaming tool execution: reads the relayed bytes (after each is sent) to start tool calls early.
         self.watch: StreamWatch | None = None
         if speculator is not None and parsed.stream and parsed.endpoint == "chat/completions":
@@ -113,7 +119,7 @@ class Exchange:
         finally:
             if self.slot is not None:
                 cached = self.usage.cached_prompt_tokens if self.usage is not None else None
-                self.slot.release(self._gpu_tokens(), self._context_tokens(), cached)
+                self.slot.release(self._gpu_tokens(), self._context_tokens(), cached, self._long_tool())
             telemetry.call_ended(self.agent, model)
             self._account()
 
@@ -209,6 +215,8 @@ class Exchange:
                 finally:  # after the send: the client's bytes are never delayed (even if it left during it)
                     if self.watch is not None and status == 200:
                         self.watch.feed(chunk)
+                    if self.answer_tools is not None:
+                        self.answer_tools.feed(chunk)
             self._finished(status)
         except ProxyError as error:
             self.state.telemetry.error(ErrorKind.STREAM_BROKEN, self.agent)
@@ -248,6 +256,12 @@ class Exchange:
         if self.usage is not None:
             return float(self.usage.prompt_tokens - self.usage.cached_prompt_tokens + self.usage.completion_tokens)
         return float(self.tail.count(b"data: ")) if self.parsed.stream else 0.0
+
+    def _long_tool(self) -> bool:
+        """The whole answer reached the client and runs a long tool (a test run): the agent is off running it.
+        Not known (False) when `kv_long_tool_keep_s` is unset, or the answer failed, was cut or not delivered."""
+        tools = self.answer_tools
+        return tools is not None and self.status == 200 and self.relayed_all and tools.runs_long_tool()
 
     def _context_tokens(self) -> int | None:
         """Prompt + completion tokens from the answer's usage (the KV the engine cached for this agent), or None."""

@@ -145,9 +145,10 @@ class SchedulingSettings(BaseModel):
     # first (Continuum's program-level FCFS); progress = most calls finished first (the program nearest its end).
     # Age is the default: progress measured no better (SIMULATED).
     kv_program_rank: Literal["age", "progress"] = "age"
-    # The `kv` policy: seconds an agent whose last answer runs a long tool (a test run) keeps its place, instead of
-    # `kv_keep_s`; unset = `kv_keep_s`. The proxy does not detect such answers yet (only the fleet simulation
-    # reports them), so this changes nothing in the coordinator today (docs/fleet-sim.md, "Policy experiments").
+    # The `kv` policy: seconds an agent whose last answer runs a long tool (a test run: the sidecar's run_tests, or
+    # pytest, npm test, cargo test ... through a shell tool; sidecar/core/longtool.py) keeps its place, instead of
+    # `kv_keep_s`; unset = `kv_keep_s`, and the proxy then reads no answer. Not the default: it did not win on every
+    # seed nor on h200 in the fleet simulation (docs/fleet-sim.md, "Policy experiments").
     kv_long_tool_keep_s: float | None = Field(None, ge=0)
     # The `kv` policy's gates act only under KV pressure (sidecar/core/kv_pressure.py): they engage when the active
     # agents' contexts (a call in flight or waiting, or one ended at most `kv_active_window_s` ago) need this many

@@ -44,6 +44,7 @@ def test_submit_grants_through_the_working_set_and_the_ledger_follows_usage() ->
         "in_flight": 1,
         "resident": True,
         "has_place": True,
+        "long_tool": False,
     }
     assert view["agents"]["a"]["has_place"] is False
 
