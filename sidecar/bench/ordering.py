@@ -49,6 +49,18 @@ HOT_TOKENS = 48
 
 
 @dataclass(frozen=True)
+class Case:
+    """One run's shape: the engine's `slots`, `colds` cold calls before the hot one, the simulator's `time_scale`
+    (the pause between calls is `GAP_S / time_scale`) and the tokens each cold call and the hot call generate."""
+
+    slots: int
+    colds: int
+    time_scale: float = 1.0
+    cold_tokens: int = COLD_TOKENS
+    hot_tokens: int = HOT_TOKENS
+
+
+@dataclass(frozen=True)
 class Trial:
     condition: str
     slots: int
@@ -83,19 +95,12 @@ async def _until(check: Callable[[], Awaitable[bool]], within_s: float = 60.0) -
 
 
 async def run_trial(
-    condition: str,
-    engine_url: str,
-    model: str,
-    *,
-    slots: int,
-    colds: int,
-    time_scale: float = 1.0,
-    coordinator_url: str | None = None,
-    cold_tokens: int = COLD_TOKENS,
-    hot_tokens: int = HOT_TOKENS,
+    condition: str, engine_url: str, model: str, case: Case, coordinator_url: str | None = None
 ) -> Trial:
-    """One run of the experiment against an idle engine: `colds` cold calls then a hot one; the hot call's rank.
-    `coordinator_url` None sends straight to the engine with integer priorities."""
+    """One run of the experiment against an idle engine: `case.colds` cold calls then a hot one; the hot call's
+    rank. `coordinator_url` None sends straight to the engine with integer priorities."""
+    slots, colds, time_scale = case.slots, case.colds, case.time_scale
+    cold_tokens, hot_tokens = case.cold_tokens, case.hot_tokens
     finished: list[str] = []
     direct = coordinator_url is None
     target = engine_url if direct else coordinator_url
@@ -172,17 +177,7 @@ async def simulator(slots: int, time_scale: float) -> AsyncIterator[tuple[str, s
         yield url, app.state.sim.served.names[0]
 
 
-async def run_condition(
-    condition: str,
-    engine_url: str,
-    model: str,
-    *,
-    slots: int,
-    colds: int,
-    time_scale: float = 1.0,
-    cold_tokens: int = COLD_TOKENS,
-    hot_tokens: int = HOT_TOKENS,
-) -> Trial:
+async def run_condition(condition: str, engine_url: str, model: str, case: Case) -> Trial:
     """One condition on an idle engine (a coordinator of its own for every condition but `direct`)."""
     async with contextlib.AsyncExitStack() as stack:
         url = (
@@ -190,17 +185,7 @@ async def run_condition(
             if condition == "direct"
             else await stack.enter_async_context(coordinator(condition, engine_url, model))
         )
-        return await run_trial(
-            condition,
-            engine_url,
-            model,
-            slots=slots,
-            colds=colds,
-            time_scale=time_scale,
-            coordinator_url=url,
-            cold_tokens=cold_tokens,
-            hot_tokens=hot_tokens,
-        )
+        return await run_trial(condition, engine_url, model, case, coordinator_url=url)
     raise AssertionError("unreachable")  # mypy: the exit stack does not swallow exceptions
 
 
@@ -218,17 +203,14 @@ async def run_experiment(
     trials = []
     for slots, colds in cases:
         for condition in conditions:
-            lengths = {"cold_tokens": cold_tokens, "hot_tokens": hot_tokens}
-            if upstream is not None:
+            if upstream is not None:  # a real engine runs in real time
                 engine, model = upstream
-                trials.append(await run_condition(condition, engine, model, slots=slots, colds=colds, **lengths))
+                case = Case(slots, colds, cold_tokens=cold_tokens, hot_tokens=hot_tokens)
+                trials.append(await run_condition(condition, engine, model, case))
                 continue
             async with simulator(slots, time_scale) as (url, model):
-                trials.append(
-                    await run_condition(
-                        condition, url, model, slots=slots, colds=colds, time_scale=time_scale, **lengths
-                    )
-                )
+                case = Case(slots, colds, time_scale, cold_tokens, hot_tokens)
+                trials.append(await run_condition(condition, url, model, case))
     return trials
 
 

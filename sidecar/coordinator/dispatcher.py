@@ -305,6 +305,23 @@ class Dispatcher:
         self.speculative = max(self.speculative - 1, 0)
         self._pump()
 
+    def speculative_answer_started(self, agent: str) -> None:
+        """A real call of `agent` is being answered from its speculative call (`Speculator.serve`), which took no
+        slot: under the `kv` policy the ledger counts it as a call started now (the agent active, in flight)
+        until `speculative_answer_ended`, exactly once after this. Nothing else here: the call never queued."""
+        if self.kv_ledger is not None:
+            self.kv_ledger.started(agent, self.clock())
+
+    def speculative_answer_ended(
+        self, agent: str, context_tokens: int | None, cached_tokens: int | None, long_tool: bool = False
+    ) -> None:
+        """The answer `speculative_answer_started` announced has ended: the ledger learns the turn as from
+        `Slot.release` (`context_tokens`: the speculative call's prompt + output tokens, `cached_tokens`: its
+        prompt tokens from the prefix cache, None when unknown; `long_tool`: its answer runs a test run)."""
+        if self.kv_ledger is not None:
+            self.kv_ledger.finished(agent, self.clock(), context_tokens, cached_tokens, long_tool)
+            self._pump()
+
     def status(self) -> dict[str, Any]:
         now = self.clock()
         by_tier = self.queue.count_by_tier()

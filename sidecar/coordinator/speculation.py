@@ -16,6 +16,10 @@ exactly what the upstream would have sent for the real call, which with temperat
 otherwise it is cancelled and counted as a mismatch. `serve` relays what the speculative call has received so
 far and then follows it live ("streaming from where it is"). `warm(agent, alias, body)` is the cheapest
 lossless variant: the same body with `max_tokens=1`, never served, only filling the prefix cache.
+A served answer took no dispatcher slot, but it is the agent's turn: under the `kv` policy the model's
+dispatcher hears of it as of a call through a slot (`Dispatcher.speculative_answer_started` when it is served,
+`speculative_answer_ended` with the speculative call's usage when it ends), so the ledger's context, activity
+and places follow the agent as if the call had been sent when asked for.
 
 Where the predicted body comes from: the proxy hands every finished, streamed chat answer (its request body
 after routing, the SSE bytes it relayed, the headers it sent upstream) to `after_response`, after the last
@@ -47,8 +51,10 @@ from sidecar.coordinator.agents import AgentBook
 from sidecar.coordinator.dispatcher import Dispatcher
 from sidecar.coordinator.early import EarlyStarter
 from sidecar.coordinator.errors import ProxyError
+from sidecar.coordinator.exchange import USAGE_TAIL_BYTES
 from sidecar.coordinator.settings import SpeculationSettings
 from sidecar.coordinator.upstream_client import UpstreamCall, UpstreamClient
+from sidecar.core.longtool import AnswerToolCalls
 from sidecar.core.nextcall import ToolRequest, assistant_from_sse, next_request, tool_requests
 from sidecar.core.speculation import (
     TokenBudget,
@@ -56,6 +62,7 @@ from sidecar.core.speculation import (
     fleet_counters,
     should_speculate_llm,
 )
+from sidecar.core.usage import parse_usage
 from sidecar.obs import get_logger
 
 log = get_logger("sidecar.coordinator.speculation")
@@ -303,7 +310,37 @@ class Speculator:
         return call
 
     async def serve(self, call: SpecCall, send: Send, request_id: str) -> None:
-        """Relay `call` to the client: what it has so far, then live until it ends."""
+        """Relay `call` to the client: what it has so far, then live until it ends. Meanwhile the `kv` policy's
+        ledger counts it as the agent's call in flight, and then learns the turn as from a slot's release
+        (`_tell_ledger`): the answer took no slot, but it is the agent's turn all the same."""
+        dispatcher = self.dispatchers[call.alias]
+        dispatcher.speculative_answer_started(call.agent)
+        relayed = False
+        try:
+            await self._relay(call, send, request_id)
+            relayed = True
+        finally:  # also when the client left (run_until_disconnect cancels this)
+            self._tell_ledger(call, dispatcher, relayed)
+
+    def _tell_ledger(self, call: SpecCall, dispatcher: Dispatcher, relayed: bool) -> None:
+        """The served answer's end, for the `kv` policy's ledger as `Exchange.run` tells it through `Slot.release`:
+        the speculative call's prompt + output tokens and cached prompt tokens from its usage (None unless it
+        completed with 200), and whether it runs a long tool (read only when `kv_long_tool_keep_s` is set)."""
+        if dispatcher.kv_ledger is None:
+            return
+        ok = call.done and call.status == 200
+        usage = parse_usage(b"".join(call.chunks)[-USAGE_TAIL_BYTES:]) if ok else None
+        long_tool = False
+        if dispatcher.reads_long_tools and ok and relayed:
+            tools = AnswerToolCalls(streamed=call.stream)
+            for chunk in call.chunks:
+                tools.feed(chunk)
+            long_tool = tools.runs_long_tool()
+        context = None if usage is None else usage.prompt_tokens + usage.completion_tokens
+        cached = None if usage is None else usage.cached_prompt_tokens
+        dispatcher.speculative_answer_ended(call.agent, context, cached, long_tool)
+
+    async def _relay(self, call: SpecCall, send: Send, request_id: str) -> None:
         while call.status is None and not call.done:
             call.changed.clear()
             await call.changed.wait()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar.bench.ordering import format_table, run_condition, simulator
+from sidecar.bench.ordering import Case, format_table, run_condition, simulator
 from sidecar.config import load_config
 from sidecar.coordinator.app import build_app
 from sidecar.coordinator.command import upstream_lines
@@ -44,7 +44,7 @@ async def test_a_hot_call_finishes_no_later_through_the_coordinator_than_with_vl
     trials = {}
     for condition in ("direct", "default", "fcfs"):
         async with simulator(slots, time_scale=2.0) as (url, model):
-            trials[condition] = await run_condition(condition, url, model, slots=slots, colds=colds, time_scale=2.0)
+            trials[condition] = await run_condition(condition, url, model, Case(slots, colds, time_scale=2.0))
     print("\n" + format_table(list(trials.values())))
     assert trials["default"].hot_rank <= trials["direct"].hot_rank, trials
     # The experiment tells ordering from none: without priority the hot call waits behind the colds (at 4 slots

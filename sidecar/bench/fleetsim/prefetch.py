@@ -31,7 +31,9 @@ What the coordinator then does, as `Speculator` does it (each step names its pro
 - `take`: the agent's real next call (when its tool calls are done) is served from its speculative call when the
   request is identical (always, by construction, unless `max_age_s` passed): at once when it finished, else when
   it does (attached while running); the real call takes no dispatcher slot, and the `kv` policy's ledger never
-  sees it (no `Slot.release`), exactly as in the coordinator.
+  sees it (no `Slot.release`). Here the simulation differs from the coordinator, whose `Speculator.serve` tells
+  the dispatcher of a served answer (`Dispatcher.speculative_answer_started` / `speculative_answer_ended`), so
+  its ledger learns the turn; the simulation's `kv-prefetch` figures are of the older accounting.
 
 Every token of a speculative call is an engine token: the report's prompt tokens computed and prefix-cache figures
 (the engines' counters) include them; the tokens of calls never served are also shown apart.
