@@ -87,7 +87,7 @@ async def test_the_server_and_its_engine_die_when_the_test_process_is_sigkilled(
 async def test_close_reaps_what_a_graceful_stop_left() -> None:
     reaped = reaping.popen_reaped([sys.executable, "-c", SERVER], stdout=subprocess.PIPE)
     assert reaped.process.stdout is not None
-    _server, engine = json.loads(reaped.process.stdout.readline())
+    server, engine = json.loads(reaped.process.stdout.readline())
     reaped.process.terminate()  # the server goes; its engine, in its group, stays until the group is reaped
     reaped.process.wait(timeout=30)
     try:
