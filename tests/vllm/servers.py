@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 
 from sidecar.serving import free_port
-from tests.reaping import Reaped, popen_reaped
 
 SERVED = "tiny"  # the served model name of every server in the tier
 # What the coordinator's /v1/models lists in front of one such server: vLLM's entry unchanged, then the names the
@@ -73,7 +72,6 @@ class VllmServer:
     log: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    reaped: Reaped | None = None
     launched_at: float = 0.0
     healthy_at: float | None = None
     failure: str | None = None
@@ -85,16 +83,13 @@ class VllmServer:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as out:
-            # Its own process group, killed whole (the API server and its EngineCore child) when this test process
-            # ends, even by SIGKILL (tests/reaping.py): no orphaned engine holds the cores and memory afterwards.
-            self.reaped = popen_reaped(
+            self.process = subprocess.Popen(
                 serve_argv(self.port, self.extra),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **ENV},
                 cwd=self.log.parent,  # its torch.compile and temp folders stay out of the checkout
             )
-            self.process = self.reaped.process
         self.launched_at = time.monotonic()
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -122,18 +117,14 @@ class VllmServer:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Terminate the server (gracefully, then killed), then whatever is left of its group (its engine)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
         try:
-            if self.process is not None and self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=30)
-        finally:
-            if self.reaped is not None:
-                self.reaped.close()
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
 
 
 @dataclass
