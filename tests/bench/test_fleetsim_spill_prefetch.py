@@ -104,6 +104,12 @@ def test_prefetch_serves_only_exact_predictions_and_accounts_for_every_speculati
     for replica in sim.replicas:
         assert replica.dispatcher.speculative == 0 and replica.dispatcher.in_flight == 0
         assert not replica.engine.has_work()
+    # under `kv` every turn reached the ledger, served ones too (as `Speculator.serve` tells the coordinator's)
+    ledgers = [r.dispatcher.kv_ledger for r in sim.replicas if r.dispatcher.kv_ledger is not None]
+    if condition.scheduling.get("policy") == "kv":
+        known = {agent: state for ledger in ledgers for agent, state in ledger.snapshot().items()}
+        assert {a: k.calls for a, k in known.items()} == {p.agent: len(p.turns) for p in programs}
+        assert all(k.in_flight == 0 for k in known.values())
     figures = summarize(run, None)
     assert figures["prefetch_served"] == c.get("served", 0) and figures["prefetch_started"] == c["started"]
     assert figures["prefetch_wasted_tokens"] == c.get("wasted_tokens", 0)

@@ -434,9 +434,17 @@ class FleetSim:
         state, slot, record = self._live.pop(request.request_id)
         self._answered(state, record, request, slot)
 
-    def _answered(self, state: AgentState, record: CallRecord, request: Request, slot: Slot | None) -> None:
+    def _answered(
+        self,
+        state: AgentState,
+        record: CallRecord,
+        request: Request,
+        slot: Slot | None,
+        served_by: Dispatcher | None = None,
+    ) -> None:
         """The agent has its answer to `record` (`request` ran it; `slot` is None for one served from a
-        speculative call, which took no dispatcher slot): account for it and run the turn's tool calls."""
+        speculative call, which took no dispatcher slot, and `served_by` that call's dispatcher, told as the
+        coordinator's `Speculator.serve` tells it): account for it and run the turn's tool calls."""
         record.finished = self.loop.now
         first = request.first_scheduled if request.first_scheduled is not None else self.loop.now
         record.first_scheduled = max(first, record.issued)  # a speculative call may have started before it
@@ -452,6 +460,13 @@ class FleetSim:
                 prompt + record.output_tokens,
                 record.cached_tokens,
                 long_tool=turn.action is Action.RUN_TESTS,  # the tool the answer calls, as the proxy relays it
+            )
+        elif served_by is not None:
+            served_by.speculative_answer_ended(
+                state.program.agent,
+                prompt + record.output_tokens,
+                record.cached_tokens,
+                long_tool=turn.action is Action.RUN_TESTS,
             )
         self.computed[record.replica] += prompt - record.cached_tokens
         state.tokens.extend(request.output)
@@ -498,16 +513,29 @@ class FleetSim:
         """The real call `record` is served from the agent's speculative call when it is the same request."""
         assert self.prefetcher is not None
 
-        def serve(request: Request) -> None:
-            state.next_id += len(request.output)  # the ids `_enter_engine` would have taken
-            self._answered(state, record, request, None)
-
         agent = state.program.agent
         call = self.prefetcher.pending.get(agent)
         if call is None:
             return False
+        dispatcher = self.replicas[call.replica].dispatcher
+        announced = False  # `Dispatcher.speculative_answer_started`, once, when the serving begins
+
+        def announce() -> None:
+            nonlocal announced
+            if not announced:
+                announced = True
+                dispatcher.speculative_answer_started(agent)
+
+        def serve(request: Request) -> None:
+            announce()  # served at once (its call had finished) or when the attached call finishes
+            state.next_id += len(request.output)  # the ids `_enter_engine` would have taken
+            self._answered(state, record, request, None, dispatcher)
+
         record.replica, record.granted = call.replica, self.loop.now  # before `serve` may run
-        return self.prefetcher.take(agent, tuple(state.tokens), serve)
+        if not self.prefetcher.take(agent, tuple(state.tokens), serve):
+            return False
+        announce()  # attached to a call still running: the agent's turn is in flight from now
+        return True
 
     def _tools_end(self, state: AgentState, action: Action, tool_s: float, calls: int, first_token: float) -> float:
         """When the answer's tool calls are done, with the condition's speculation (`speculation.py`)."""

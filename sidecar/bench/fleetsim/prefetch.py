@@ -30,10 +30,10 @@ What the coordinator then does, as `Speculator` does it (each step names its pro
   the production code charges it (`SpecCall.tokens`: the usage total when complete, else one per output token).
 - `take`: the agent's real next call (when its tool calls are done) is served from its speculative call when the
   request is identical (always, by construction, unless `max_age_s` passed): at once when it finished, else when
-  it does (attached while running); the real call takes no dispatcher slot, and the `kv` policy's ledger never
-  sees it (no `Slot.release`). Here the simulation differs from the coordinator, whose `Speculator.serve` tells
-  the dispatcher of a served answer (`Dispatcher.speculative_answer_started` / `speculative_answer_ended`), so
-  its ledger learns the turn; the simulation's `kv-prefetch` figures are of the older accounting.
+  it does (attached while running); the real call takes no dispatcher slot, and the dispatcher hears of it as
+  the coordinator's `Speculator.serve` tells it (`FleetSim._served`: `Dispatcher.speculative_answer_started` when
+  the serving begins, `speculative_answer_ended` with the call's tokens when the answer is there), so the `kv`
+  policy's ledger learns the turn.
 
 Every token of a speculative call is an engine token: the report's prompt tokens computed and prefix-cache figures
 (the engines' counters) include them; the tokens of calls never served are also shown apart.
