@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sidecar.core.stages import Stage
+from sidecar.core.testcommands import command_runs_tests
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,6 @@ _TEXT_EDITOR_WRITE = frozenset({"write", "str_replace", "insert", "undo_edit", "
 
 _GIT = r"\bgit(?:\s+-[Cc]\s+\S+|\s+--?[\w-]+(?:=\S+)?)*\s+"
 _COMMIT_COMMAND = re.compile(_GIT + r"(?:commit|add)\b|" + _GIT + r"diff\b[^;&|\n]*--(?:staged|cached)\b")
-_TEST_COMMAND = re.compile(
-    r"\b(?:py\.?test|unittest|tox|nox|jest|vitest|mocha|rspec|phpunit|ctest)\b"
-    r"|\b(?:npm|yarn|pnpm|bun)\s+(?:run\s+)?test\b|\b(?:cargo|go|deno|mvn|gradlew?|dotnet|mix)\s+test\b"
-    r"|\bmake\s+(?:test|check)\b|\bmanage\.py\s+test\b"
-)
 # Write through the shell: in-place sed/perl, patch, tee, `> file` (not to /dev/null, not `2>&1`).
 _WRITE_COMMAND = re.compile(r"\bsed\s+(?:-\w*\s+)*-i|\bperl\s+-\w*i|\bpatch\b|\bgit\s+apply\b|\btee\b")
 _REDIRECT = re.compile(r"(?<![0-9&>])>>?\s*(?!&)([^\s&|;<>]+)")
@@ -118,7 +114,8 @@ def _command_kind(command: str) -> tuple[_Kind, tuple[str, ...]]:
     """Kind of a shell command line, and the files it writes through a redirect.
 
     A commit anywhere wins; then a pipeline of read-only commands (`cat`, `rg`, `git log`; `grep pytest` too) is a
-    read; then a test runner anywhere; then any write (redirect to a file, `sed -i`, `tee`, `patch`); else a run.
+    read; then a command that runs a test runner (`testcommands.command_runs_tests`); then any write (redirect to
+    a file, `sed -i`, `tee`, `patch`); else a run.
     """
     if _COMMIT_COMMAND.search(command):
         return _Kind.COMMIT, ()
@@ -131,7 +128,7 @@ def _command_kind(command: str) -> tuple[_Kind, tuple[str, ...]]:
             heads.append([words[0].rsplit("/", 1)[-1], *words[1:]])
     if not writes and heads and all(_is_read(words) for words in heads):
         return _Kind.READ, ()
-    if _TEST_COMMAND.search(command):
+    if command_runs_tests(command):
         return _Kind.TEST, ()
     if writes:
         return _Kind.WRITE, targets

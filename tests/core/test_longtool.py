@@ -12,8 +12,8 @@ from sidecar.core.longtool import (
     answer_runs_long_tool,
     body_runs_long_tool,
     call_runs_long_tool,
-    command_runs_tests,
 )
+from sidecar.core.testcommands import command_runs_tests
 
 
 def shell(command: object) -> str:

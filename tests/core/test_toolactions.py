@@ -103,6 +103,12 @@ def test_stage_from_tool_event(
         ("go test ./...", Stage.TEST_ANALYZE),
         ("make test", Stage.TEST_ANALYZE),
         ("python -m unittest discover", Stage.TEST_ANALYZE),
+        ("uv run --with pytest-cov pytest -q", Stage.TEST_ANALYZE),  # the runner behind a script runner
+        ("timeout 300 make test-unit", Stage.TEST_ANALYZE),
+        ("bash -c 'cd pkg && pytest'", Stage.TEST_ANALYZE),
+        ("echo 'now run pytest' && python scripts/gen.py", None),  # mentions pytest, runs no runner
+        ("pip install pytest", None),
+        ("pytest --version", None),
         ("echo 'x = 1' >> src/config.py", Stage.CODE_EDIT),
         ("patch -p1 < fix.diff", Stage.CODE_EDIT),
         ("git apply fix.diff", Stage.CODE_EDIT),
